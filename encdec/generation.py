@@ -1,0 +1,244 @@
+"""Generation settings (``generation_config.json``) and their validation.
+
+Backends run the decode loops; what a setting means, its defaults, how it combines with
+the model config and which combinations are contradictory is decided here, once.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from encdec._io_utils import atomic_write_text
+
+GENERATION_CONFIG_NAME = "generation_config.json"
+
+
+@dataclass
+class GenerationConfig:
+    max_length: int = 20
+    max_new_tokens: int | None = None
+    min_length: int = 0
+    min_new_tokens: int | None = None
+    do_sample: bool = False
+    num_beams: int = 1
+    temperature: float = 1.0
+    top_k: int = 50
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    length_penalty: float = 1.0
+    early_stopping: bool | str = False
+    num_return_sequences: int = 1
+    eos_token_id: int | list[int] | None = None
+    pad_token_id: int | None = None
+    decoder_start_token_id: int | None = None
+    bos_token_id: int | None = None
+    #: keys we do not interpret, kept for the round trip.
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    _INT_FIELDS = ("max_length", "min_length", "num_beams", "top_k", "no_repeat_ngram_size", "num_return_sequences")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls) if f.name != "extra"]
+
+    # --- io -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if k != "extra"}
+        d.update(copy.deepcopy(self.extra))
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **overrides: Any) -> "GenerationConfig":
+        data = {**data, **overrides}
+        known = set(cls.field_names())
+        extra = {k: v for k, v in data.items() if k not in known}
+        extra.pop("transformers_version", None)
+        cfg = cls(**{k: v for k, v in data.items() if k in known}, extra=extra)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_model_config(cls, config: Any) -> "GenerationConfig":
+        """Defaults taken from a (composite) model config, as transformers does."""
+        decoder = getattr(config, "decoder", None)
+        values = {}
+        for name in ("eos_token_id", "pad_token_id", "decoder_start_token_id", "bos_token_id"):
+            value = getattr(config, name, None)
+            if value is None and decoder is not None and name != "decoder_start_token_id":
+                value = getattr(decoder, name, None)
+            if value is not None:
+                values[name] = value
+        return cls(**values)
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        os.makedirs(save_directory, exist_ok=True)
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        atomic_write_text(os.path.join(save_directory, GENERATION_CONFIG_NAME), text)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> "GenerationConfig":
+        from encdec.hub import HUB_KWARGS, resolve_file
+
+        hub_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in HUB_KWARGS}
+        path = resolve_file(name_or_path, GENERATION_CONFIG_NAME, **hub_kwargs)
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from None
+        return cls.from_dict(data, **kwargs)
+
+    # --- semantics ----------------------------------------------------------------------
+    def update(self, **kwargs: Any) -> dict[str, Any]:
+        """Set known fields from ``kwargs``; return the keys that are not generation settings."""
+        names = set(self.field_names())
+        rest = {}
+        for key, value in kwargs.items():
+            if key in names:
+                setattr(self, key, value)
+            else:
+                rest[key] = value
+        return rest
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        if self.eos_token_id is None:
+            return []
+        return [self.eos_token_id] if isinstance(self.eos_token_id, int) else list(self.eos_token_id)
+
+    def validate(self) -> None:
+        """Reject values and combinations that cannot mean anything."""
+        for name in self._INT_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"generation setting `{name}` must be an int, got {value!r}")
+        for name in ("max_new_tokens", "min_new_tokens"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"generation setting `{name}` must be a non-negative int or None, got {value!r}")
+        if self.max_length < 1:
+            raise ValueError(f"`max_length` must be at least 1, got {self.max_length}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError(f"`max_new_tokens` must be at least 1, got {self.max_new_tokens}")
+        if self.num_beams < 1:
+            raise ValueError(f"`num_beams` must be at least 1, got {self.num_beams}")
+        if self.num_return_sequences < 1:
+            raise ValueError(f"`num_return_sequences` must be at least 1, got {self.num_return_sequences}")
+        if not self.do_sample and self.num_return_sequences > self.num_beams:
+            raise ValueError(
+                f"`num_return_sequences` ({self.num_return_sequences}) must be <= `num_beams` "
+                f"({self.num_beams}) without sampling"
+            )
+        if self.do_sample and self.num_beams > 1:
+            raise ValueError("beam sampling (do_sample=True with num_beams > 1) is not supported")
+        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            raise ValueError(f"`temperature` must be a positive number, got {self.temperature!r}")
+        if self.top_k < 0:
+            raise ValueError(f"`top_k` must be >= 0, got {self.top_k}")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise ValueError(f"`top_p` must be in (0, 1], got {self.top_p!r}")
+        if not (isinstance(self.repetition_penalty, (int, float)) and self.repetition_penalty > 0):
+            raise ValueError(f"`repetition_penalty` must be a positive number, got {self.repetition_penalty!r}")
+        if self.no_repeat_ngram_size < 0:
+            raise ValueError(f"`no_repeat_ngram_size` must be >= 0, got {self.no_repeat_ngram_size}")
+        if self.early_stopping not in (True, False, "never"):
+            raise ValueError(f"`early_stopping` must be True, False or 'never', got {self.early_stopping!r}")
+        for eos in self.eos_token_ids:
+            if not isinstance(eos, int) or isinstance(eos, bool):
+                raise ValueError(f"`eos_token_id` must be an int or a list of ints, got {self.eos_token_id!r}")
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """Everything a backend's decode loop needs, resolved and checked.
+
+    Lengths count decoder tokens including the start token, as in transformers'
+    encoder-decoder generation: ``max_length`` is the total output length.
+    """
+
+    max_length: int
+    min_length: int
+    do_sample: bool
+    num_beams: int
+    temperature: float
+    top_k: int
+    top_p: float
+    repetition_penalty: float
+    no_repeat_ngram_size: int
+    length_penalty: float
+    early_stopping: bool | str
+    num_return_sequences: int
+    eos_token_ids: tuple[int, ...]
+    pad_token_id: int
+    decoder_start_token_id: int
+
+    @property
+    def mode(self) -> str:
+        if self.do_sample:
+            return "sample"
+        return "beam" if self.num_beams > 1 else "greedy"
+
+
+def resolve_generation(
+    model_config: Any,
+    generation_config: GenerationConfig | None,
+    kwargs: dict[str, Any],
+    start_length: int = 1,
+) -> tuple[DecodePlan, dict[str, Any]]:
+    """Merge the model's defaults, ``generation_config`` and call kwargs into a
+    :class:`DecodePlan`; return it with the kwargs that are not generation settings
+    (model inputs such as ``attention_mask``).
+
+    ``start_length`` is the length of the decoder prompt (1: just the start token).
+    """
+    cfg = copy.deepcopy(generation_config) if generation_config is not None else GenerationConfig.from_model_config(model_config)
+    base = GenerationConfig.from_model_config(model_config)
+    for name in ("eos_token_id", "pad_token_id", "decoder_start_token_id", "bos_token_id"):
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, getattr(base, name))
+    rest = cfg.update(**kwargs)
+    cfg.validate()
+
+    start = cfg.decoder_start_token_id
+    if start is None:
+        start = cfg.bos_token_id
+    if start is None:
+        raise ValueError(
+            "generate needs a decoder start token: set `decoder_start_token_id` on the model config "
+            "or the generation config (e.g. tokenizer.cls_token_id)"
+        )
+    eos = tuple(cfg.eos_token_ids)
+    pad = cfg.pad_token_id
+    if pad is None:
+        pad = eos[0] if eos else None
+    if pad is None:
+        raise ValueError("generate needs `pad_token_id` (or `eos_token_id`) on the model or generation config")
+    max_length = start_length + cfg.max_new_tokens if cfg.max_new_tokens is not None else cfg.max_length
+    min_length = start_length + cfg.min_new_tokens if cfg.min_new_tokens is not None else cfg.min_length
+    if max_length <= start_length:
+        raise ValueError(
+            f"max_length ({max_length}) leaves no room to generate after the {start_length}-token decoder "
+            "prompt; raise `max_length` or set `max_new_tokens`"
+        )
+    plan = DecodePlan(
+        max_length=max_length,
+        min_length=min_length,
+        do_sample=bool(cfg.do_sample),
+        num_beams=cfg.num_beams,
+        temperature=float(cfg.temperature),
+        top_k=cfg.top_k,
+        top_p=float(cfg.top_p),
+        repetition_penalty=float(cfg.repetition_penalty),
+        no_repeat_ngram_size=cfg.no_repeat_ngram_size,
+        length_penalty=float(cfg.length_penalty),
+        early_stopping=cfg.early_stopping,
+        num_return_sequences=cfg.num_return_sequences,
+        eos_token_ids=eos,
+        pad_token_id=int(pad),
+        decoder_start_token_id=int(start),
+    )
+    return plan, rest

@@ -1,0 +1,86 @@
+"""Output containers with attribute, key and index access (HF ``ModelOutput`` semantics).
+
+``None`` fields are skipped by key/index access and ``to_tuple()``, as in transformers.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, fields
+from typing import Any
+
+
+class ModelOutput(OrderedDict):
+    """Base for dataclass outputs; subclasses are declared with ``@dataclass``."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if value is not None:
+                super().__setitem__(f.name, value)
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return dict(self.items())[key]
+        return self.to_tuple()[key]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self.keys() and value is not None:
+            super().__setitem__(name, value)
+        super().__setattr__(name, value)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        super().__setattr__(key, value)
+
+    def to_tuple(self) -> tuple[Any, ...]:
+        return tuple(self[k] for k in self.keys())
+
+    def __reduce__(self):  # keep pickling/copy working for dataclass subclasses
+        return (type(self), tuple(getattr(self, f.name) for f in fields(self)))  # type: ignore[arg-type]
+
+
+@dataclass
+class BaseModelOutput(ModelOutput):
+    last_hidden_state: Any = None
+    hidden_states: Any = None
+    attentions: Any = None
+
+
+@dataclass
+class BaseModelOutputWithPooling(ModelOutput):
+    last_hidden_state: Any = None
+    pooler_output: Any = None
+    hidden_states: Any = None
+    attentions: Any = None
+
+
+@dataclass
+class CausalLMOutputWithCrossAttentions(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    past_key_values: Any = None
+    hidden_states: Any = None
+    attentions: Any = None
+    cross_attentions: Any = None
+
+
+@dataclass
+class Seq2SeqLMOutput(ModelOutput):
+    loss: Any = None
+    logits: Any = None
+    past_key_values: Any = None
+    decoder_hidden_states: Any = None
+    decoder_attentions: Any = None
+    cross_attentions: Any = None
+    encoder_last_hidden_state: Any = None
+    encoder_hidden_states: Any = None
+    encoder_attentions: Any = None
+
+
+@dataclass
+class GenerateOutput(ModelOutput):
+    """``generate`` result: ``sequences`` [batch * num_return_sequences, length]; beam
+    search also fills ``sequences_scores``."""
+
+    sequences: Any = None
+    sequences_scores: Any = None

@@ -1,0 +1,46 @@
+"""The one place that splits ``encoder_``/``decoder_``-prefixed keyword arguments."""
+from __future__ import annotations
+
+from typing import Any
+
+ENCODER_PREFIX = "encoder_"
+DECODER_PREFIX = "decoder_"
+
+
+def _strip(kwargs: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix):]: v for k, v in kwargs.items() if k.startswith(prefix)}
+
+
+def split_forward_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Forward/call routing: ``decoder_x`` -> decoder ``x``; everything else -> encoder.
+
+    ``encoder_``-prefixed keys are not stripped here: the composite forward names
+    ``encoder_outputs`` itself, and any other ``encoder_*`` key is passed to the encoder
+    unchanged, where an unknown name raises a clear error.
+    """
+    decoder = _strip(kwargs, DECODER_PREFIX)
+    encoder = {k: v for k, v in kwargs.items() if not k.startswith(DECODER_PREFIX)}
+    return encoder, decoder
+
+
+def split_pretrained_kwargs(
+    kwargs: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``from_encoder_decoder_pretrained`` routing: ``(encoder, decoder, composite)``.
+
+    ``encoder_model``/``decoder_model`` arrive as ``model`` in each part's dict.
+    """
+    encoder = _strip(kwargs, ENCODER_PREFIX)
+    decoder = _strip(kwargs, DECODER_PREFIX)
+    rest = {k: v for k, v in kwargs.items() if not k.startswith((ENCODER_PREFIX, DECODER_PREFIX))}
+    return encoder, decoder, rest
+
+
+def check_no_unknown(where: str, unknown: dict[str, Any], accepted: list[str] | tuple[str, ...]) -> None:
+    """Raise a ``TypeError`` naming keyword arguments that no part accepts."""
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        raise TypeError(
+            f"{where} got unexpected keyword argument(s): {names}. Accepted: {', '.join(accepted)}; "
+            "prefix decoder arguments with 'decoder_'"
+        )

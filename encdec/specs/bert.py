@@ -1,0 +1,101 @@
+"""BERT, RoBERTa and ELECTRA: encoder base models and BERT/RoBERTa LM-head decoders."""
+from __future__ import annotations
+
+from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, ENCODER_SPECS, ModelSpec
+
+
+def check_bert_like(config) -> None:
+    """Refuse options our model code does not implement."""
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        raise NotImplementedError(
+            f"{config.model_type}: position_embedding_type={config.position_embedding_type!r} "
+            "is not implemented; only 'absolute' is supported"
+        )
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(
+            f"{config.model_type}: hidden_size ({config.hidden_size}) must be a multiple of "
+            f"num_attention_heads ({config.num_attention_heads})"
+        )
+
+
+def _embeddings(spec: ModelSpec, config, prefix: str, dim: int) -> None:
+    spec.embedding(f"{prefix}.word_embeddings", config.vocab_size, dim)
+    spec.embedding(f"{prefix}.position_embeddings", config.max_position_embeddings, dim)
+    spec.embedding(f"{prefix}.token_type_embeddings", config.type_vocab_size, dim)
+    spec.norm(f"{prefix}.LayerNorm", dim)
+
+
+def _attention(spec: ModelSpec, prefix: str, hidden: int, kv_dim: int) -> None:
+    spec.linear(f"{prefix}.self.query", hidden, hidden)
+    spec.linear(f"{prefix}.self.key", kv_dim, hidden)
+    spec.linear(f"{prefix}.self.value", kv_dim, hidden)
+    spec.linear(f"{prefix}.output.dense", hidden, hidden)
+    spec.norm(f"{prefix}.output.LayerNorm", hidden)
+
+
+def _layers(spec: ModelSpec, config, prefix: str) -> None:
+    h, inter = config.hidden_size, config.intermediate_size
+    cross = config.is_decoder and config.add_cross_attention
+    kv_dim = config.cross_attention_hidden_size or h
+    for i in range(config.num_hidden_layers):
+        layer = f"{prefix}.layer.{i}"
+        _attention(spec, f"{layer}.attention", h, h)
+        if cross:
+            _attention(spec, f"{layer}.crossattention", h, kv_dim)
+        spec.linear(f"{layer}.intermediate.dense", h, inter)
+        spec.linear(f"{layer}.output.dense", inter, h)
+        spec.norm(f"{layer}.output.LayerNorm", h)
+
+
+def bert_model_spec(config, add_pooling_layer: bool = True) -> ModelSpec:
+    """``BertModel`` / ``RobertaModel`` (the encoder role keeps HF's pooler)."""
+    check_bert_like(config)
+    spec = ModelSpec()
+    _embeddings(spec, config, "embeddings", config.hidden_size)
+    _layers(spec, config, "encoder")
+    if add_pooling_layer:
+        spec.linear("pooler.dense", config.hidden_size, config.hidden_size)
+    return spec
+
+
+def electra_model_spec(config) -> ModelSpec:
+    """``ElectraModel``: embeddings of ``embedding_size``, projected when it differs."""
+    check_bert_like(config)
+    spec = ModelSpec()
+    _embeddings(spec, config, "embeddings", config.embedding_size)
+    if config.embedding_size != config.hidden_size:
+        spec.linear("embeddings_project", config.embedding_size, config.hidden_size)
+    _layers(spec, config, "encoder")
+    return spec
+
+
+def _lm_head(spec: ModelSpec, config, head: str, base: str, transform: str, norm: str) -> None:
+    h = config.hidden_size
+    spec.linear(f"{head}.{transform}dense", h, h)
+    spec.norm(f"{head}.{transform}{norm}", h)
+    spec.linear(f"{head}.decoder", h, config.vocab_size)
+    spec.add(f"{head}.bias", (config.vocab_size,), spec.params[f"{head}.decoder.bias"].kind)
+    spec.tie(f"{head}.decoder.bias", f"{head}.bias")
+    if config.tie_word_embeddings:
+        spec.tie(f"{head}.decoder.weight", f"{base}.embeddings.word_embeddings.weight")
+
+
+def bert_lm_head_spec(config) -> ModelSpec:
+    """``BertLMHeadModel``: ``bert.*`` without pooler plus ``cls.predictions.*``."""
+    spec = ModelSpec()
+    spec.extend(bert_model_spec(config, add_pooling_layer=False), "bert")
+    _lm_head(spec, config, "cls.predictions", "bert", "transform.", "LayerNorm")
+    return spec
+
+
+def roberta_causal_lm_spec(config) -> ModelSpec:
+    """``RobertaForCausalLM``: ``roberta.*`` without pooler plus ``lm_head.*``."""
+    spec = ModelSpec()
+    spec.extend(bert_model_spec(config, add_pooling_layer=False), "roberta")
+    _lm_head(spec, config, "lm_head", "roberta", "", "layer_norm")
+    return spec
+
+
+ENCODER_SPECS.update(bert=bert_model_spec, roberta=bert_model_spec, electra=electra_model_spec)
+DECODER_SPECS.update(bert=bert_lm_head_spec, roberta=roberta_causal_lm_spec)
+DECODER_BASE_PREFIX.update(bert="bert", roberta="roberta")

@@ -1,0 +1,1 @@
+"""encdec flax backend (being built)."""

@@ -1,0 +1,1 @@
+"""encdec tf backend (being built)."""

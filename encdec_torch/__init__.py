@@ -1,0 +1,1 @@
+"""encdec torch backend (being built)."""
