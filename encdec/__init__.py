@@ -12,6 +12,7 @@ from encdec.configuration import (
     EncoderDecoderConfig,
     GPT2Config,
     PretrainedConfig,
+    RobertaConfig,
 )
 from encdec.generation import GenerationConfig
 from encdec.labels import shift_tokens_right
@@ -27,6 +28,7 @@ __all__ = [
     "GPT2Config",
     "GenerationConfig",
     "PretrainedConfig",
+    "RobertaConfig",
     "shift_tokens_right",
     "__version__",
 ]

@@ -63,12 +63,13 @@ class GenerationConfig:
 
     @classmethod
     def from_model_config(cls, config: Any) -> "GenerationConfig":
-        """Defaults taken from a (composite) model config, as transformers does."""
+        """Defaults taken from a (composite) model config; unset ids fall back to the
+        decoder config's, as transformers does."""
         decoder = getattr(config, "decoder", None)
         values = {}
         for name in ("eos_token_id", "pad_token_id", "decoder_start_token_id", "bos_token_id"):
             value = getattr(config, name, None)
-            if value is None and decoder is not None and name != "decoder_start_token_id":
+            if value is None and decoder is not None:
                 value = getattr(decoder, name, None)
             if value is not None:
                 values[name] = value

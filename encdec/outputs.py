@@ -24,7 +24,7 @@ class ModelOutput(OrderedDict):
         return self.to_tuple()[key]
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in self.keys() and value is not None:
+        if value is not None and name in {f.name for f in fields(self)}:  # type: ignore[arg-type]
             super().__setitem__(name, value)
         super().__setattr__(name, value)
 

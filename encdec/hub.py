@@ -1,0 +1,104 @@
+"""Resolve ``name_or_path`` (a local folder or a Hugging Face Hub repo id) to local files.
+
+Hub files go through ``huggingface_hub.hf_hub_download`` and its cache, so ``revision``,
+``cache_dir``, ``local_files_only``, ``token`` and offline mode (``HF_HUB_OFFLINE=1``,
+read on every call) behave as in transformers.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+#: Keyword arguments that steer resolution (everything else belongs to the caller).
+HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token", "force_download", "subfolder")
+
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def is_offline() -> bool:
+    """``HF_HUB_OFFLINE`` (or transformers' ``TRANSFORMERS_OFFLINE``) is set."""
+    return any(os.environ.get(v, "").upper() in _TRUE for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def split_hub_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Remove and return the hub keywords of ``kwargs`` (modified in place)."""
+    return {k: kwargs.pop(k) for k in list(kwargs) if k in HUB_KWARGS}
+
+
+def resolve_file(
+    name_or_path: str | os.PathLike,
+    filename: str,
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+    force_download: bool = False,
+    subfolder: str | None = None,
+) -> str:
+    """Local path of ``filename`` in a folder or Hub repo.
+
+    Raises ``FileNotFoundError`` naming the folder / repo and file when the file does
+    not exist there (or is not cached while offline), ``OSError`` for other hub failures.
+    """
+    name = os.fspath(name_or_path)
+    if os.path.isdir(name):
+        folder = os.path.join(name, subfolder) if subfolder else name
+        path = os.path.join(folder, filename)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"local folder {folder!r} has no file {filename!r}")
+        return path
+
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    offline = local_files_only or is_offline()
+    where = f"{filename!r} of Hub repo {name!r}" + (f" (revision {revision!r})" if revision else "")
+    try:
+        return huggingface_hub.hf_hub_download(
+            repo_id=name,
+            filename=filename,
+            subfolder=subfolder or None,
+            revision=revision,
+            cache_dir=os.fspath(cache_dir) if cache_dir is not None else None,
+            local_files_only=offline,
+            token=token,
+            force_download=force_download,
+        )
+    except errors.HFValidationError:
+        raise FileNotFoundError(
+            f"{name!r} is neither a local folder nor a valid Hub repo id (looking for {filename!r})"
+        ) from None
+    except errors.LocalEntryNotFoundError:
+        mode = "offline mode" if is_offline() else "local_files_only=True"
+        raise FileNotFoundError(
+            f"cannot find {where} in the local cache"
+            + (f" {os.fspath(cache_dir)!r}" if cache_dir is not None else "")
+            + f" and {mode} forbids downloading it"
+        ) from None
+    except errors.EntryNotFoundError:
+        raise FileNotFoundError(f"Hub repo {name!r} has no file {filename!r}") from None
+    except errors.RevisionNotFoundError:
+        raise FileNotFoundError(f"Hub repo {name!r} has no revision {revision!r} (looking for {filename!r})") from None
+    except errors.RepositoryNotFoundError:
+        raise FileNotFoundError(
+            f"Hub repo {name!r} does not exist or needs a token (looking for {filename!r})"
+        ) from None
+    except OSError as err:
+        raise OSError(f"could not fetch {where}: {err}") from err
+
+
+def resolve_first(name_or_path: str | os.PathLike, filenames: Sequence[str], **hub: Any) -> tuple[str, str]:
+    """``(filename, local path)`` of the first of ``filenames`` present, in order.
+
+    A missing file moves on to the next; any other failure (network, auth) is raised.
+    """
+    tried = []
+    for filename in filenames:
+        try:
+            return filename, resolve_file(name_or_path, filename, **hub)
+        except FileNotFoundError as err:
+            tried.append(str(err))
+    raise FileNotFoundError(
+        f"{os.fspath(name_or_path)!r} has none of {', '.join(filenames)}:\n  " + "\n  ".join(tried)
+    )
+

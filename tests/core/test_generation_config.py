@@ -1,0 +1,68 @@
+"""GenerationConfig I/O and validation; resolution into a DecodePlan."""
+import json
+
+import pytest
+
+from encdec import BertConfig, EncoderDecoderConfig, GPT2Config
+from encdec.generation import GenerationConfig, resolve_generation
+
+from .tiny import part_kwargs
+
+
+def model_config(**kw):
+    return EncoderDecoderConfig.from_encoder_decoder_configs(
+        BertConfig(**part_kwargs("bert")), GPT2Config(**part_kwargs("gpt2")), **kw)
+
+
+def test_round_trip_keeps_unknown_keys(tmp_path):
+    cfg = GenerationConfig(num_beams=4, eos_token_id=[2, 3], early_stopping=True, extra={"forced_bos_token_id": 0})
+    cfg.save_pretrained(tmp_path)
+    data = json.loads((tmp_path / "generation_config.json").read_text())
+    assert data["forced_bos_token_id"] == 0 and data["eos_token_id"] == [2, 3]
+    again = GenerationConfig.from_dict(data)
+    assert again == cfg and again.eos_token_ids == [2, 3]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"num_beams": 0}, "num_beams"),
+    ({"num_return_sequences": 3, "num_beams": 2}, "num_return_sequences"),
+    ({"do_sample": True, "num_beams": 2}, "beam sampling"),
+    ({"temperature": 0.0}, "temperature"),
+    ({"top_p": 1.5}, "top_p"),
+    ({"max_new_tokens": 0}, "max_new_tokens"),
+    ({"early_stopping": "sometimes"}, "early_stopping"),
+    ({"eos_token_id": [1, "2"]}, "eos_token_id"),
+    ({"max_length": 3.5}, "max_length"),
+])
+def test_contradictions_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GenerationConfig.from_dict(kwargs)
+
+
+def test_resolution_from_model_config():
+    cfg = model_config(decoder_start_token_id=7, pad_token_id=0)
+    plan, rest = resolve_generation(cfg, None, {"max_new_tokens": 5, "attention_mask": "mask", "num_beams": 3})
+    assert rest == {"attention_mask": "mask"}
+    assert plan.max_length == 6 and plan.num_beams == 3 and plan.mode == "beam"
+    assert plan.decoder_start_token_id == 7 and plan.pad_token_id == 0
+    # GPT-2's eos comes from the decoder config, as transformers does
+    assert plan.eos_token_ids == (50256,)
+
+
+def test_resolution_errors():
+    bert2bert = EncoderDecoderConfig.from_encoder_decoder_configs(
+        BertConfig(**part_kwargs("bert")), BertConfig(**part_kwargs("bert")))
+    with pytest.raises(ValueError, match="decoder start token"):
+        resolve_generation(bert2bert, GenerationConfig(pad_token_id=0), {})
+    # without decoder_start_token_id, the decoder's bos is the start token (GPT-2: 50256)
+    plan, _ = resolve_generation(model_config(pad_token_id=0), None, {})
+    assert plan.decoder_start_token_id == 50256
+    with pytest.raises(ValueError, match="no room to generate"):
+        resolve_generation(model_config(decoder_start_token_id=1, pad_token_id=0), None, {"max_length": 1})
+
+
+def test_pad_defaults_to_eos():
+    cfg = model_config(decoder_start_token_id=1)
+    cfg.decoder.pad_token_id = None
+    plan, _ = resolve_generation(cfg, None, {"eos_token_id": [4, 5]})
+    assert plan.pad_token_id == 4 and plan.eos_token_ids == (4, 5)
