@@ -1,0 +1,226 @@
+"""``from_pretrained`` / ``save_pretrained`` for every backend, on canonical weights.
+
+Backends turn the results into their own variables with :mod:`encdec.layout`; all
+file formats, hub resolution, tie handling and key reports live here and in
+:mod:`encdec.checkpoint`.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from encdec.checkpoint import (
+    FORMATS,
+    WEIGHT_FILES,
+    LoadError,
+    LoadReport,
+    atomic_directory,
+    format_files,
+    match_state,
+    read_weight_file,
+    write_weights,
+)
+from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedConfig
+from encdec.generation import GENERATION_CONFIG_NAME, GenerationConfig
+from encdec.hub import HUB_KWARGS, resolve_file, resolve_first, split_hub_kwargs
+from encdec.init import init_weights
+from encdec.specs import DECODER_BASE_PREFIX, ModelSpec, decoder_spec, encoder_decoder_spec, encoder_spec
+
+#: ``from_pt`` / ``from_tf`` / ``from_flax`` -> the weight files that hint prefers.
+_FORMAT_HINTS = {
+    "from_pt": ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"),
+    "from_tf": ("tf_model.h5",),
+    "from_flax": ("flax_model.msgpack",),
+}
+
+#: Non-parameter buffers older transformers versions saved in state dicts; skipped on load
+#: as transformers does (``_keys_to_ignore_on_load_unexpected``).
+_IGNORED_BUFFERS = re.compile(r"(^|.*\.)(position_ids|attn\.bias|attn\.masked_bias)$")
+
+#: Per-model_type names a part checkpoint may use for a decoder weight
+#: (BART seq2seq checkpoints keep the decoder embedding as the shared one).
+_PART_ALIASES: dict[str, dict[str, str]] = {
+    "bart": {"model.shared.weight": "model.decoder.embed_tokens.weight", "shared.weight": "model.decoder.embed_tokens.weight"},
+}
+
+
+def _weight_order(hints: dict[str, Any]) -> tuple[str, ...]:
+    preferred = [f for hint, files in _FORMAT_HINTS.items() if hints.get(hint) for f in files]
+    return tuple(dict.fromkeys([*preferred, *WEIGHT_FILES]))
+
+
+def _load_weight_files(name_or_path: str | os.PathLike, order: tuple[str, ...], config: Any, hub: dict[str, Any]) -> dict[str, np.ndarray]:
+    _, path = resolve_first(name_or_path, order, **hub)
+    state = read_weight_file(path, config, resolve=lambda shard: resolve_file(name_or_path, shard, **hub))
+    return {k: v for k, v in state.items() if not _IGNORED_BUFFERS.match(k)}
+
+
+def load_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[EncoderDecoderConfig, dict[str, np.ndarray], GenerationConfig | None, dict[str, Any]]:
+    """Load a composite encoder-decoder checkpoint from a folder or Hub repo id.
+
+    Keywords: hub ones (``revision``, ``cache_dir``, ``local_files_only``, ``token``,
+    ``force_download``, ``subfolder``); ``config`` (an :class:`EncoderDecoderConfig` to use
+    instead of ``config.json``); ``from_pt`` / ``from_tf`` / ``from_flax`` (prefer that
+    format); any attribute of the config (e.g. ``decoder_start_token_id``) overrides it.
+    Returns ``(config, weights, generation_config or None, unused kwargs)``; weights hold
+    every spec name, tie targets included.  Raises :class:`LoadError` when the checkpoint
+    does not match the config's spec.
+    """
+    kwargs = dict(kwargs)
+    hub = split_hub_kwargs(kwargs)
+    hints = {k: kwargs.pop(k) for k in list(kwargs) if k in _FORMAT_HINTS}
+    config = kwargs.pop("config", None)
+    if config is None:
+        config = EncoderDecoderConfig.from_pretrained(name_or_path, **hub)
+    elif not isinstance(config, EncoderDecoderConfig):
+        raise TypeError(f"config must be an EncoderDecoderConfig, got {type(config).__name__}")
+    unused = {}
+    for key, value in kwargs.items():
+        if key in config.__dict__:
+            config._check_type(key, value)
+            setattr(config, key, value)
+        else:
+            unused[key] = value
+    spec = encoder_decoder_spec(config)
+    state = _load_weight_files(name_or_path, _weight_order(hints), config, hub)
+    weights, _ = match_state(state, spec)
+    try:
+        generation_config = GenerationConfig.from_pretrained(name_or_path, **hub)
+    except FileNotFoundError:
+        generation_config = None
+    return config, weights, generation_config, unused
+
+
+def save_pretrained(
+    save_directory: str | os.PathLike,
+    config: EncoderDecoderConfig,
+    weights: Mapping[str, np.ndarray],
+    generation_config: GenerationConfig | None = None,
+    format: str = "safetensors",
+    max_shard_size: int | str = "5GB",
+) -> list[str]:
+    """Write ``config.json``, ``generation_config.json`` (if given) and the weights
+    (tie targets left out, as transformers does) atomically; returns the file names.
+
+    ``format``: ``"safetensors"`` (sharded above ``max_shard_size``), ``"pt-bin"``,
+    ``"tf-h5"`` or ``"flax-msgpack"``.  Other files already in ``save_directory`` are kept,
+    stale files of the same weight format are removed.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    spec = encoder_decoder_spec(config)
+    written: list[str] = []
+
+    def fill(tmp: str) -> list[str]:
+        config.save_pretrained(tmp)
+        written.append("config.json")
+        if generation_config is not None:
+            generation_config.save_pretrained(tmp)
+            written.append(GENERATION_CONFIG_NAME)
+        written.extend(write_weights(tmp, weights, spec, format, max_shard_size, config))
+        return written
+
+    atomic_directory(save_directory, fill, format_files(format))
+    return written
+
+
+@dataclass
+class PartLoad:
+    """A part checkpoint mapped onto the part's spec (names relative to the part).
+
+    ``initialized``: spec names absent from the checkpoint, filled by the portable init
+    (e.g. cross-attention of a decoder made from a plain LM); ``unexpected``: checkpoint
+    names the part does not use (e.g. ``cls.*`` of a masked-LM loaded as encoder), dropped.
+    """
+
+    config: PretrainedConfig
+    weights: dict[str, np.ndarray]
+    initialized: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+
+
+def _prefix_candidates(config: PretrainedConfig, role: str) -> tuple[list[str], list[str]]:
+    """(prefixes to add, prefixes to strip) when mapping a part checkpoint onto its spec:
+    HF's ``base_model_prefix`` idea, e.g. ``bert.`` stripped for an encoder made from
+    ``BertForMaskedLM``, ``transformer.`` added for a decoder made from ``GPT2Model``."""
+    if role == "encoder":
+        return [], [config.model_type]
+    base = DECODER_BASE_PREFIX.get(config.model_type, "")
+    parts = base.split(".") if base else []
+    adds = [".".join(parts[: i + 1]) for i in reversed(range(len(parts)))]
+    return adds, []
+
+
+def map_part_state(state: Mapping[str, np.ndarray], spec: ModelSpec, config: PretrainedConfig, role: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Rename checkpoint keys onto ``spec`` (add / strip the base prefix, per-type
+    aliases); returns ``(renamed state, unexpected names)``."""
+    adds, strips = _prefix_candidates(config, role)
+    aliases = _PART_ALIASES.get(config.model_type, {})
+    out: dict[str, np.ndarray] = {}
+    unexpected = []
+    for key, arr in state.items():
+        name = key
+        if name not in spec:
+            for p in strips:
+                if name.startswith(p + ".") and name[len(p) + 1:] in spec:
+                    name = name[len(p) + 1:]
+                    break
+            for p in adds:
+                if f"{p}.{name}" in spec:
+                    name = f"{p}.{name}"
+                    break
+        if name not in spec and key in aliases:
+            name = aliases[key]
+            if name in state or name in out:
+                unexpected.append(key)
+                continue
+        if name in spec:
+            out[name] = arr
+        else:
+            unexpected.append(key)
+    return out, unexpected
+
+
+def load_part(name_or_path: str | os.PathLike, role: str = "encoder", config_overrides: Mapping[str, Any] | None = None,
+              seed: int = 0, **hub: Any) -> PartLoad:
+    """Load a plain HF checkpoint of one part (``BertModel``, ``BertForMaskedLM``,
+    ``GPT2LMHeadModel``, ``GPT2Model``, ``RobertaForCausalLM``, ``BartForCausalLM``, ...).
+
+    ``role="decoder"`` switches the config to ``is_decoder=True, add_cross_attention=True``.
+    Names the part's spec needs but the checkpoint lacks are filled by
+    :func:`encdec.init.init_weights` (``seed``, std = ``initializer_range``) and listed in
+    ``initialized``; shape mismatches raise :class:`LoadError`.
+    """
+    if role not in ("encoder", "decoder"):
+        raise ValueError(f"role must be 'encoder' or 'decoder', got {role!r}")
+    unknown = set(hub) - set(HUB_KWARGS)
+    if unknown:
+        raise TypeError(f"load_part got unknown keyword arguments {sorted(unknown)}; pass config changes in config_overrides")
+    config = AutoConfig.from_pretrained(name_or_path, **hub, **dict(config_overrides or {}))
+    if isinstance(config, EncoderDecoderConfig):
+        raise ValueError(
+            f"{os.fspath(name_or_path)!r} is a composite encoder-decoder checkpoint; load it with "
+            "from_pretrained, not as a single encoder or decoder"
+        )
+    if role == "decoder":
+        config.is_decoder = True
+        config.add_cross_attention = True
+    spec = encoder_spec(config) if role == "encoder" else decoder_spec(config)
+    state = _load_weight_files(name_or_path, WEIGHT_FILES, None, hub)
+    state, unexpected = map_part_state(state, spec, config, role)
+    try:
+        weights, _ = match_state(state, spec)
+        initialized: list[str] = []
+    except LoadError as err:
+        report: LoadReport = err.report
+        if report.mismatched:
+            raise LoadError(f"{os.fspath(name_or_path)!r} as {role}: {err}", report) from None
+        fresh = init_weights(spec, seed=seed, std=float(config.initializer_range))
+        initialized = list(report.missing)
+        filled = {**{n: fresh[n] for n in initialized if n not in spec.ties}, **state}
+        weights, _ = match_state(filled, spec)
+    return PartLoad(config, weights, initialized, unexpected)
