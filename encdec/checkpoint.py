@@ -311,9 +311,9 @@ def write_sharded(folder: str, weights: Mapping[str, np.ndarray], max_shard_size
 
 
 # --- whole checkpoints ---------------------------------------------------------------------
-def read_weight_file(path: str | os.PathLike, config: Any = None, resolve: Callable[[str], str] | None = None) -> dict[str, np.ndarray]:
-    """Weights of one file, dispatched on its name; ``config`` (the composite
-    ``EncoderDecoderConfig``) is needed to map ``tf_model.h5`` names."""
+def read_weight_file(path: str | os.PathLike, resolve: Callable[[str], str] | None = None) -> dict[str, np.ndarray]:
+    """Weights of one file, dispatched on its name; ``resolve(shard name) -> path``
+    locates the shards of an index (default: beside it)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"weight file {path} does not exist")
@@ -327,9 +327,7 @@ def read_weight_file(path: str | os.PathLike, config: Any = None, resolve: Calla
     if base.endswith(".h5"):
         from encdec.formats.tf_h5 import read_tf_h5
 
-        if config is None:
-            raise ValueError(f"reading {path} needs the model config (TF weight names depend on it)")
-        return read_tf_h5(path, config)
+        return read_tf_h5(path)
     if base.endswith(".msgpack"):
         from encdec.formats.flax_msgpack import read_flax_msgpack
 
@@ -337,7 +335,7 @@ def read_weight_file(path: str | os.PathLike, config: Any = None, resolve: Calla
     raise ValueError(f"unknown weight file type {path}; expected one of {', '.join(WEIGHT_FILES)}")
 
 
-def load_state(source: str | os.PathLike | Sequence[str | os.PathLike], config: Any = None) -> dict[str, np.ndarray]:
+def load_state(source: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[str, np.ndarray]:
     """Canonical-named weights from a folder (first format present in
     :data:`WEIGHT_FILES` order), one weight file, or a list of files merged."""
     if isinstance(source, (str, os.PathLike)):
@@ -345,12 +343,12 @@ def load_state(source: str | os.PathLike | Sequence[str | os.PathLike], config: 
         if os.path.isdir(source):
             for name in WEIGHT_FILES:
                 if os.path.isfile(os.path.join(source, name)):
-                    return read_weight_file(os.path.join(source, name), config)
+                    return read_weight_file(os.path.join(source, name))
             raise FileNotFoundError(f"folder {source} has no weight file ({', '.join(WEIGHT_FILES)})")
-        return read_weight_file(source, config)
+        return read_weight_file(source)
     state: dict[str, np.ndarray] = {}
     for path in source:
-        state.update(read_weight_file(path, config))
+        state.update(read_weight_file(path))
     return state
 
 

@@ -53,9 +53,9 @@ def _weight_order(hints: dict[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys([*preferred, *WEIGHT_FILES]))
 
 
-def _load_weight_files(name_or_path: str | os.PathLike, order: tuple[str, ...], config: Any, hub: dict[str, Any]) -> dict[str, np.ndarray]:
+def _load_weight_files(name_or_path: str | os.PathLike, order: tuple[str, ...], hub: dict[str, Any]) -> dict[str, np.ndarray]:
     _, path = resolve_first(name_or_path, order, **hub)
-    state = read_weight_file(path, config, resolve=lambda shard: resolve_file(name_or_path, shard, **hub))
+    state = read_weight_file(path, resolve=lambda shard: resolve_file(name_or_path, shard, **hub))
     return {k: v for k, v in state.items() if not _IGNORED_BUFFERS.match(k)}
 
 
@@ -86,7 +86,7 @@ def load_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[Enc
         else:
             unused[key] = value
     spec = encoder_decoder_spec(config)
-    state = _load_weight_files(name_or_path, _weight_order(hints), config, hub)
+    state = _load_weight_files(name_or_path, _weight_order(hints), hub)
     weights, _ = match_state(state, spec)
     try:
         generation_config = GenerationConfig.from_pretrained(name_or_path, **hub)
@@ -210,7 +210,7 @@ def load_part(name_or_path: str | os.PathLike, role: str = "encoder", config_ove
         config.is_decoder = True
         config.add_cross_attention = True
     spec = encoder_spec(config) if role == "encoder" else decoder_spec(config)
-    state = _load_weight_files(name_or_path, WEIGHT_FILES, None, hub)
+    state = _load_weight_files(name_or_path, WEIGHT_FILES, hub)
     state, unexpected = map_part_state(state, spec, config, role)
     try:
         weights, _ = match_state(state, spec)
