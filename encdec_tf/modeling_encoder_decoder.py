@@ -1,0 +1,262 @@
+"""``TFEncoderDecoderModel``: any registered encoder + causal-LM decoder, as a Keras 3 model."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from encdec.configuration import EncoderDecoderConfig
+from encdec.generation import GenerationConfig
+from encdec.labels import IGNORE_INDEX, shift_tokens_right
+from encdec.layout import from_backend, to_backend
+from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
+from encdec.registry import part_class
+from encdec.routing import check_no_unknown, split_forward_kwargs, split_pretrained_kwargs
+from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec_tf.models.common import TF_LAYOUT, Dense, ParamStore, as_int
+
+logger = logging.getLogger(__name__)
+
+#: Extra keyword arguments the parts accept through the composite call (routed by prefix).
+PART_KWARGS = ("token_type_ids", "position_ids")
+
+
+def assign_weights(variables: Mapping[str, keras.Variable], backend_weights: Mapping[str, np.ndarray], where: str) -> None:
+    """Assign ``{backend name: array}`` to ``variables`` with clear shape errors."""
+    for key, value in backend_weights.items():
+        var = variables[key]
+        if tuple(var.shape) != value.shape:
+            raise ValueError(f"{where}: {key} has shape {value.shape}, the model expects {tuple(var.shape)}")
+        var.assign(value)
+
+
+class TFEncoderDecoderModel(keras.Model):
+    """Encoder-decoder model: ``TFEncoderDecoderModel(config)`` builds both parts from the
+    registry with the portable random init; ``TFEncoderDecoderModel(encoder=, decoder=)``
+    wraps existing parts.  All variables exist after construction."""
+
+    def __init__(self, config: EncoderDecoderConfig | None = None, encoder: keras.layers.Layer | None = None,
+                 decoder: keras.layers.Layer | None = None, seed: int = 0, _init: bool = True, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        parts_given = encoder is not None or decoder is not None
+        if config is None and (encoder is None or decoder is None):
+            raise ValueError("TFEncoderDecoderModel needs either `config` or both `encoder` and `decoder`")
+        if config is None:
+            config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
+        elif not isinstance(config, EncoderDecoderConfig):
+            raise TypeError(f"config must be an EncoderDecoderConfig, got {type(config).__name__}")
+        if encoder is not None:
+            config.encoder = encoder.config
+        if decoder is not None:
+            config.decoder = decoder.config
+        cross = getattr(config.decoder, "cross_attention_hidden_size", None)
+        if cross is not None and cross != config.encoder.hidden_size:
+            raise ValueError(
+                f"the decoder's cross_attention_hidden_size ({cross}) must equal the encoder's hidden_size "
+                f"({config.encoder.hidden_size}); leave it unset to add an enc_to_dec_proj layer instead"
+            )
+        if config.tie_encoder_decoder and (encoder is not None or decoder is not None):
+            raise NotImplementedError("tie_encoder_decoder=True is only supported when building the model from a config")
+        self.config = config
+        self.spec = encoder_decoder_spec(config)
+        if encoder is None:
+            encoder = part_class("tf", config.encoder.model_type, "encoder")(config.encoder, name="encoder")
+        if getattr(encoder, "is_causal_lm", False):
+            raise ValueError(f"the encoder {type(encoder).__name__} has an LM head; pass a base model (e.g. TFBertModel)")
+        if decoder is None:
+            tied = {name[len("decoder."):]: encoder.store.get(src[len("encoder."):])
+                    for name, src in self.spec.ties.items() if name.startswith("decoder.") and src.startswith("encoder.")}
+            decoder = part_class("tf", config.decoder.model_type, "decoder")(config.decoder, tied=tied, name="decoder")
+        if not getattr(decoder, "accepts_encoder_states", False):
+            raise ValueError(
+                f"the decoder {type(decoder).__name__} cannot attend to encoder states: use a causal-LM part built with "
+                "is_decoder=True and add_cross_attention=True"
+            )
+        self.encoder, self.decoder = encoder, decoder
+        self.store = ParamStore(self, self.spec)
+        self.enc_to_dec_proj = Dense(self.store, "enc_to_dec_proj") if needs_projection(config) else None
+        self.backend_variables = {
+            **{f"encoder.{k}": v for k, v in encoder.store.variables.items()},
+            **{f"decoder.{k}": v for k, v in decoder.store.variables.items()},
+            **self.store.variables,
+        }
+        self.generation_config = GenerationConfig.from_model_config(config)
+        self.built = True
+        if _init:
+            from encdec.init import init_weights
+
+            fresh = init_weights(self.spec, seed=seed, std=float(config.encoder.initializer_range))
+            self._assign_canonical(fresh, only=set(self.store.variables) if parts_given else None)
+
+    # --- weights -----------------------------------------------------------------------
+    def _assign_canonical(self, weights: Mapping[str, np.ndarray], only: set[str] | None = None) -> None:
+        backend = to_backend(weights, self.spec, TF_LAYOUT)
+        if only is not None:
+            backend = {k: v for k, v in backend.items() if k in only}
+        assign_weights(self.backend_variables, backend, type(self).__name__)
+
+    def canonical_state(self) -> dict[str, np.ndarray]:
+        """``{canonical name: array}`` in PyTorch layout, tie targets included."""
+        return from_backend({k: v.numpy() for k, v in self.backend_variables.items()}, self.spec, TF_LAYOUT)
+
+    def load_canonical(self, weights: Mapping[str, np.ndarray]) -> None:
+        """Load canonical weights; every untied spec name must be present, nothing else."""
+        missing = [p.name for p in self.spec.untied if p.name not in weights]
+        unexpected = [k for k in weights if k not in self.spec]
+        if missing or unexpected:
+            raise ValueError(f"load_canonical: weights do not match the spec; missing {missing}, unexpected {unexpected}")
+        self._assign_canonical(weights)
+
+    # --- forward -----------------------------------------------------------------------
+    def call(self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
+             encoder_outputs=None, past_key_values=None, inputs_embeds=None, decoder_inputs_embeds=None, labels=None,
+             use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False,
+             **kwargs: Any):
+        kw_enc, kw_dec = split_forward_kwargs(kwargs)
+        check_no_unknown("TFEncoderDecoderModel.call", {k: v for k, v in kw_enc.items() if k not in PART_KWARGS},
+                         PART_KWARGS)
+        check_no_unknown("TFEncoderDecoderModel.call (decoder_ arguments)",
+                         {f"decoder_{k}": v for k, v in kw_dec.items() if k not in PART_KWARGS}, PART_KWARGS)
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        output_attentions, output_hidden_states = bool(output_attentions), bool(output_hidden_states)
+        if attention_mask is not None:
+            attention_mask = as_int(attention_mask)
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+                                           output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                                           training=training, **kw_enc)
+        elif isinstance(encoder_outputs, (tuple, list)):
+            encoder_outputs = BaseModelOutput(*encoder_outputs)
+        enc_h = encoder_outputs[0]
+        if self.enc_to_dec_proj is not None:
+            enc_h = self.enc_to_dec_proj(enc_h)
+        if labels is not None:
+            labels = as_int(labels)
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
+                decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id,
+                                                       xp=tf.experimental.numpy)
+                if decoder_attention_mask is None:
+                    decoder_attention_mask = tf.cast(decoder_input_ids != self.config.pad_token_id, tf.int32)
+        out = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask, encoder_hidden_states=enc_h,
+                           encoder_attention_mask=attention_mask, inputs_embeds=decoder_inputs_embeds,
+                           past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
+                           output_hidden_states=output_hidden_states, training=training, **kw_dec)
+        loss = None if labels is None else masked_mean_loss(out.logits, labels)
+        result = Seq2SeqLMOutput(
+            loss=loss, logits=out.logits, past_key_values=out.past_key_values, decoder_hidden_states=out.hidden_states,
+            decoder_attentions=out.attentions, cross_attentions=out.cross_attentions,
+            encoder_last_hidden_state=encoder_outputs[0], encoder_hidden_states=encoder_outputs.get("hidden_states"),
+            encoder_attentions=encoder_outputs.get("attentions"))
+        return result.to_tuple() if return_dict is False else result
+
+    def train_step(self, data: Any) -> dict[str, tf.Tensor]:
+        """One optimizer step on the built-in loss; batches are dicts of call arguments with ``labels``."""
+        batch = data[0] if isinstance(data, tuple) else data
+        if not isinstance(batch, Mapping) or "labels" not in batch:
+            raise ValueError("TFEncoderDecoderModel.fit expects batches as dicts of call arguments including `labels`")
+        with tf.GradientTape() as tape:
+            loss = self(**batch, use_cache=False, training=True).loss
+        grads = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        return {"loss": loss}
+
+    def test_step(self, data: Any) -> dict[str, tf.Tensor]:
+        batch = data[0] if isinstance(data, tuple) else data
+        return {"loss": self(**batch, use_cache=False, training=False).loss}
+
+    # --- accessors ---------------------------------------------------------------------
+    def get_encoder(self) -> keras.layers.Layer:
+        return self.encoder
+
+    def get_decoder(self) -> keras.layers.Layer:
+        return self.decoder
+
+    # --- generation --------------------------------------------------------------------
+    def generate(self, input_ids: Any, attention_mask: Any = None, generation_config: GenerationConfig | None = None,
+                 **kwargs: Any) -> tf.Tensor:
+        """Greedy / beam / sampling decoding as one XLA program (see :mod:`encdec_tf.generation`)."""
+        from encdec_tf.generation import generate
+
+        return generate(self, input_ids, attention_mask, generation_config, **kwargs)
+
+    # --- I/O ---------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "TFEncoderDecoderModel":
+        """Load a composite checkpoint in any format the core reads (``from_pt`` accepted, not needed)."""
+        from encdec.pretrained import load_pretrained
+
+        config, weights, generation_config, unused = load_pretrained(pretrained_model_name_or_path, **kwargs)
+        if unused:
+            raise TypeError(f"from_pretrained got unexpected keyword arguments: {', '.join(sorted(unused))}")
+        model = cls(config, _init=False)
+        model.load_canonical(weights)
+        if generation_config is not None:
+            model.generation_config = generation_config
+        return model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, format: str = "safetensors",
+                        max_shard_size: int | str = "5GB") -> list[str]:
+        """Write ``config.json``, ``generation_config.json`` and ``model.safetensors`` (or
+        ``format="tf-h5"`` for HF's ``tf_model.h5``, ``"pt-bin"``, ``"flax-msgpack"``)."""
+        from encdec.pretrained import save_pretrained
+
+        return save_pretrained(save_directory, self.config, self.canonical_state(), self.generation_config,
+                               format=format, max_shard_size=max_shard_size)
+
+    @classmethod
+    def from_encoder_decoder_pretrained(cls, encoder_pretrained_model_name_or_path: str | os.PathLike | None = None,
+                                        decoder_pretrained_model_name_or_path: str | os.PathLike | None = None,
+                                        **kwargs: Any) -> "TFEncoderDecoderModel":
+        """Combine a pretrained encoder and decoder checkpoint; ``encoder_``/``decoder_``
+        kwargs update each part's config (``encoder_model=``/``decoder_model=`` pass parts)."""
+        from encdec.hub import split_hub_kwargs
+        from encdec.pretrained import load_part
+
+        kw_enc, kw_dec, rest = split_pretrained_kwargs(kwargs)
+        rest.pop("from_pt", None)
+        hub = split_hub_kwargs(rest)
+        parts = []
+        for role, path, kw in (("encoder", encoder_pretrained_model_name_or_path, kw_enc),
+                               ("decoder", decoder_pretrained_model_name_or_path, kw_dec)):
+            part = kw.pop("model", None)
+            if part is None:
+                if path is None:
+                    raise ValueError(f"pass `{role}_pretrained_model_name_or_path` or `{role}_model`")
+                loaded = load_part(path, role=role, config_overrides=kw, **{**hub, **split_hub_kwargs(kw)})
+                if loaded.initialized:
+                    logger.info("%s weights newly initialized (not in %s): %s", role, path, ", ".join(loaded.initialized))
+                part = part_class("tf", loaded.config.model_type, role)(loaded.config, name=role)
+                assign_weights(part.store.variables, to_backend(loaded.weights, part.store.spec, TF_LAYOUT), f"{role} {path}")
+            parts.append(part)
+        config = EncoderDecoderConfig.from_encoder_decoder_configs(parts[0].config, parts[1].config, **rest)
+        return cls(config=config, encoder=parts[0], decoder=parts[1])
+
+    def export(self, filepath: str | os.PathLike, **kwargs: Any) -> None:
+        """Write a SavedModel whose ``serve`` / ``serving_default`` signature maps int32
+        ``input_ids``, ``attention_mask``, ``decoder_input_ids``, ``decoder_attention_mask``
+        to ``{"logits": ...}``."""
+        if kwargs:
+            raise TypeError(f"export got unexpected keyword arguments: {', '.join(sorted(kwargs))}")
+        archive = keras.export.ExportArchive()
+        archive.track(self)
+
+        def serve(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask):
+            out = self(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                       decoder_attention_mask=decoder_attention_mask, use_cache=False)
+            return {"logits": out.logits}
+
+        names = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask")
+        archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in names])
+        archive.write_out(os.fspath(filepath))
+
+
+def masked_mean_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """Mean cross-entropy over positions whose label is not -100 (a scalar)."""
+    keep = labels != IGNORE_INDEX
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(keep, labels, 0), logits=logits)
+    keep = tf.cast(keep, ce.dtype)
+    return tf.reduce_sum(ce * keep) / tf.reduce_sum(keep)

@@ -1,0 +1,14 @@
+"""TF part models, registered with the core registry under backend ``"tf"``."""
+from encdec.registry import register
+from encdec_tf.models.bart import TFBartForCausalLM
+from encdec_tf.models.bert import TFBertLMHeadModel, TFBertModel
+from encdec_tf.models.electra import TFElectraModel
+from encdec_tf.models.gpt2 import TFGPT2LMHeadModel
+
+register("tf", "bert", encoder=TFBertModel, decoder=TFBertLMHeadModel)
+register("tf", "roberta", encoder=TFBertModel, decoder=TFBertLMHeadModel)
+register("tf", "electra", encoder=TFElectraModel)
+register("tf", "gpt2", decoder=TFGPT2LMHeadModel)
+register("tf", "bart", decoder=TFBartForCausalLM)
+
+__all__ = ["TFBartForCausalLM", "TFBertLMHeadModel", "TFBertModel", "TFElectraModel", "TFGPT2LMHeadModel"]

@@ -1,0 +1,208 @@
+"""BERT and RoBERTa: encoder base models and causal-LM decoders with cross-attention.
+
+Same math as transformers' PyTorch ``BertModel`` / ``BertLMHeadModel`` / ``RobertaModel``
+/ ``RobertaForCausalLM``: post-LayerNorm blocks, absolute positions (RoBERTa's count
+non-pad tokens from ``pad_token_id + 1``), token type embeddings, an LM head with a
+transform and (optionally) tied output embeddings.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import keras
+import tensorflow as tf
+
+from encdec.outputs import BaseModelOutputWithPooling, CausalLMOutputWithCrossAttentions
+from encdec.specs import decoder_spec, encoder_spec
+from encdec_tf.models.common import (
+    Dense,
+    Embedding,
+    LayerNorm,
+    ParamStore,
+    activation,
+    as_int,
+    attend,
+    attention_kv,
+    decoder_self_bias,
+    dropout,
+    merge_heads,
+    padding_bias,
+    project,
+    run_layers,
+    split_heads,
+)
+
+
+class BertEmbeddings:
+    """Word + position + token-type embeddings, LayerNorm, dropout."""
+
+    def __init__(self, store: ParamStore, prefix: str, config: Any) -> None:
+        self.word = Embedding(store, f"{prefix}.word_embeddings")
+        self.position = Embedding(store, f"{prefix}.position_embeddings")
+        self.token_type = Embedding(store, f"{prefix}.token_type_embeddings")
+        self.norm = LayerNorm(store, f"{prefix}.LayerNorm", config.layer_norm_eps)
+        self.rate = config.hidden_dropout_prob
+        self.roberta = config.model_type == "roberta"
+        self.pad = config.pad_token_id
+
+    def positions(self, input_ids: tf.Tensor | None, batch: tf.Tensor, length: tf.Tensor, past: tf.Tensor) -> tf.Tensor:
+        if not self.roberta:
+            return tf.broadcast_to(past + tf.range(length)[None], tf.stack([batch, length]))
+        if input_ids is None:  # RoBERTa with inputs_embeds: sequential after the padding index
+            return tf.broadcast_to(self.pad + 1 + tf.range(length)[None], tf.stack([batch, length]))
+        keep = tf.cast(input_ids != self.pad, tf.int32)
+        return (tf.cumsum(keep, axis=1) + past) * keep + self.pad
+
+    def __call__(self, input_ids, token_type_ids, position_ids, inputs_embeds, past, training) -> tf.Tensor:
+        x = self.word(input_ids) if inputs_embeds is None else tf.convert_to_tensor(inputs_embeds, tf.float32)
+        batch, length = tf.shape(x)[0], tf.shape(x)[1]
+        if position_ids is None:
+            position_ids = self.positions(input_ids, batch, length, past)
+        if token_type_ids is None:
+            token_type_ids = tf.zeros(tf.stack([batch, length]), tf.int32)
+        x = x + self.token_type(token_type_ids) + self.position(position_ids)
+        return dropout(self.norm(x), self.rate, training)
+
+
+class BertAttention:
+    """Multi-head (self or cross) attention, output projection, residual, LayerNorm."""
+
+    def __init__(self, store: ParamStore, prefix: str, config: Any, cross: bool = False) -> None:
+        self.query = Dense(store, f"{prefix}.self.query")
+        self.key = Dense(store, f"{prefix}.self.key")
+        self.value = Dense(store, f"{prefix}.self.value")
+        self.out = Dense(store, f"{prefix}.output.dense")
+        self.norm = LayerNorm(store, f"{prefix}.output.LayerNorm", config.layer_norm_eps)
+        self.heads = config.num_attention_heads
+        self.cross = cross
+        self.attn_rate = config.attention_probs_dropout_prob
+        self.rate = config.hidden_dropout_prob
+
+    def __call__(self, h, bias, states=None, past=None, cache_index=None, training=False):
+        q = split_heads(self.query(h), self.heads)
+        k, v = attention_kv(self.key, self.value, h, states, past, cache_index, self.heads, self.cross)
+        ctx, probs = attend(q, k, v, bias, self.attn_rate, training)
+        out = dropout(self.out(merge_heads(ctx)), self.rate, training)
+        return self.norm(out + h), (k, v), probs
+
+
+class BertLayer:
+    def __init__(self, store: ParamStore, prefix: str, config: Any, cross: bool) -> None:
+        self.attention = BertAttention(store, f"{prefix}.attention", config)
+        self.crossattention = BertAttention(store, f"{prefix}.crossattention", config, cross=True) if cross else None
+        self.intermediate = Dense(store, f"{prefix}.intermediate.dense")
+        self.output = Dense(store, f"{prefix}.output.dense")
+        self.norm = LayerNorm(store, f"{prefix}.output.LayerNorm", config.layer_norm_eps)
+        self.act = activation(config.hidden_act)
+        self.rate = config.hidden_dropout_prob
+
+    def __call__(self, h, bias, enc=None, enc_bias=None, past=None, cache_index=None, training=False):
+        h, self_kv, self_probs = self.attention(h, bias, past=None if past is None else past[:2], cache_index=cache_index, training=training)
+        present, cross_probs = self_kv, None
+        if self.crossattention is not None and (enc is not None or past is not None):
+            h, cross_kv, cross_probs = self.crossattention(h, enc_bias, states=enc, past=None if past is None else past[2:], training=training)
+            present = self_kv + cross_kv
+        ff = dropout(self.output(self.act(self.intermediate(h))), self.rate, training)
+        return self.norm(ff + h), present, self_probs, cross_probs
+
+
+class BertStack:
+    """The layer stack shared by BERT, RoBERTa and ELECTRA (``encoder.layer.N``)."""
+
+    def __init__(self, store: ParamStore, prefix: str, config: Any) -> None:
+        cross = bool(config.is_decoder and config.add_cross_attention)
+        self.layers = [BertLayer(store, f"{prefix}.layer.{i}", config, cross) for i in range(config.num_hidden_layers)]
+
+    def __call__(self, h, bias, **kwargs):
+        return run_layers(self.layers, h, bias, **kwargs)
+
+
+def check_bert_options(config: Any) -> None:
+    """Refuse config options this implementation does not compute."""
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        raise NotImplementedError(
+            f"{config.model_type}: position_embedding_type={config.position_embedding_type!r} is not implemented"
+        )
+    activation(config.hidden_act)
+
+
+class TFBertModel(keras.layers.Layer):
+    """``BertModel`` / ``RobertaModel`` (with pooler), used as the encoder."""
+
+    def __init__(self, config: Any, tied: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_bert_options(config)
+        self.config = config
+        self.store = ParamStore(self, encoder_spec(config), tied)
+        self.embeddings = BertEmbeddings(self.store, "embeddings", config)
+        self.stack = BertStack(self.store, "encoder", config)
+        self.pooler = Dense(self.store, "pooler.dense") if self.store.has("pooler.dense.weight") else None
+        self.store.check_complete()
+        self.built = True
+
+    def call(self, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None, inputs_embeds=None,
+             output_attentions=False, output_hidden_states=False, training=False):
+        input_ids, token_type_ids, position_ids = as_int(input_ids), as_int(token_type_ids), as_int(position_ids)
+        h = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, 0, training)
+        h, extra = self.stack(h, padding_bias(attention_mask), output_attentions=output_attentions,
+                              output_hidden_states=output_hidden_states, training=training)
+        pooled = tf.tanh(self.pooler(h[:, 0])) if self.pooler is not None else None
+        return BaseModelOutputWithPooling(last_hidden_state=h, pooler_output=pooled,
+                                          hidden_states=extra["hidden_states"], attentions=extra["attentions"])
+
+
+class LMHead:
+    """Transform (dense, activation, LayerNorm) then the output projection plus bias.
+
+    A tied output weight is the word-embedding table [vocab, hidden], used transposed.
+    """
+
+    def __init__(self, store: ParamStore, head: str, transform: str, norm: str, act: str, eps: float) -> None:
+        self.dense = Dense(store, f"{head}.{transform}dense")
+        self.norm = LayerNorm(store, f"{head}.{transform}{norm}", eps)
+        self.act = activation(act)
+        self.tied = store.is_tied(f"{head}.decoder.weight")
+        self.weight = store.get(f"{head}.decoder.weight")
+        self.bias = store.get(f"{head}.bias")
+
+    def __call__(self, h: tf.Tensor) -> tf.Tensor:
+        h = self.norm(self.act(self.dense(h)))
+        return project(h, self.weight, self.tied, self.bias)
+
+
+class TFBertLMHeadModel(keras.layers.Layer):
+    """``BertLMHeadModel`` / ``RobertaForCausalLM``: the decoder role."""
+    is_causal_lm = True
+
+
+    def __init__(self, config: Any, tied: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        check_bert_options(config)
+        self.config = config
+        #: built with cross-attention layers (fixed at construction, whatever the config says later)
+        self.accepts_encoder_states = bool(config.is_decoder and config.add_cross_attention)
+        self.store = ParamStore(self, decoder_spec(config), tied)
+        base = config.model_type  # "bert" or "roberta": HF's base_model_prefix
+        self.embeddings = BertEmbeddings(self.store, f"{base}.embeddings", config)
+        self.stack = BertStack(self.store, f"{base}.encoder", config)
+        if base == "roberta":
+            self.head = LMHead(self.store, "lm_head", "", "layer_norm", "gelu", config.layer_norm_eps)
+        else:
+            self.head = LMHead(self.store, "cls.predictions", "transform.", "LayerNorm", config.hidden_act, config.layer_norm_eps)
+        self.store.check_complete()
+        self.built = True
+
+    def call(self, input_ids=None, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
+             inputs_embeds=None, past_key_values=None, cache_index=None, use_cache=False, output_attentions=False,
+             output_hidden_states=False, training=False, token_type_ids=None, position_ids=None):
+        input_ids, token_type_ids, position_ids = as_int(input_ids), as_int(token_type_ids), as_int(position_ids)
+        shape = tf.shape(input_ids) if inputs_embeds is None else tf.shape(inputs_embeds)
+        past_len, bias = decoder_self_bias(attention_mask, shape[0], shape[1], past_key_values, cache_index)
+        h = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds, past_len, training)
+        h, extra = self.stack(h, bias, enc=encoder_hidden_states, enc_bias=padding_bias(encoder_attention_mask),
+                              past=past_key_values, cache_index=cache_index, output_attentions=output_attentions,
+                              output_hidden_states=output_hidden_states, training=training)
+        return CausalLMOutputWithCrossAttentions(
+            logits=self.head(h), past_key_values=extra["past_key_values"] if use_cache else None,
+            hidden_states=extra["hidden_states"], attentions=extra["attentions"], cross_attentions=extra["cross_attentions"])
+

@@ -1,0 +1,259 @@
+"""Building blocks shared by the TF part models: the parameter store (canonical path ->
+Keras variable), dense / embedding / layer-norm modules, masks, attention with a KV cache.
+
+Every part model is a ``keras.layers.Layer`` that owns all of its variables; the small
+modules below are plain Python objects holding references to those variables, named by
+their canonical module path so that :mod:`encdec.layout` maps them generically.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from encdec.layout import Layout
+from encdec.specs import CONV1D, EMBEDDING, LINEAR, NORM_BIAS, NORM_SCALE, BIAS, ModelSpec
+
+#: How Keras lays out each parameter kind: kernels are [in, out] (PyTorch linear weights
+#: transposed; GPT-2 Conv1D weights are already [in, out]).
+TF_LAYOUT = Layout(
+    leaf={LINEAR: "kernel", CONV1D: "kernel", EMBEDDING: "embeddings", NORM_SCALE: "gamma", NORM_BIAS: "beta", BIAS: "bias"},
+    transpose=frozenset({LINEAR}),
+)
+
+#: Additive bias for masked attention scores (transformers uses the dtype's minimum).
+MASK_MIN = float(np.finfo(np.float32).min)
+
+
+class ParamStore:
+    """Creates the variables of one part on ``owner`` from the part's spec.
+
+    ``tied`` maps part-relative canonical names to variables owned elsewhere (e.g. the
+    encoder's under ``tie_encoder_decoder``); spec ties inside the part share the source.
+    ``variables`` is ``{backend name: variable}`` for the variables this part owns.
+    """
+
+    def __init__(self, owner: keras.layers.Layer, spec: ModelSpec, tied: Mapping[str, Any] | None = None) -> None:
+        self.owner = owner
+        self.spec = spec
+        self.tied = dict(tied or {})
+        self.variables: dict[str, keras.Variable] = {}
+
+    def get(self, name: str) -> keras.Variable:
+        if name in self.tied:
+            return self.tied[name]
+        if name in self.spec.ties:
+            return self.get(self.spec.ties[name])
+        if name not in self.spec:
+            raise KeyError(f"{type(self.owner).__name__}: parameter {name!r} is not in the spec")
+        p = self.spec[name]
+        key = TF_LAYOUT.backend_name(name, p.kind)
+        if key not in self.variables:
+            shape = p.shape[::-1] if p.kind in TF_LAYOUT.transpose else p.shape
+            self.variables[key] = self.owner.add_weight(shape=shape, initializer="zeros", dtype="float32", name=key)
+        return self.variables[key]
+
+    def is_tied(self, name: str) -> bool:
+        """True when ``name`` shares another parameter's variable."""
+        return name in self.spec.ties or name in self.tied
+
+    def has(self, name: str) -> bool:
+        return name in self.spec
+
+    def check_complete(self) -> None:
+        """Every parameter of the spec has a variable (guards the model code)."""
+        made = set(self.variables) | {TF_LAYOUT.backend_name(n, self.spec[n].kind) for n in self.tied}
+        missing = [p.name for p in self.spec.untied if TF_LAYOUT.backend_name(p.name, p.kind) not in made]
+        if missing:
+            raise RuntimeError(f"{type(self.owner).__name__} built no variable for {missing}")
+
+
+class Dense:
+    """``x @ kernel + bias`` for a linear or Conv1D parameter pair at ``prefix``."""
+
+    def __init__(self, store: ParamStore, prefix: str) -> None:
+        self.kernel = store.get(f"{prefix}.weight")
+        self.bias = store.get(f"{prefix}.bias") if store.has(f"{prefix}.bias") else None
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        shape = tf.shape(x)
+        y = tf.matmul(tf.reshape(x, [-1, shape[-1]]), self.kernel)
+        if self.bias is not None:
+            y = y + self.bias
+        return tf.reshape(y, tf.concat([shape[:-1], [self.kernel.shape[-1]]], 0))
+
+
+class LayerNorm:
+    def __init__(self, store: ParamStore, prefix: str, eps: float) -> None:
+        self.gamma = store.get(f"{prefix}.weight")
+        self.beta = store.get(f"{prefix}.bias")
+        self.eps = eps
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+        var = tf.reduce_mean(tf.square(x - mean), axis=-1, keepdims=True)
+        return (x - mean) * tf.math.rsqrt(var + self.eps) * self.gamma + self.beta
+
+
+class Embedding:
+    def __init__(self, store: ParamStore, name: str) -> None:
+        self.embeddings = store.get(f"{name}.weight")
+
+    def __call__(self, ids: tf.Tensor) -> tf.Tensor:
+        return tf.gather(self.embeddings, ids)
+
+
+def activation(name: str):
+    """The activation function named by an HF config (``hidden_act`` / ``activation_function``)."""
+    table = {
+        "gelu": lambda x: tf.nn.gelu(x, approximate=False),
+        "gelu_new": lambda x: tf.nn.gelu(x, approximate=True),
+        "gelu_pytorch_tanh": lambda x: tf.nn.gelu(x, approximate=True),
+        "relu": tf.nn.relu,
+        "silu": tf.nn.silu,
+        "swish": tf.nn.silu,
+        "tanh": tf.tanh,
+    }
+    if name not in table:
+        raise NotImplementedError(f"activation {name!r} is not implemented; supported: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def dropout(x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
+    return tf.nn.dropout(x, rate=rate) if training and rate > 0 else x
+
+
+def as_int(x: Any) -> tf.Tensor | None:
+    return None if x is None else tf.cast(tf.convert_to_tensor(x), tf.int32)
+
+
+def padding_bias(mask: tf.Tensor | None) -> tf.Tensor | None:
+    """[batch, keys] 1/0 mask -> additive bias [batch, 1, 1, keys]."""
+    if mask is None:
+        return None
+    mask = tf.cast(mask, tf.float32)
+    return ((1.0 - mask) * MASK_MIN)[:, None, None, :]
+
+
+def causal_bias(attention_mask: tf.Tensor | None, batch: tf.Tensor, length: tf.Tensor, past: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
+    """Decoder self-attention bias [batch, 1, length, keys]: query ``i`` sits at position
+    ``past + i`` and sees keys at positions ``<=`` its own that ``attention_mask`` keeps."""
+    q_pos = past + tf.range(length)
+    allowed = tf.range(keys)[None, :] <= q_pos[:, None]
+    allowed = tf.broadcast_to(allowed[None, None], tf.stack([batch, 1, length, keys]))
+    if attention_mask is not None:
+        allowed = tf.logical_and(allowed, tf.cast(attention_mask, tf.bool)[:, None, None, :])
+    return tf.where(allowed, 0.0, MASK_MIN)
+
+
+def decoder_self_bias(attention_mask: Any, batch: tf.Tensor, length: tf.Tensor, past_key_values: Any, cache_index: Any) -> tuple[Any, tf.Tensor]:
+    """(position offset, causal self-attention bias) for a decoder call.
+
+    Without a cache the offset is 0; with a growing cache it is the cached length; with
+    a static cache (``cache_index`` given) it is ``cache_index`` and the keys span the
+    whole buffer (unwritten slots lie in the future, so the causal mask hides them).
+    """
+    if past_key_values is None:
+        past, keys = 0, length
+    elif cache_index is not None:
+        past, keys = tf.cast(cache_index, tf.int32), tf.shape(past_key_values[0][0])[2]
+    else:
+        past = tf.shape(past_key_values[0][0])[2]
+        keys = past + length
+    return past, causal_bias(attention_mask, batch, length, past, keys)
+
+
+def run_layers(layers, h, bias, enc=None, enc_bias=None, past=None, cache_index=None, output_attentions=False,
+               output_hidden_states=False, training=False, final=None) -> tuple[tf.Tensor, dict[str, Any]]:
+    """Run a stack of layers ``layer(h, bias, enc, enc_bias, past, cache_index, training)
+    -> (h, present, probs, cross_probs)``; ``final`` (e.g. GPT-2's ``ln_f``) is applied
+    before the last hidden state is recorded, as transformers does."""
+    hidden, attentions, cross, presents = [], [], [], []
+    for i, layer in enumerate(layers):
+        if output_hidden_states:
+            hidden.append(h)
+        h, present, probs, cross_probs = layer(h, bias, enc, enc_bias, None if past is None else past[i], cache_index, training)
+        presents.append(present)
+        attentions.append(probs)
+        cross.append(cross_probs)
+    if final is not None:
+        h = final(h)
+    if output_hidden_states:
+        hidden.append(h)
+    return h, {
+        "past_key_values": tuple(presents),
+        "hidden_states": tuple(hidden) if output_hidden_states else None,
+        "attentions": tuple(attentions) if output_attentions else None,
+        "cross_attentions": tuple(cross) if output_attentions and cross and cross[0] is not None else None,
+    }
+
+
+def project(h: tf.Tensor, weight: Any, transpose: bool, bias: Any = None) -> tf.Tensor:
+    """[batch, len, hidden] -> [batch, len, vocab] through a kernel [hidden, vocab] or a
+    tied embedding table [vocab, hidden] (``transpose``)."""
+    shape = tf.shape(h)
+    flat = tf.matmul(tf.reshape(h, [-1, h.shape[-1]]), weight, transpose_b=transpose)
+    if bias is not None:
+        flat = flat + bias
+    vocab = weight.shape[0] if transpose else weight.shape[1]
+    return tf.reshape(flat, tf.concat([shape[:-1], [vocab]], 0))
+
+
+def split_heads(x: tf.Tensor, heads: int) -> tf.Tensor:
+    """[batch, len, heads*dim] -> [batch, heads, len, dim]."""
+    shape = tf.shape(x)
+    x = tf.reshape(x, [shape[0], shape[1], heads, x.shape[-1] // heads])
+    return tf.transpose(x, [0, 2, 1, 3])
+
+
+def merge_heads(x: tf.Tensor) -> tf.Tensor:
+    shape = tf.shape(x)
+    x = tf.transpose(x, [0, 2, 1, 3])
+    return tf.reshape(x, [shape[0], shape[2], x.shape[2] * x.shape[3]])
+
+
+def update_cache(
+    past: tuple[tf.Tensor, tf.Tensor] | None, k: tf.Tensor, v: tf.Tensor, cache_index: tf.Tensor | None
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Keys/values to attend over, which are also the new cache.
+
+    Without ``cache_index`` the cache grows by concatenation; with it, ``past`` is a
+    static buffer [batch, heads, max_len, dim] and the new entries are written at
+    ``cache_index`` (shape-static, so a compiled decode loop keeps one program).
+    """
+    if past is None:
+        return k, v
+    pk, pv = past
+    if cache_index is None:
+        return tf.concat([pk, k], axis=2), tf.concat([pv, v], axis=2)
+    select = tf.one_hot(cache_index + tf.range(tf.shape(k)[2]), tf.shape(pk)[2], dtype=k.dtype)  # [new, max_len]
+    keep = 1.0 - tf.reduce_sum(select, axis=0)[:, None]
+    return (
+        pk * keep + tf.einsum("bhtd,tl->bhld", k, select),
+        pv * keep + tf.einsum("bhtd,tl->bhld", v, select),
+    )
+
+
+def attention_kv(key: Dense, value: Dense, h: tf.Tensor, states: Any, past: Any, cache_index: Any, heads: int, cross: bool):
+    """Keys and values of one attention: cross-attention projects the encoder states once
+    (a cache holds them afterwards); self-attention extends the cache."""
+    if cross and past is not None:
+        return past
+    src = states if cross else h
+    k, v = split_heads(key(src), heads), split_heads(value(src), heads)
+    return (k, v) if cross else update_cache(past, k, v, cache_index)
+
+
+def attend(
+    q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, bias: tf.Tensor | None, rate: float, training: bool, scale: float | None = None
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Scaled dot-product attention over [batch, heads, len, dim]; returns (context, probs)."""
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    scores = tf.matmul(q, k, transpose_b=True) * scale
+    if bias is not None:
+        scores = scores + bias
+    probs = tf.nn.softmax(scores, axis=-1)
+    return tf.matmul(dropout(probs, rate, training), v), probs

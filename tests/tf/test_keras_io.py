@@ -1,0 +1,107 @@
+"""Keras integration and I/O: backend check, fit, SavedModel export, save/load round trips."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import torch
+
+from .helpers import PAIRS, hf_model, inputs, make_config, make_pair
+
+TOL = 1e-5
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_import_refuses_other_keras_backend():
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run([sys.executable, "-c", "import encdec_tf"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "ImportError" in proc.stderr and "KERAS_BACKEND=tensorflow" in proc.stderr
+
+
+def test_fit_reduces_loss():
+    import keras
+
+    ours, _, _ = make_pair(PAIRS[1], hf=False)
+    feed, labels = inputs(0)
+    batch = {"input_ids": feed["input_ids"].astype(np.int32), "attention_mask": feed["attention_mask"].astype(np.int32),
+             "labels": labels.astype(np.int32)}
+    before = float(ours(**batch).loss)
+    ours.compile(optimizer=keras.optimizers.Adam(1e-2))
+    ds = tf.data.Dataset.from_tensors(batch).repeat(8)
+    history = ours.fit(ds, epochs=1, verbose=0)
+    after = float(ours(**batch).loss)
+    assert np.isfinite(history.history["loss"][-1])
+    assert after < before - 0.5
+
+
+def test_export_saved_model_serves_logits(tmp_path):
+    ours, _, _ = make_pair(PAIRS[1], hf=False)
+    feed, _ = inputs(0)
+    expected = ours(**feed).logits.numpy()
+    ours.export(tmp_path / "saved")
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))
+    serve = loaded.signatures["serving_default"]
+    got = serve(**{k: tf.constant(v, tf.int32) for k, v in feed.items()})["logits"].numpy()
+    assert np.max(np.abs(got - expected)) < TOL
+    assert np.max(np.abs(loaded.serve(*[tf.constant(feed[k], tf.int32) for k in
+                                        ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask")])["logits"].numpy() - expected)) < TOL
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "tf-h5"])
+def test_save_load_round_trip_and_transformers_reads_it(tmp_path, fmt):
+    from encdec_tf import TFEncoderDecoderModel
+
+    ours, _, weights = make_pair(PAIRS[2], hf=False)
+    feed, _ = inputs(ours.config.pad_token_id)
+    ours.save_pretrained(tmp_path, format=fmt)
+    assert os.path.exists(tmp_path / ("model.safetensors" if fmt == "safetensors" else "tf_model.h5"))
+    again = TFEncoderDecoderModel.from_pretrained(tmp_path)
+    np.testing.assert_array_equal(again(**feed).logits.numpy(), ours(**feed).logits.numpy())
+    if fmt == "safetensors":
+        import transformers
+
+        ref = transformers.EncoderDecoderModel.from_pretrained(tmp_path).eval()
+        with torch.no_grad():
+            hf_logits = ref(**{k: torch.tensor(v) for k, v in feed.items()}).logits.numpy()
+        assert np.max(np.abs(hf_logits - ours(**feed).logits.numpy())) < TOL
+
+
+def test_loads_transformers_pytorch_checkpoint(tmp_path):
+    from encdec_tf import TFEncoderDecoderModel
+
+    config = make_config(PAIRS[1])
+    from encdec.init import init_weights
+    from encdec.specs import encoder_decoder_spec
+
+    weights = init_weights(encoder_decoder_spec(config), 3, randomize_all=True)
+    ref = hf_model(config, weights)
+    ref.save_pretrained(tmp_path, safe_serialization=False)
+    ours = TFEncoderDecoderModel.from_pretrained(tmp_path, from_pt=True)
+    feed, _ = inputs(0)
+    with torch.no_grad():
+        expected = ref(**{k: torch.tensor(v) for k, v in feed.items()}).logits.numpy()
+    assert np.max(np.abs(ours(**feed).logits.numpy() - expected)) < TOL
+
+
+def test_from_encoder_decoder_pretrained_with_prefixed_kwargs(tmp_path):
+    import transformers
+
+    from encdec_tf import TFEncoderDecoderModel
+
+    enc = transformers.BertModel(transformers.BertConfig(**make_config(PAIRS[1]).encoder.to_dict()))
+    dec = transformers.GPT2LMHeadModel(transformers.GPT2Config(**{k: v for k, v in make_config(PAIRS[1]).decoder.to_dict().items()
+                                                                  if k not in ("is_decoder", "add_cross_attention")}))
+    enc.save_pretrained(tmp_path / "enc")
+    dec.save_pretrained(tmp_path / "dec")
+    model = TFEncoderDecoderModel.from_encoder_decoder_pretrained(tmp_path / "enc", tmp_path / "dec",
+                                                                  decoder_resid_pdrop=0.0, encoder_hidden_dropout_prob=0.0)
+    assert model.config.decoder.resid_pdrop == 0.0 and model.config.encoder.hidden_dropout_prob == 0.0
+    assert model.config.decoder.add_cross_attention and model.config.decoder.is_decoder
+    state = model.canonical_state()
+    ref = enc.state_dict()
+    np.testing.assert_array_equal(state["encoder.embeddings.word_embeddings.weight"], ref["embeddings.word_embeddings.weight"].numpy())
+    np.testing.assert_array_equal(state["decoder.transformer.h.1.attn.c_attn.weight"],
+                                  dec.state_dict()["transformer.h.1.attn.c_attn.weight"].numpy())
