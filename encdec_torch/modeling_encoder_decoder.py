@@ -1,0 +1,345 @@
+"""``EncoderDecoderModel``: any registered encoder + any registered causal-LM decoder.
+
+Behaves like transformers 4.x's class of the same name: ``encoder_``/``decoder_`` keyword
+routing, labels shifted into decoder inputs, loss over labels != -100, checkpoints in HF
+format through :mod:`encdec.pretrained`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from encdec.configuration import EncoderDecoderConfig
+from encdec.generation import GenerationConfig
+from encdec.hub import split_hub_kwargs
+from encdec.init import init_weights
+from encdec.labels import IGNORE_INDEX, shift_tokens_right
+from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
+from encdec.registry import part_class
+from encdec.routing import split_forward_kwargs, split_pretrained_kwargs
+from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec_torch.models.common import SpecModule
+
+logger = logging.getLogger(__name__)
+
+_SAVE_FORMATS = {True: "safetensors", False: "pt-bin"}
+
+
+def _torch_dtype(value: Any, config: EncoderDecoderConfig) -> Optional[torch.dtype]:
+    """``torch_dtype`` argument -> a floating torch dtype (``"auto"``: the config's)."""
+    if value is None:
+        return None
+    if value == "auto":
+        value = getattr(config, "torch_dtype", None) or "float32"
+    if isinstance(value, str):
+        value = getattr(torch, value.replace("torch.", ""), None)
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ValueError(f"torch_dtype must be a floating torch dtype, its name or 'auto', got {value!r}")
+    return value
+
+
+class EncoderDecoderModel(SpecModule):
+    """Encoder-decoder model built from two registered parts (see :mod:`encdec_torch.models`)."""
+
+    main_input_name = "input_ids"
+
+    def __init__(
+        self,
+        config: Optional[EncoderDecoderConfig] = None,
+        encoder: Optional[nn.Module] = None,
+        decoder: Optional[nn.Module] = None,
+    ) -> None:
+        super().__init__()
+        if config is None:
+            if encoder is None or decoder is None:
+                raise ValueError("EncoderDecoderModel needs either a `config` or both an `encoder` and a `decoder`")
+            config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
+        elif not isinstance(config, EncoderDecoderConfig):
+            raise ValueError(f"config must be an EncoderDecoderConfig, got {type(config).__name__}")
+        cross = getattr(config.decoder, "cross_attention_hidden_size", None)
+        if cross is not None and cross != config.encoder.hidden_size:
+            raise ValueError(
+                f"the decoder's cross_attention_hidden_size ({cross}) must equal the encoder's hidden_size "
+                f"({config.encoder.hidden_size}) when it is set"
+            )
+        if encoder is None:
+            encoder = part_class("torch", config.encoder.model_type, "encoder")(config.encoder)
+        if decoder is None:
+            decoder = part_class("torch", config.decoder.model_type, "decoder")(config.decoder)
+        if encoder.get_output_embeddings() is not None:
+            raise ValueError(
+                f"the encoder {type(encoder).__name__} has an LM head; use a base model without one (e.g. BertModel)"
+            )
+        if not getattr(decoder.config, "add_cross_attention", False) or not hasattr(decoder, "get_output_embeddings"):
+            raise ValueError(
+                f"the decoder {type(decoder).__name__} cannot take encoder hidden states: build it from a config with "
+                "is_decoder=True and add_cross_attention=True (EncoderDecoderConfig.from_encoder_decoder_configs does this)"
+            )
+        self.config = config
+        self.encoder = encoder
+        self.decoder = decoder
+        # the parts share the composite config's sub-configs, so edits stay in sync
+        self.encoder.config = config.encoder
+        self.decoder.config = config.decoder
+        self.spec = encoder_decoder_spec(config)
+        if needs_projection(config):
+            self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
+        if getattr(config, "tie_encoder_decoder", False):
+            self._tie_encoder_decoder()
+        self.generation_config = GenerationConfig.from_model_config(config)
+
+    def _tie_encoder_decoder(self) -> None:
+        """Make each tied decoder parameter the encoder's ``nn.Parameter`` (spec ties)."""
+        for tied, source in self.spec.ties.items():
+            if not (tied.startswith("decoder.") and source.startswith("encoder.")):
+                continue
+            module_name, _, leaf = tied.rpartition(".")
+            src_module, _, src_leaf = source.rpartition(".")
+            setattr(self.get_submodule(module_name), leaf, getattr(self.get_submodule(src_module), src_leaf))
+
+    # --- accessors ------------------------------------------------------------------------
+    def get_encoder(self) -> nn.Module:
+        return self.encoder
+
+    def get_decoder(self) -> nn.Module:
+        return self.decoder
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.encoder.get_input_embeddings()
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.decoder.get_output_embeddings()
+
+    def resize_token_embeddings(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError(
+            "EncoderDecoderModel does not resize embeddings itself; resize the parts instead "
+            "(model.encoder.resize_token_embeddings(...) / model.decoder.resize_token_embeddings(...)) "
+            "and keep config.encoder/config.decoder vocab sizes in step"
+        )
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute layer activations in the backward pass (both parts; disables the cache in training)."""
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = True
+
+    def gradient_checkpointing_disable(self) -> None:
+        for module in self.modules():
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = False
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    # --- forward --------------------------------------------------------------------------
+    def encode(self, input_ids=None, attention_mask=None, inputs_embeds=None, output_attentions=False,
+               output_hidden_states=False, **kwargs: Any) -> BaseModelOutput:
+        out = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, **kwargs,
+        )
+        return BaseModelOutput(last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states, attentions=out.attentions)
+
+    def project(self, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
+        """Encoder states in the decoder's width (``enc_to_dec_proj`` when the sizes differ)."""
+        proj = getattr(self, "enc_to_dec_proj", None)
+        return encoder_hidden_states if proj is None else proj(encoder_hidden_states)
+
+    def forward(
+        self,
+        input_ids: Optional[torch.Tensor] = None,
+        attention_mask: Optional[torch.Tensor] = None,
+        decoder_input_ids: Optional[torch.Tensor] = None,
+        decoder_attention_mask: Optional[torch.Tensor] = None,
+        encoder_outputs: Optional[Union[BaseModelOutput, tuple]] = None,
+        past_key_values: Optional[tuple] = None,
+        inputs_embeds: Optional[torch.Tensor] = None,
+        decoder_inputs_embeds: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        use_cache: Optional[bool] = None,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
+        **kwargs: Any,
+    ) -> Union[Seq2SeqLMOutput, tuple]:
+        """Unprefixed extra kwargs go to the encoder, ``decoder_``-prefixed ones to the decoder."""
+        output_attentions = bool(output_attentions)
+        output_hidden_states = bool(output_hidden_states)
+        return_dict = True if return_dict is None else return_dict
+        kwargs_encoder, kwargs_decoder = split_forward_kwargs(kwargs)
+        if encoder_outputs is None:
+            encoder_outputs = self.encode(
+                input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, **kwargs_encoder
+            )
+        elif isinstance(encoder_outputs, (tuple, list)):
+            encoder_outputs = BaseModelOutput(*encoder_outputs)
+        encoder_hidden_states = self.project(encoder_outputs[0])
+
+        if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
+            decoder_input_ids = shift_tokens_right(
+                labels, self.config.pad_token_id, self.config.decoder_start_token_id, xp=torch
+            )
+            if decoder_attention_mask is None:
+                decoder_attention_mask = (decoder_input_ids != self.config.pad_token_id).long()
+
+        dec = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder_hidden_states,
+            encoder_attention_mask=attention_mask,
+            inputs_embeds=decoder_inputs_embeds,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            use_cache=use_cache,
+            past_key_values=past_key_values,
+            **kwargs_decoder,
+        )
+        loss = None
+        if labels is not None:
+            logits = dec.logits
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).to(logits.device), ignore_index=IGNORE_INDEX
+            )
+        out = Seq2SeqLMOutput(
+            loss=loss,
+            logits=dec.logits,
+            past_key_values=dec.past_key_values,
+            decoder_hidden_states=dec.hidden_states,
+            decoder_attentions=dec.attentions,
+            cross_attentions=dec.cross_attentions,
+            encoder_last_hidden_state=encoder_outputs[0],
+            encoder_hidden_states=encoder_outputs.hidden_states if isinstance(encoder_outputs, BaseModelOutput) else None,
+            encoder_attentions=encoder_outputs.attentions if isinstance(encoder_outputs, BaseModelOutput) else None,
+        )
+        return out if return_dict else out.to_tuple()
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id, xp=torch)
+
+    # --- generation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
+                 generation_config: Optional[GenerationConfig] = None, **kwargs: Any) -> torch.Tensor:
+        """Greedy, beam or sampled decoding (see :func:`encdec_torch.generation.generate`)."""
+        from encdec_torch.generation import generate
+
+        return generate(self, input_ids, attention_mask, generation_config or self.generation_config, **kwargs)
+
+    # --- weights and checkpoints ----------------------------------------------------------
+    def save_pretrained(self, save_directory: Union[str, os.PathLike], safe_serialization: bool = True,
+                        max_shard_size: Union[int, str] = "5GB") -> list[str]:
+        """Write ``config.json``, ``generation_config.json`` and ``model.safetensors``
+        (``pytorch_model.bin`` with ``safe_serialization=False``) in transformers' format."""
+        from encdec.pretrained import save_pretrained
+
+        return save_pretrained(
+            save_directory, self.config, self.canonical_state(), self.generation_config,
+            format=_SAVE_FORMATS[bool(safe_serialization)], max_shard_size=max_shard_size,
+        )
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], *model_args: Any,
+                        torch_dtype: Any = None, **kwargs: Any) -> "EncoderDecoderModel":
+        """Load a composite checkpoint (ours or transformers'); returned in eval mode.
+
+        Keywords: ``torch_dtype`` and those of :func:`encdec.pretrained.load_pretrained`
+        (``revision``, ``local_files_only``, ``cache_dir``, ``token``, ``config``, config overrides).
+        """
+        from encdec.pretrained import load_pretrained
+
+        if model_args:
+            raise TypeError("from_pretrained takes no positional arguments besides the name or path")
+        config, weights, generation_config, unused = load_pretrained(pretrained_model_name_or_path, **kwargs)
+        if unused:
+            raise TypeError(f"from_pretrained got unexpected keyword argument(s): {', '.join(sorted(unused))}")
+        model = cls(config)
+        model.load_canonical(weights)
+        if generation_config is not None:
+            model.generation_config = generation_config
+        dtype = _torch_dtype(torch_dtype, config)
+        if dtype is not None:
+            model.to(dtype)
+        return model.eval()
+
+    @classmethod
+    def from_encoder_decoder_pretrained(
+        cls,
+        encoder_pretrained_model_name_or_path: Optional[Union[str, os.PathLike]] = None,
+        decoder_pretrained_model_name_or_path: Optional[Union[str, os.PathLike]] = None,
+        *model_args: Any,
+        **kwargs: Any,
+    ) -> "EncoderDecoderModel":
+        """Combine two part checkpoints (plain HF ``BertModel``, ``GPT2LMHeadModel``, ...).
+
+        ``encoder_x``/``decoder_x`` keywords update that part's config (hub keywords such as
+        ``decoder_revision`` steer its download); ``encoder_model``/``decoder_model`` pass
+        ready part instances; other keywords go to the composite config.  The decoder gets
+        ``is_decoder=True, add_cross_attention=True``; weights it lacks (cross-attention)
+        are initialised and named in one info message.  Returned in eval mode.
+        """
+        from encdec.pretrained import load_part
+
+        if model_args:
+            raise TypeError("from_encoder_decoder_pretrained takes no positional model arguments")
+        kw_enc, kw_dec, kw_rest = split_pretrained_kwargs(kwargs)
+        torch_dtype = kw_rest.pop("torch_dtype", None)
+        parts: dict[str, Any] = {}
+        weights: dict[str, np.ndarray] = {}
+        initialized: list[str] = []
+        for role, path, kw in (("encoder", encoder_pretrained_model_name_or_path, kw_enc),
+                               ("decoder", decoder_pretrained_model_name_or_path, kw_dec)):
+            model = kw.pop("model", None)
+            if model is not None:
+                if kw:
+                    raise TypeError(f"{role}_model was given, so {role}_ keywords {sorted(kw)} cannot apply")
+                parts[role] = model
+                weights.update({f"{role}.{k}": v for k, v in model.canonical_state().items()})
+                continue
+            if path is None:
+                raise ValueError(f"pass `{role}_pretrained_model_name_or_path` or `{role}_model`")
+            hub = split_hub_kwargs(kw)
+            part = load_part(path, role=role, config_overrides=kw, **hub)
+            if role == "encoder":
+                part.config.is_decoder = False
+                part.config.add_cross_attention = False
+            parts[role] = part.config
+            weights.update({f"{role}.{k}": v for k, v in part.weights.items()})
+            initialized += [f"{role}.{k}" for k in part.initialized]
+        enc, dec = parts["encoder"], parts["decoder"]
+        config = EncoderDecoderConfig.from_encoder_decoder_configs(
+            enc.config if isinstance(enc, nn.Module) else enc, dec.config if isinstance(dec, nn.Module) else dec, **kw_rest
+        )
+        model = cls(config, encoder=enc if isinstance(enc, nn.Module) else None, decoder=dec if isinstance(dec, nn.Module) else None)
+        missing = [p.name for p in model.spec.untied if p.name not in weights]
+        if missing:
+            fresh = init_weights(model.spec, std=float(config.decoder.initializer_range))
+            weights.update({n: fresh[n] for n in missing})
+            initialized += missing
+        model.load_canonical({n: weights[n] for n in model.spec.params if n in weights})
+        if initialized:
+            logger.info("newly initialised weights (train before use): %s", ", ".join(_summarise(initialized)))
+        dtype = _torch_dtype(torch_dtype, config)
+        if dtype is not None:
+            model.to(dtype)
+        return model.eval()
+
+
+def _summarise(names: list[str]) -> list[str]:
+    """Collapse per-layer names (``...layer.3.crossattention...``) into one pattern each."""
+    import re
+
+    seen: dict[str, None] = {}
+    for n in names:
+        seen[re.sub(r"\.\d+\.", ".*.", n)] = None
+    return list(seen)

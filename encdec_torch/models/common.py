@@ -1,0 +1,234 @@
+"""Pieces every torch part model shares: activations, masks, attention, cache, weight I/O.
+
+Masks are additive float tensors ``[batch, 1, query, key]`` holding 0 where attention is
+allowed and the dtype's most negative finite value where it is not (transformers' convention,
+so fully masked rows behave the same).  A cache is a tuple over layers of
+``(self_key, self_value, cross_key, cross_value)`` tensors ``[batch, heads, len, head_dim]``;
+the self-attention pair grows by one step per call, the cross pair is computed once.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from encdec.layout import TORCH_LAYOUT, from_backend, to_backend
+from encdec.outputs import ModelOutput
+from encdec.specs import ModelSpec
+
+LayerCache = tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]
+
+
+@dataclass
+class BaseOutput(ModelOutput):
+    """What a part's base model returns (HF ``BaseModelOutputWithPoolingAndCrossAttentions``)."""
+
+    last_hidden_state: Any = None
+    pooler_output: Any = None
+    past_key_values: Any = None
+    hidden_states: Any = None
+    attentions: Any = None
+    cross_attentions: Any = None
+
+
+def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,
+    "gelu_new": _gelu_tanh,
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+    "swish": F.silu,
+    "tanh": torch.tanh,
+}
+
+
+def activation(name: str, where: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The activation called ``name``; unknown names raise ``NotImplementedError``."""
+    try:
+        return ACTIVATIONS[name]
+    except (KeyError, TypeError):
+        raise NotImplementedError(
+            f"{where}={name!r} is not implemented; supported: {', '.join(sorted(ACTIVATIONS))}"
+        ) from None
+
+
+def padding_mask(mask: Optional[torch.Tensor], dtype: torch.dtype, query_len: int) -> Optional[torch.Tensor]:
+    """``[batch, key]`` 1/0 mask -> additive ``[batch, 1, query, key]``; ``None`` when nothing is masked."""
+    if mask is None or bool(mask.all()):
+        return None
+    blocked = (mask == 0)[:, None, None, :].expand(-1, 1, query_len, -1)
+    return torch.zeros(blocked.shape, dtype=dtype, device=mask.device).masked_fill(blocked, torch.finfo(dtype).min)
+
+
+def causal_mask(
+    mask: Optional[torch.Tensor], batch: int, query_len: int, past_len: int, dtype: torch.dtype, device: torch.device
+) -> Optional[torch.Tensor]:
+    """Causal plus padding mask for self-attention over ``past_len + query_len`` keys;
+    ``None`` when :func:`attend`'s ``causal`` flag (or, for one query, nothing) says the same."""
+    key_len = past_len + query_len
+    padded = mask is not None and not bool(mask.all())
+    if not padded and (query_len == 1 or past_len == 0):
+        return None
+    q = torch.arange(past_len, key_len, device=device)[:, None]
+    k = torch.arange(key_len, device=device)[None, :]
+    allowed = (k <= q)[None, None].expand(batch, 1, query_len, key_len)
+    if padded:
+        allowed = allowed & (mask[:, None, None, :key_len] != 0)
+    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    *,
+    causal: bool = False,
+    dropout: float = 0.0,
+    need_weights: bool = False,
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Scaled dot-product attention ``[b, h, q, d]`` -> ``([b, q, h*d], weights or None)``.
+
+    ``causal`` applies only when ``mask`` is ``None`` (the mask already holds causality).
+    With ``need_weights`` the eager path computes and returns the probabilities.
+    """
+    if need_weights:
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        if mask is not None:
+            scores = scores + mask
+        elif causal and q.shape[-2] > 1:
+            n_q, n_k = q.shape[-2], k.shape[-2]
+            keep = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril(n_k - n_q)
+            scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+        weights = F.softmax(scores, dim=-1)
+        weights = F.dropout(weights, p=dropout, training=dropout > 0)
+        out = torch.matmul(weights, v)
+    else:
+        weights = None
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal and mask is None and q.shape[-2] > 1
+        )
+    b, h, n, d = out.shape
+    return out.transpose(1, 2).reshape(b, n, h * d), weights
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``[b, n, h*d]`` -> ``[b, h, n, d]``."""
+    b, n, _ = x.shape
+    return x.view(b, n, heads, -1).transpose(1, 2)
+
+
+def past_length(past_key_values: Optional[tuple[LayerCache, ...]]) -> int:
+    return 0 if not past_key_values else past_key_values[0][0].shape[2]
+
+
+def check_inputs(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor], where: str) -> None:
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError(f"{where}: pass exactly one of `input_ids` and `inputs_embeds`")
+
+
+class SpecModule(nn.Module):
+    """Base of every part: weights exposed and loaded under the spec's canonical names."""
+
+    spec: ModelSpec
+
+    def canonical_state(self) -> dict[str, np.ndarray]:
+        state = self.state_dict()
+        return from_backend({p.name: tensor_to_numpy(state[p.name]) for p in self.spec.untied}, self.spec, TORCH_LAYOUT)
+
+    def load_canonical(self, weights: Mapping[str, np.ndarray]) -> None:
+        load_into(self, self.spec, weights)
+
+
+def tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
+    """Detached numpy copy; bfloat16 (no numpy dtype) is widened to float32."""
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.numpy().copy()
+
+
+def load_into(module: nn.Module, spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> None:
+    """Copy canonical ``weights`` into ``module``'s parameters; names and shapes must match the spec exactly."""
+    names = set(weights)
+    missing = [p.name for p in spec.untied if p.name not in names]
+    unexpected = sorted(names - set(spec.params))
+    if missing or unexpected:
+        raise ValueError(
+            f"weights do not match the {type(module).__name__} spec: missing {missing[:10]}"
+            f"{' ...' if len(missing) > 10 else ''}, unexpected {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}"
+        )
+    params = dict(module.named_parameters(remove_duplicate=False))
+    with torch.no_grad():
+        for name, arr in to_backend(weights, spec, TORCH_LAYOUT).items():
+            param = params[name]
+            arr = np.asarray(arr)
+            if tuple(arr.shape) != tuple(param.shape):
+                raise ValueError(f"weight {name!r}: expected shape {tuple(param.shape)}, got {tuple(arr.shape)}")
+            param.copy_(torch.from_numpy(np.ascontiguousarray(arr)).to(param.dtype))
+
+
+@dataclass
+class StackOutput:
+    """Result of :func:`run_stack`; ``hidden_states`` are each layer's input (callers append
+    the final state), tuples are ``None`` unless requested."""
+
+    last: torch.Tensor
+    hidden_states: Optional[tuple[torch.Tensor, ...]]
+    attentions: Optional[tuple[torch.Tensor, ...]]
+    cross_attentions: Optional[tuple[torch.Tensor, ...]]
+    past_key_values: Optional[tuple[LayerCache, ...]]
+
+
+def run_stack(
+    layers: nn.ModuleList,
+    x: torch.Tensor,
+    mask: Optional[torch.Tensor],
+    enc: Optional[torch.Tensor],
+    enc_mask: Optional[torch.Tensor],
+    past_key_values: Optional[tuple[LayerCache, ...]],
+    *,
+    use_cache: bool,
+    output_attentions: bool,
+    output_hidden_states: bool,
+    checkpointing: bool,
+    layerdrop: float = 0.0,
+) -> StackOutput:
+    """Run the layers ``layer(x, mask, enc, enc_mask, past, need_weights) -> (x, self_w, cross_w, cache)``.
+
+    ``checkpointing`` recomputes activations in the backward pass; ``layerdrop`` skips each
+    layer with that probability (pass it in training only).
+    """
+    hidden, self_attn, cross_attn, cache = [], [], [], []
+    for i, layer in enumerate(layers):
+        hidden.append(x)
+        layer_past = past_key_values[i] if past_key_values else None
+        if layerdrop > 0 and torch.rand([]) < layerdrop:
+            cache.append(layer_past)
+            continue
+        args = (x, mask, enc, enc_mask, layer_past, output_attentions)
+        x, sw, cw, present = checkpoint(layer, *args, use_reentrant=False) if checkpointing else layer(*args)
+        self_attn.append(sw)
+        cross_attn.append(cw)
+        cache.append(present)
+    return StackOutput(
+        last=x,
+        hidden_states=tuple(hidden) if output_hidden_states else None,
+        attentions=tuple(self_attn) if output_attentions else None,
+        cross_attentions=tuple(cross_attn) if output_attentions and enc is not None else None,
+        past_key_values=tuple(cache) if use_cache else None,
+    )
+
+
+def with_final(hidden_states: Optional[tuple[torch.Tensor, ...]], final: torch.Tensor) -> Optional[tuple[torch.Tensor, ...]]:
+    return None if hidden_states is None else hidden_states + (final,)
