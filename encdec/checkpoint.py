@@ -389,12 +389,35 @@ def match_state(state: Mapping[str, np.ndarray], spec: ModelSpec, strict: bool =
     return {p.name: weights[p.name] for p in spec}, report
 
 
+def saved_names(spec: ModelSpec) -> list[str]:
+    """Names a checkpoint stores, in spec order: one per tie group, as transformers does.
+
+    The kept member is the tie source, except for ``tie_encoder_decoder`` groups
+    (``encoder.X`` shared with ``decoder.<base>.X``), where transformers keeps the
+    decoder copy and drops the encoder names.
+    """
+    groups: dict[str, list[str]] = {}
+    for tied, source in spec.ties.items():
+        groups.setdefault(source, [source]).append(tied)
+    keep = {}
+    for source, members in groups.items():
+        chosen = source
+        if source.startswith("encoder."):
+            suffix = "." + source[len("encoder."):]
+            copies = [m for m in members if m.startswith("decoder.") and m.endswith(suffix)]
+            chosen = copies[0] if copies else source
+        for m in members:
+            keep[m] = m == chosen
+    return [p.name for p in spec if keep.get(p.name, True)]
+
+
 def untied_weights(weights: Mapping[str, np.ndarray], spec: ModelSpec) -> dict[str, np.ndarray]:
-    """Spec-ordered weights without tie targets (what HF writes to a checkpoint)."""
-    missing = [p.name for p in spec.untied if p.name not in weights]
+    """Spec-ordered weights without tie duplicates (what HF writes to a checkpoint)."""
+    names = saved_names(spec)
+    missing = [n for n in names if n not in weights]
     if missing:
         raise KeyError(f"weights to save lack {len(missing)} spec names: {missing[:10]}")
-    return {p.name: np.asarray(weights[p.name]) for p in spec.untied}
+    return {n: np.asarray(weights[n]) for n in names}
 
 
 def write_weights(folder: str, weights: Mapping[str, np.ndarray], spec: ModelSpec, fmt: str = "safetensors",

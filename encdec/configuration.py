@@ -45,6 +45,8 @@ class PretrainedConfig:
         values.pop("model_type", None)
         values.pop("transformers_version", None)
         for key, value in values.items():
+            if isinstance(getattr(type(self), key, None), property):
+                continue  # derived attribute HF also writes (e.g. BART's num_hidden_layers)
             self._check_type(key, value)
             setattr(self, key, value)
 

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from encdec.checkpoint import CheckpointError, _bf16_to_float32
-from encdec.layout import Layout, to_backend
+from encdec.layout import Layout
 from encdec.specs import BIAS, CONV1D, EMBEDDING, LINEAR, NORM_BIAS, NORM_SCALE, ModelSpec
 
 #: HF Flax leaf names and transposes per parameter kind.
@@ -124,15 +124,20 @@ def _pack_array(msgpack, arr: np.ndarray) -> bytes:
 
 
 def write_flax_msgpack(path: str | os.PathLike, weights: Mapping[str, np.ndarray], spec: ModelSpec) -> None:
-    """Write canonical ``weights`` as an HF ``flax_model.msgpack`` (tie targets left out)."""
+    """Write canonical ``weights`` (already without tie duplicates) as an HF
+    ``flax_model.msgpack``; ``spec`` gives each name's kind."""
     path = os.fspath(path)
     msgpack = _import_msgpack(path)
     tree: dict[str, Any] = {}
-    for name, arr in to_backend(weights, spec, HF_FLAX_LAYOUT).items():
+    for name, arr in weights.items():
+        kind = spec[name].kind
+        arr = np.asarray(arr)
+        if kind in HF_FLAX_LAYOUT.transpose and arr.ndim == 2:
+            arr = arr.T
         node = tree
-        *modules, leaf = name.split(".")
+        *modules, leaf = HF_FLAX_LAYOUT.backend_name(name, kind).split(".")
         for m in modules:
             node = node.setdefault(m, {})
-        node[leaf] = _encode_array(msgpack, np.asarray(arr))
+        node[leaf] = _encode_array(msgpack, arr)
     with open(path, "wb") as f:
         f.write(msgpack.packb(tree, use_bin_type=True))

@@ -1,0 +1,253 @@
+"""encdec.pretrained against transformers 4.57: HF checkpoints load with equal arrays,
+ours load in HF (PyTorch in-process; TF and Flax in subprocesses), and part checkpoints
+map onto encoder / decoder specs."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from encdec.checkpoint import LoadError
+from encdec.formats.flax_msgpack import HF_FLAX_LAYOUT
+from encdec.generation import GenerationConfig
+from encdec.layout import to_backend
+from encdec.pretrained import load_part, load_pretrained, save_pretrained
+from encdec.specs import decoder_spec, encoder_decoder_spec
+
+from .iohelpers import assert_same_weights, run_oracle, tiny_config, tiny_model
+from .tiny import part_kwargs
+
+PAIRS = [("bert", "gpt2", 32), ("bert", "bert", 32), ("roberta", "roberta", 32), ("bert", "bart", 32), ("bert", "gpt2", 48)]
+
+
+def pid(pair):
+    return f"{pair[0]}2{pair[1]}" + ("-h48" if pair[2] == 48 else "")
+
+
+@pytest.fixture(scope="module")
+def T():
+    return pytest.importorskip("transformers")
+
+
+def hf_model(T, config, seed=0):
+    """transformers EncoderDecoderModel of our config, every parameter random."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = T.EncoderDecoderModel(config=T.EncoderDecoderConfig.from_dict(config.to_dict()))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    return model.eval()
+
+
+def state_np(model):
+    return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("pair", PAIRS + [("bert", "bert", 32, True)], ids=lambda p: pid(p) + ("-tied" if len(p) > 3 else ""))
+@pytest.mark.parametrize("safe", [True, False], ids=["safetensors", "bin"])
+def test_hf_checkpoint_loads_equal(T, tmp_path, pair, safe):
+    model = hf_model(T, tiny_config(*pair[:3], tie_encoder_decoder=len(pair) > 3))
+    model.save_pretrained(tmp_path, safe_serialization=safe)
+    assert (tmp_path / ("model.safetensors" if safe else "pytorch_model.bin")).exists()
+    config, weights, _, unused = load_pretrained(tmp_path)
+    assert unused == {} and config.decoder.model_type == pair[1]
+    assert_same_weights(state_np(model), weights)
+
+
+@pytest.mark.parametrize("pair", PAIRS + [("bert", "bert", 32, True)], ids=lambda p: pid(p) + ("-tied" if len(p) > 3 else ""))
+def test_ours_loads_in_transformers(T, tmp_path, pair):
+    extra = {"tie_encoder_decoder": True} if len(pair) > 3 else {}
+    config, weights, _ = tiny_model(*pair[:3], **extra)
+    gen = GenerationConfig(max_length=7, decoder_start_token_id=0, pad_token_id=0)
+    save_pretrained(tmp_path, config, weights, generation_config=gen, max_shard_size="40KB")
+    model, info = T.EncoderDecoderModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == [] and info["mismatched_keys"] == []
+    assert_same_weights(weights, state_np(model))
+    assert model.generation_config.max_length == 7
+    _, _, gen2, _ = load_pretrained(tmp_path)
+    assert gen2.max_length == 7
+
+
+def test_config_overrides_and_unused_kwargs(tmp_path):
+    config, weights, _ = tiny_model()
+    save_pretrained(tmp_path, config, weights)
+    config2, _, gen, unused = load_pretrained(tmp_path, decoder_start_token_id=5, pad_token_id=3, output_attentions=True)
+    assert (config2.decoder_start_token_id, config2.pad_token_id) == (5, 3)
+    assert unused == {"output_attentions": True} and gen is None
+
+
+# --- TF (tf-keras) and Flax oracles in subprocesses -----------------------------------------
+TF_SCRIPT = """
+import sys, json
+import transformers as T
+for src, dst in zip(sys.argv[1::2], sys.argv[2::2]):
+    model, info = T.TFEncoderDecoderModel.from_pretrained(src, output_loading_info=True)
+    assert not any(info.values()), (src, info)
+    model.save_pretrained(dst)
+print("ok")
+"""
+
+TF_PAIRS = [("bert", "gpt2", 32), ("bert", "bert", 32), ("roberta", "roberta", 32), ("electra", "gpt2", 32), ("bert", "gpt2", 48)]
+
+
+@pytest.mark.oracle_subprocess
+def test_tf_h5_both_ways_with_transformers_tf(tmp_path):
+    """Ours -> TFEncoderDecoderModel (no missing / unexpected keys) -> its own save -> ours:
+    arrays equal, so HF reads our names and we read HF's."""
+    pytest.importorskip("h5py")
+    pytest.importorskip("tf_keras")
+    args, originals = [], {}
+    for pair in TF_PAIRS:
+        config, weights, _ = tiny_model(*pair)
+        ours, theirs = tmp_path / f"ours-{pid(pair)}", tmp_path / f"hf-{pid(pair)}"
+        save_pretrained(ours, config, weights, format="tf-h5")
+        args += [str(ours), str(theirs)]
+        originals[theirs] = weights
+    env = {"TF_USE_LEGACY_KERAS": "1", "USE_TF": "1", "USE_TORCH": "0", "USE_FLAX": "0"}
+    assert "ok" in run_oracle(TF_SCRIPT, *args, env=env)
+    for theirs, weights in originals.items():
+        assert (theirs / "tf_model.h5").exists()
+        _, loaded, _, _ = load_pretrained(theirs)
+        assert_same_weights(weights, loaded)
+
+
+FLAX_SCRIPT = """
+import sys
+import numpy as np
+import transformers as T
+from flax.traverse_util import flatten_dict
+for ours, pt_dir, out_dir in zip(sys.argv[1::3], sys.argv[2::3], sys.argv[3::3]):
+    model = T.FlaxEncoderDecoderModel.from_pretrained(ours)
+    np.savez(out_dir + "-params.npz", **{".".join(k): np.asarray(v) for k, v in flatten_dict(model.params).items()})
+    T.FlaxEncoderDecoderModel.from_pretrained(pt_dir, from_pt=True).save_pretrained(out_dir)
+print("ok")
+"""
+
+
+@pytest.mark.oracle_subprocess
+def test_flax_msgpack_both_ways_with_transformers_flax(T, tmp_path):
+    """Ours -> FlaxEncoderDecoderModel params equal ours in HF Flax layout; HF's own
+    PyTorch -> Flax conversion saved as msgpack loads in ours equal to the PyTorch state."""
+    pytest.importorskip("flax")
+    args, cases = [], []
+    for pair in PAIRS:
+        config, weights, spec = tiny_model(*pair)
+        ours, pt_dir, out = (tmp_path / f"{kind}-{pid(pair)}" for kind in ("ours", "pt", "hf"))
+        save_pretrained(ours, config, weights, format="flax-msgpack")
+        model = hf_model(T, config)
+        model.save_pretrained(pt_dir)
+        args += [str(ours), str(pt_dir), str(out)]
+        cases.append((weights, spec, state_np(model), out))
+    env = {"USE_TF": "0", "USE_TORCH": "1", "USE_FLAX": "1", "JAX_PLATFORMS": "cpu"}
+    assert "ok" in run_oracle(FLAX_SCRIPT, *args, env=env)
+    for weights, spec, pt_state, out in cases:
+        params = dict(np.load(f"{out}-params.npz"))
+        assert_same_weights(to_backend(weights, spec, HF_FLAX_LAYOUT), params)
+        _, loaded, _, _ = load_pretrained(out)
+        assert_same_weights(pt_state, loaded)
+
+
+# --- parts ------------------------------------------------------------------------------------
+def hf_part(T, cls_name, model_type, folder, safe=True, **overrides):
+    import torch
+
+    cfg_cls = {"bert": T.BertConfig, "roberta": T.RobertaConfig, "gpt2": T.GPT2Config, "bart": T.BartConfig}[model_type]
+    torch.manual_seed(1)
+    model = getattr(T, cls_name)(cfg_cls(**{**part_kwargs(model_type), **overrides}))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 0.5)
+    model.save_pretrained(folder, safe_serialization=safe)
+    return state_np(model)
+
+
+def test_part_bert_model_as_encoder(T, tmp_path):
+    state = hf_part(T, "BertModel", "bert", tmp_path)
+    part = load_part(tmp_path, "encoder", {})
+    assert part.initialized == [] and part.unexpected == []
+    assert_same_weights(state, part.weights)
+    assert part.config.is_decoder is False
+
+
+def test_part_masked_lm_as_encoder_strips_prefix(T, tmp_path):
+    state = hf_part(T, "BertForMaskedLM", "bert", tmp_path, safe=False)
+    part = load_part(tmp_path, "encoder", {"hidden_dropout_prob": 0.0})
+    assert part.config.hidden_dropout_prob == 0.0
+    assert sorted(part.unexpected) == sorted(k for k in state if k.startswith("cls."))
+    assert part.initialized == ["pooler.dense.weight", "pooler.dense.bias"]  # MaskedLM has no pooler
+    for name in state:
+        if name.startswith("bert."):
+            np.testing.assert_array_equal(part.weights[name[5:]], state[name])
+
+
+def test_part_gpt2_lm_head_as_decoder(T, tmp_path):
+    state = hf_part(T, "GPT2LMHeadModel", "gpt2", tmp_path)
+    part = load_part(tmp_path, "decoder", {}, seed=3)
+    assert part.config.is_decoder and part.config.add_cross_attention
+    assert part.initialized and all(("crossattention" in n or "ln_cross_attn" in n) for n in part.initialized)
+    assert set(part.initialized) == set(decoder_spec(part.config).params) - set(state)
+    for name, arr in state.items():
+        np.testing.assert_array_equal(part.weights[name], arr)
+    w = part.weights["transformer.h.0.crossattention.c_attn.weight"]
+    assert abs(float(w.std()) - 0.02) < 0.005  # initializer_range
+    np.testing.assert_array_equal(part.weights["transformer.h.0.ln_cross_attn.weight"], 1.0)
+    again = load_part(tmp_path, "decoder", {}, seed=3)
+    np.testing.assert_array_equal(again.weights["transformer.h.1.crossattention.q_attn.weight"],
+                                  part.weights["transformer.h.1.crossattention.q_attn.weight"])
+
+
+def test_part_gpt2_model_as_decoder_adds_prefix(T, tmp_path):
+    state = hf_part(T, "GPT2Model", "gpt2", tmp_path)
+    part = load_part(tmp_path, "decoder", {})
+    assert part.unexpected == []
+    for name, arr in state.items():
+        np.testing.assert_array_equal(part.weights["transformer." + name], arr)
+    np.testing.assert_array_equal(part.weights["lm_head.weight"], state["wte.weight"])  # tied, not initialised
+    assert "lm_head.weight" not in part.initialized
+
+
+@pytest.mark.parametrize("cls_name,model_type", [("RobertaForCausalLM", "roberta"), ("BartForCausalLM", "bart"), ("BertForMaskedLM", "bert")])
+def test_part_causal_lms_as_decoder(T, tmp_path, cls_name, model_type):
+    state = hf_part(T, cls_name, model_type, tmp_path, is_decoder=True)
+    part = load_part(tmp_path, "decoder", {})
+    spec = decoder_spec(part.config)
+    assert part.unexpected == []
+    assert set(part.initialized) == set(spec.params) - set(state)
+    if model_type == "bart":
+        assert part.initialized == []  # BartForCausalLM always has encoder_attn
+    for name, arr in state.items():
+        np.testing.assert_array_equal(part.weights[name], arr)
+
+
+def test_parts_match_transformers_from_encoder_decoder_pretrained(T, tmp_path):
+    """The weights a part load keeps are those transformers keeps in the composite model."""
+    enc_state = hf_part(T, "BertForMaskedLM", "bert", tmp_path / "enc")
+    hf_part(T, "GPT2LMHeadModel", "gpt2", tmp_path / "dec")
+    hf = T.EncoderDecoderModel.from_encoder_decoder_pretrained(str(tmp_path / "enc"), str(tmp_path / "dec"))
+    hf_state = state_np(hf)
+    enc, dec = load_part(tmp_path / "enc", "encoder", {}), load_part(tmp_path / "dec", "decoder", {})
+    ours = {**{f"encoder.{k}": v for k, v in enc.weights.items()}, **{f"decoder.{k}": v for k, v in dec.weights.items()}}
+    assert set(ours) == set(hf_state)
+    fresh = {f"encoder.{n}" for n in enc.initialized} | {f"decoder.{n}" for n in dec.initialized}
+    for name in set(ours) - fresh:
+        np.testing.assert_array_equal(ours[name], hf_state[name], err_msg=name)
+    assert enc_state["bert.embeddings.word_embeddings.weight"].shape == ours["encoder.embeddings.word_embeddings.weight"].shape
+
+
+def test_part_shape_mismatch_raises(T, tmp_path):
+    hf_part(T, "GPT2LMHeadModel", "gpt2", tmp_path)
+    with pytest.raises(LoadError, match=r"transformer.wte.weight: expected \(50, 32\), checkpoint has \(99, 32\)"):
+        load_part(tmp_path, "decoder", {"vocab_size": 50})
+
+
+def test_part_refuses_composite_and_bad_role(tmp_path):
+    config, weights, _ = tiny_model()
+    save_pretrained(tmp_path, config, weights)
+    with pytest.raises(ValueError, match="composite encoder-decoder checkpoint"):
+        load_part(tmp_path, "encoder", {})
+    with pytest.raises(ValueError, match="role must be"):
+        load_part(tmp_path, "middle", {})
+    with pytest.raises(TypeError, match="config_overrides"):
+        load_part(tmp_path, "encoder", {}, hidden_size=3)
