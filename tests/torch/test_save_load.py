@@ -1,0 +1,118 @@
+"""Checkpoints both ways with transformers 4.57, and composite models from part checkpoints."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import pytest
+import torch
+
+from encdec_torch import EncoderDecoderModel, GenerationConfig
+from tests.torch.helpers import build_pair, inputs, max_diff, part_kwargs
+
+TOL = 1e-5
+
+
+@pytest.mark.parametrize("pair", ["bert2gpt2", "roberta2roberta", "bert2bart", "bert48-gpt2-proj"])
+def test_transformers_checkpoint_loads_here_and_ours_loads_there(pair, tmp_path):
+    import transformers
+
+    config, _, ours, hf = build_pair(pair)
+    x = inputs(config)
+    hf.save_pretrained(tmp_path / "hf")
+    ours.save_pretrained(tmp_path / "ours")
+    assert (tmp_path / "ours" / "model.safetensors").exists()
+    assert (tmp_path / "ours" / "generation_config.json").exists()
+    mine = EncoderDecoderModel.from_pretrained(tmp_path / "hf")
+    theirs = transformers.EncoderDecoderModel.from_pretrained(tmp_path / "ours")
+    assert not mine.training
+    with torch.no_grad():
+        ref = hf(**x).logits
+        assert max_diff(mine(**x).logits, ref) <= TOL
+        assert max_diff(theirs(**x).logits, ref) <= TOL
+
+
+def test_tied_model_round_trip_and_pytorch_bin(tmp_path):
+    import transformers
+
+    config, _, ours, hf = build_pair("bert2bert", tie_encoder_decoder=True)
+    x = inputs(config)
+    ours.save_pretrained(tmp_path, safe_serialization=False)
+    assert (tmp_path / "pytorch_model.bin").exists()
+    again = EncoderDecoderModel.from_pretrained(tmp_path)
+    assert again.decoder.bert.embeddings.word_embeddings.weight is again.encoder.embeddings.word_embeddings.weight
+    theirs = transformers.EncoderDecoderModel.from_pretrained(tmp_path)
+    with torch.no_grad():
+        ref = ours(**x).logits
+        assert max_diff(again(**x).logits, ref) == 0
+        assert max_diff(theirs(**x).logits, ref) <= TOL
+
+
+def test_from_pretrained_options(tmp_path):
+    config, _, ours, _ = build_pair("bert2gpt2")
+    ours.generation_config = GenerationConfig(max_length=7, num_beams=2, decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)
+    ours.save_pretrained(tmp_path)
+    half = EncoderDecoderModel.from_pretrained(tmp_path, torch_dtype=torch.bfloat16, local_files_only=True)
+    assert half.dtype == torch.bfloat16
+    assert half.generation_config.num_beams == 2 and half.generation_config.max_length == 7
+    x = inputs(config)
+    assert half.generate(x["input_ids"]).shape[1] <= 7
+    override = EncoderDecoderModel.from_pretrained(tmp_path, decoder_start_token_id=5)
+    assert override.config.decoder_start_token_id == 5
+    with pytest.raises(ValueError, match="torch_dtype"):
+        EncoderDecoderModel.from_pretrained(tmp_path, torch_dtype="int8")
+    with pytest.raises(TypeError, match="no_such_option"):
+        EncoderDecoderModel.from_pretrained(tmp_path, no_such_option=1)
+
+
+def _save_parts(tmp_path):
+    """A transformers BertModel and GPT2LMHeadModel (no cross-attention) saved apart."""
+    import transformers
+
+    torch.manual_seed(0)
+    bert = transformers.BertModel(transformers.BertConfig(**part_kwargs("bert"))).eval()
+    gpt2 = transformers.GPT2LMHeadModel(transformers.GPT2Config(**part_kwargs("gpt2"))).eval()
+    bert.save_pretrained(tmp_path / "bert")
+    gpt2.save_pretrained(tmp_path / "gpt2")
+    return bert, gpt2
+
+
+def test_from_encoder_decoder_pretrained_with_plain_part_checkpoints(tmp_path, caplog):
+    bert, gpt2 = _save_parts(tmp_path)
+    with caplog.at_level(logging.INFO, logger="encdec_torch.modeling_encoder_decoder"):
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(
+            tmp_path / "bert", tmp_path / "gpt2", decoder_resid_pdrop=0.0, encoder_hidden_dropout_prob=0.0,
+            pad_token_id=0,
+        )
+    assert not model.training
+    assert model.config.decoder.is_decoder and model.config.decoder.add_cross_attention
+    assert model.config.decoder.resid_pdrop == 0.0 and model.config.encoder.hidden_dropout_prob == 0.0
+    assert model.config.pad_token_id == 0  # unprefixed keywords reach the composite config
+    model.config.decoder_start_token_id = 2
+    state = model.canonical_state()
+    for name, value in bert.state_dict().items():
+        assert (state[f"encoder.{name}"] == value.numpy()).all(), name
+    for name, value in gpt2.state_dict().items():
+        if name in ("lm_head.weight",) or ".attn.bias" in name:
+            continue
+        assert (state[f"decoder.{name}"] == value.numpy()).all(), name
+    messages = [r.getMessage() for r in caplog.records if "newly initialised" in r.getMessage()]
+    assert len(messages) == 1 and "crossattention" in messages[0]
+    x = inputs(model.config)
+    with torch.no_grad():
+        bert_states = bert(input_ids=x["input_ids"], attention_mask=x["attention_mask"]).last_hidden_state
+        assert max_diff(model(**x).encoder_last_hidden_state, bert_states) <= TOL
+
+
+def test_from_encoder_decoder_pretrained_with_instances_and_errors(tmp_path):
+    _save_parts(tmp_path)
+    first = EncoderDecoderModel.from_encoder_decoder_pretrained(tmp_path / "bert", tmp_path / "gpt2")
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(
+        encoder_model=first.encoder, decoder_pretrained_model_name_or_path=tmp_path / "gpt2")
+    assert model.encoder is first.encoder
+    with pytest.raises(ValueError, match="decoder_pretrained_model_name_or_path"):
+        EncoderDecoderModel.from_encoder_decoder_pretrained(tmp_path / "bert")
+    with pytest.raises(ValueError, match="composite"):
+        first.save_pretrained(tmp_path / "composite")
+        EncoderDecoderModel.from_encoder_decoder_pretrained(tmp_path / "composite", tmp_path / "gpt2")
