@@ -30,6 +30,7 @@ from encdec_tf.models.common import (
     padding_bias,
     project,
     run_layers,
+    split_past,
     split_heads,
 )
 
@@ -68,11 +69,12 @@ class BartDecoderLayer:
         self.rate, self.act_rate = config.dropout, config.activation_dropout
 
     def __call__(self, h, bias, enc=None, enc_bias=None, past=None, cache_index=None, training=False):
-        a, present, probs = self.self_attn(h, bias, past=None if past is None else past[:2], cache_index=cache_index, training=training)
+        self_past, cross_past = split_past(past)
+        a, present, probs = self.self_attn(h, bias, past=self_past, cache_index=cache_index, training=training)
         h = self.self_attn_layer_norm(h + dropout(a, self.rate, training))
         cross_probs = None
-        if self.cross and (enc is not None or past is not None):
-            a, cross_kv, cross_probs = self.encoder_attn(h, enc_bias, states=enc, past=None if past is None else past[2:], training=training)
+        if self.cross and (enc is not None or cross_past is not None):
+            a, cross_kv, cross_probs = self.encoder_attn(h, enc_bias, states=enc, past=cross_past, training=training)
             h = self.encoder_attn_layer_norm(h + dropout(a, self.rate, training))
             present = present + cross_kv
         ff = self.fc2(dropout(self.act(self.fc1(h)), self.act_rate, training))
@@ -88,6 +90,8 @@ class TFBartForCausalLM(keras.layers.Layer):
         self.config = config
         #: built with cross-attention layers (fixed at construction, whatever the config says later)
         self.accepts_encoder_states = bool(config.add_cross_attention)
+        #: (layers, heads, head_dim) of the self-attention cache
+        self.cache_layout = (config.decoder_layers, config.decoder_attention_heads, config.d_model // config.decoder_attention_heads)
         self.store = ParamStore(self, decoder_spec(config), tied)
         base = "model.decoder"
         self.embed_tokens = Embedding(self.store, f"{base}.embed_tokens")

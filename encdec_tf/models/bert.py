@@ -29,6 +29,7 @@ from encdec_tf.models.common import (
     padding_bias,
     project,
     run_layers,
+    split_past,
     split_heads,
 )
 
@@ -97,10 +98,11 @@ class BertLayer:
         self.rate = config.hidden_dropout_prob
 
     def __call__(self, h, bias, enc=None, enc_bias=None, past=None, cache_index=None, training=False):
-        h, self_kv, self_probs = self.attention(h, bias, past=None if past is None else past[:2], cache_index=cache_index, training=training)
+        self_past, cross_past = split_past(past)
+        h, self_kv, self_probs = self.attention(h, bias, past=self_past, cache_index=cache_index, training=training)
         present, cross_probs = self_kv, None
-        if self.crossattention is not None and (enc is not None or past is not None):
-            h, cross_kv, cross_probs = self.crossattention(h, enc_bias, states=enc, past=None if past is None else past[2:], training=training)
+        if self.crossattention is not None and (enc is not None or cross_past is not None):
+            h, cross_kv, cross_probs = self.crossattention(h, enc_bias, states=enc, past=cross_past, training=training)
             present = self_kv + cross_kv
         ff = dropout(self.output(self.act(self.intermediate(h))), self.rate, training)
         return self.norm(ff + h), present, self_probs, cross_probs
@@ -181,6 +183,8 @@ class TFBertLMHeadModel(keras.layers.Layer):
         self.config = config
         #: built with cross-attention layers (fixed at construction, whatever the config says later)
         self.accepts_encoder_states = bool(config.is_decoder and config.add_cross_attention)
+        #: (layers, heads, head_dim) of the self-attention cache
+        self.cache_layout = (config.num_hidden_layers, config.num_attention_heads, config.hidden_size // config.num_attention_heads)
         self.store = ParamStore(self, decoder_spec(config), tied)
         base = config.model_type  # "bert" or "roberta": HF's base_model_prefix
         self.embeddings = BertEmbeddings(self.store, f"{base}.embeddings", config)

@@ -166,6 +166,13 @@ def decoder_self_bias(attention_mask: Any, batch: tf.Tensor, length: tf.Tensor, 
     return past, causal_bias(attention_mask, batch, length, past, keys)
 
 
+def split_past(past: Any) -> tuple[Any, Any]:
+    """A layer's cache ``(k, v[, cross_k, cross_v])`` -> (self-attention past, cross past)."""
+    if past is None:
+        return None, None
+    return tuple(past[:2]), (tuple(past[2:4]) if len(past) >= 4 else None)
+
+
 def run_layers(layers, h, bias, enc=None, enc_bias=None, past=None, cache_index=None, output_attentions=False,
                output_hidden_states=False, training=False, final=None) -> tuple[tf.Tensor, dict[str, Any]]:
     """Run a stack of layers ``layer(h, bias, enc, enc_bias, past, cache_index, training)

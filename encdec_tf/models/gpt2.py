@@ -27,6 +27,7 @@ from encdec_tf.models.common import (
     padding_bias,
     project,
     run_layers,
+    split_past,
     split_heads,
     update_cache,
 )
@@ -72,11 +73,12 @@ class GPT2Block:
         self.rate = config.resid_pdrop
 
     def __call__(self, h, bias, enc=None, enc_bias=None, past=None, cache_index=None, training=False):
-        a, present, probs = self.attn(self.ln_1(h), bias, past=None if past is None else past[:2], cache_index=cache_index, training=training)
+        self_past, cross_past = split_past(past)
+        a, present, probs = self.attn(self.ln_1(h), bias, past=self_past, cache_index=cache_index, training=training)
         h = h + a
         cross_probs = None
-        if self.cross and (enc is not None or past is not None):
-            a, cross_kv, cross_probs = self.crossattention(self.ln_cross_attn(h), enc_bias, states=enc, past=None if past is None else past[2:], training=training)
+        if self.cross and (enc is not None or cross_past is not None):
+            a, cross_kv, cross_probs = self.crossattention(self.ln_cross_attn(h), enc_bias, states=enc, past=cross_past, training=training)
             h = h + a
             present = present + cross_kv
         h = h + dropout(self.c_proj(self.act(self.c_fc(self.ln_2(h)))), self.rate, training)
@@ -92,6 +94,8 @@ class TFGPT2LMHeadModel(keras.layers.Layer):
         self.config = config
         #: built with cross-attention layers (fixed at construction, whatever the config says later)
         self.accepts_encoder_states = bool(config.add_cross_attention)
+        #: (layers, heads, head_dim) of the self-attention cache
+        self.cache_layout = (config.n_layer, config.n_head, config.n_embd // config.n_head)
         self.store = ParamStore(self, decoder_spec(config), tied)
         self.wte = Embedding(self.store, "transformer.wte")
         self.wpe = Embedding(self.store, "transformer.wpe")

@@ -1,0 +1,280 @@
+"""Decode loops for ``TFEncoderDecoderModel.generate``: greedy, beam search and sampling.
+
+Each loop is a ``tf.while_loop`` over a static-shape KV cache ([batch, heads, max_len,
+head_dim] per layer, written at the current index) with the cross-attention keys and
+values computed once, so that the whole of ``generate`` — encoder, first step, loop —
+compiles as one XLA program.  Compiled programs are cached per model and per
+:class:`~encdec.generation.DecodePlan`.  Semantics follow transformers 4.57 (its
+``_sample`` and vectorised ``_beam_search``), token for token for greedy and beam.
+"""
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from encdec.generation import DecodePlan, GenerationConfig, resolve_generation
+from encdec_tf.models.common import as_int
+
+NEG_INF = float("-inf")
+#: transformers' "impossible" beam score.
+BEAM_NEG = -1.0e9
+#: Length of the decoder prompt (the start token).
+PROMPT = 1
+
+_COMPILED: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_config: GenerationConfig | None = None,
+             **kwargs: Any) -> tf.Tensor:
+    """Generated ids [batch * num_return_sequences, length] (int32), starting with the
+    decoder start token.  Extra keywords: generation settings, ``seed`` (sampling) and
+    ``jit_compile`` (default True; False runs the same loop eagerly)."""
+    seed = kwargs.pop("seed", None)
+    jit_compile = kwargs.pop("jit_compile", True)
+    plan, rest = resolve_generation(model.config, generation_config or model.generation_config, kwargs)
+    if rest:
+        raise TypeError(f"generate got unexpected keyword arguments: {', '.join(sorted(rest))}")
+    input_ids = as_int(input_ids)
+    if attention_mask is None:
+        attention_mask = default_attention_mask(input_ids, plan)
+    attention_mask = as_int(attention_mask)
+    if seed is None:
+        seed = int(np.random.randint(0, 2**31 - 1))
+    seed = tf.constant([seed, 0], tf.int32)
+    if not jit_compile:
+        sequences, length = decode(model, plan, input_ids, attention_mask, seed)
+    else:
+        fns = _COMPILED.setdefault(model, {})
+        if plan not in fns:
+            fns[plan] = tf.function(lambda ids, mask, s: decode(model, plan, ids, mask, s), jit_compile=True, autograph=False)
+        sequences, length = fns[plan](input_ids, attention_mask, seed)
+    return sequences[:, : int(length)]
+
+
+def default_attention_mask(input_ids: tf.Tensor, plan: DecodePlan) -> tf.Tensor:
+    """As transformers: mask pad tokens when the pad id occurs and is not an eos id."""
+    pad = plan.pad_token_id
+    if pad in plan.eos_token_ids or not bool(tf.reduce_any(input_ids == pad)):
+        return tf.ones_like(input_ids)
+    return tf.cast(input_ids != pad, tf.int32)
+
+
+def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: tf.Tensor, seed: tf.Tensor):
+    """Run the encoder once, then the decode loop of ``plan.mode``; returns the sequence
+    buffer [rows, max_length] and the length actually generated."""
+    enc = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    if model.enc_to_dec_proj is not None:
+        enc = model.enc_to_dec_proj(enc)
+    expand = plan.num_beams if plan.mode == "beam" else plan.num_return_sequences
+    enc = tf.repeat(enc, expand, axis=0)
+    mask = tf.repeat(attention_mask, expand, axis=0)
+    rows = tf.shape(enc)[0]
+    layers, heads, head_dim = model.decoder.cache_layout
+    zeros = tf.zeros(tf.stack([rows, heads, plan.max_length, head_dim]), enc.dtype)
+    cache = tuple((zeros, zeros) for _ in range(layers))
+
+    def step(tokens: tf.Tensor, cache: Any, index: tf.Tensor):
+        out = model.decoder(input_ids=tokens[:, None], encoder_hidden_states=enc, encoder_attention_mask=mask,
+                            past_key_values=cache, cache_index=index, use_cache=True)
+        return out.logits[:, -1], out.past_key_values
+
+    start = tf.fill(tf.stack([rows]), plan.decoder_start_token_id)
+    logits, cache = step(start, cache, tf.constant(0))
+    if plan.mode == "beam":
+        return beam_search(plan, step, logits, cache, tf.shape(input_ids)[0])
+    return greedy_or_sample(plan, step, logits, cache, start, seed)
+
+
+# --- logits processing (transformers' order: penalties, n-grams, min length; then warpers) ---
+def process_scores(plan: DecodePlan, scores: tf.Tensor, seqs: tf.Tensor, cur_len: tf.Tensor) -> tf.Tensor:
+    """``scores`` [rows, vocab] for the token at ``cur_len``, given ``seqs`` [rows, max_len]."""
+    vocab = tf.shape(scores)[-1]
+    written = tf.range(plan.max_length)[None, :] < cur_len
+    if plan.repetition_penalty != 1.0:
+        seen = tf.reduce_any(tf.logical_and(tf.one_hot(seqs, vocab, on_value=True, off_value=False),
+                                            written[:, :, None]), axis=1)
+        p = plan.repetition_penalty
+        scores = tf.where(seen, tf.where(scores < 0, scores * p, scores / p), scores)
+    if plan.no_repeat_ngram_size > 0:
+        scores = tf.where(banned_ngram_tokens(plan.no_repeat_ngram_size, seqs, cur_len, vocab), NEG_INF, scores)
+    if plan.min_length > 0 and plan.eos_token_ids:
+        is_eos = tf.reduce_any(tf.range(vocab)[:, None] == tf.constant(plan.eos_token_ids)[None, :], axis=1)
+        scores = tf.where(tf.logical_and(cur_len < plan.min_length, is_eos)[None, :], NEG_INF, scores)
+    return scores
+
+
+def banned_ngram_tokens(n: int, seqs: tf.Tensor, cur_len: tf.Tensor, vocab: tf.Tensor) -> tf.Tensor:
+    """[rows, vocab] True where a token would repeat an ``n``-gram already in the sequence."""
+    max_len = seqs.shape[1]
+    starts = np.arange(max_len - n + 1)
+    windows = tf.gather(seqs, starts[:, None] + np.arange(n)[None, :], axis=1)  # [rows, windows, n]
+    last = tf.gather(seqs, tf.maximum(cur_len - n + 1 + tf.range(n - 1), 0), axis=1)  # [rows, n-1]
+    match = tf.reduce_all(windows[:, :, : n - 1] == last[:, None, :], axis=-1)
+    match = tf.logical_and(match, (starts + n <= cur_len)[None, :])
+    hits = tf.logical_and(tf.one_hot(windows[:, :, n - 1], vocab, on_value=True, off_value=False), match[:, :, None])
+    return tf.logical_and(tf.reduce_any(hits, axis=1), cur_len + 1 >= n)
+
+
+def warp_for_sampling(plan: DecodePlan, scores: tf.Tensor) -> tf.Tensor:
+    """Temperature, top-k, top-p (transformers' warpers, in that order)."""
+    if plan.temperature != 1.0:
+        scores = scores / plan.temperature
+    if plan.top_k > 0:
+        k = min(plan.top_k, scores.shape[-1])
+        kth = tf.math.top_k(scores, k).values[:, -1:]
+        scores = tf.where(scores < kth, NEG_INF, scores)
+    if plan.top_p < 1.0:
+        order = tf.argsort(scores, axis=-1, direction="ASCENDING", stable=True)
+        ascending = tf.gather(scores, order, batch_dims=1)
+        cum = tf.cumsum(tf.nn.softmax(ascending, axis=-1), axis=-1)
+        remove_sorted = cum <= 1.0 - plan.top_p
+        remove_sorted = tf.concat([remove_sorted[:, :-1], tf.zeros_like(remove_sorted[:, -1:])], axis=-1)
+        scores = tf.where(unsort(order, remove_sorted), NEG_INF, scores)
+    return scores
+
+
+def unsort(order: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
+    """Inverse of ``tf.gather(x, order, batch_dims=1)`` for a permutation ``order``."""
+    return tf.gather(values, tf.argsort(order, axis=-1, stable=True), batch_dims=1)
+
+
+def is_eos(plan: DecodePlan, tokens: tf.Tensor) -> tf.Tensor:
+    if not plan.eos_token_ids:
+        return tf.zeros_like(tokens, tf.bool)
+    return tf.reduce_any(tokens[..., None] == tf.constant(plan.eos_token_ids), axis=-1)
+
+
+def write(seqs: tf.Tensor, index: tf.Tensor, tokens: tf.Tensor) -> tf.Tensor:
+    """``seqs[..., index] = tokens`` (shape-static)."""
+    at = tf.one_hot(index, seqs.shape[-1], on_value=True, off_value=False)
+    return tf.where(at, tokens[..., None], seqs)
+
+
+def same_shapes(new: Any, old: Any) -> Any:
+    """Give loop outputs the static shapes of the loop inputs (``tf.while_loop`` invariants)."""
+    return tf.nest.map_structure(lambda n, o: tf.ensure_shape(n, o.shape), new, old)
+
+
+# --- greedy and sampling ---------------------------------------------------------------
+def greedy_or_sample(plan: DecodePlan, step, logits, cache, start, seed):
+    rows = tf.shape(start)[0]
+    seqs = tf.fill(tf.stack([rows, plan.max_length]), plan.pad_token_id)
+    seqs = write(seqs, tf.constant(0), start)
+    unfinished = tf.ones(tf.stack([rows]), tf.bool)
+
+    def cond(cur_len, seqs, unfinished, logits, cache):
+        return tf.logical_and(cur_len < plan.max_length, tf.reduce_any(unfinished))
+
+    def body(cur_len, seqs, unfinished, logits, cache):
+        scores = process_scores(plan, logits, seqs, cur_len)
+        if plan.do_sample:
+            scores = warp_for_sampling(plan, scores)
+            tokens = tf.random.stateless_categorical(scores, 1, seed=tf.stack([seed[0], cur_len]), dtype=tf.int32)[:, 0]
+        else:
+            tokens = tf.argmax(scores, axis=-1, output_type=tf.int32)
+        tokens = tf.where(unfinished, tokens, plan.pad_token_id)
+        seqs = write(seqs, cur_len, tokens)
+        unfinished = tf.logical_and(unfinished, tf.logical_not(is_eos(plan, tokens)))
+        more = tf.logical_and(cur_len + 1 < plan.max_length, tf.reduce_any(unfinished))
+        new_logits, new_cache = tf.cond(more, lambda: step(tokens, cache, cur_len), lambda: (logits, cache))
+        return cur_len + 1, seqs, unfinished, same_shapes(new_logits, logits), same_shapes(new_cache, cache)
+
+    cur_len, seqs, _, _, _ = tf.while_loop(cond, body, (tf.constant(1), seqs, unfinished, logits, cache),
+                                           maximum_iterations=plan.max_length - 1)
+    return seqs, cur_len
+
+
+# --- beam search -------------------------------------------------------------------------
+def beam_search(plan: DecodePlan, step, logits, cache, batch):
+    """transformers 4.57's vectorised beam search: keep the top ``2K`` (more with several
+    eos ids) continuations, continue the best ``K`` that did not stop, and merge the ones
+    that stopped into ``K`` finished hypotheses scored with the length penalty."""
+    k, max_len = plan.num_beams, plan.max_length
+    keep = max(2, 1 + len(plan.eos_token_ids)) * k
+    vocab = tf.shape(logits)[-1]
+    # transformers fills unused slots with `pad or eos[0]` (a pad id of 0 falls through to eos)
+    fill = plan.pad_token_id if (plan.pad_token_id or not plan.eos_token_ids) else plan.eos_token_ids[0]
+    running = tf.fill(tf.stack([batch, k, max_len]), fill)
+    running = write(running, tf.constant(0), tf.fill(tf.stack([batch, k]), plan.decoder_start_token_id))
+    running_scores = tf.tile(tf.constant([[0.0] + [BEAM_NEG] * (k - 1)]), tf.stack([batch, 1]))
+    state = dict(
+        cur_len=tf.constant(1), running=running, running_scores=running_scores,
+        seqs=running, scores=tf.fill(tf.stack([batch, k]), BEAM_NEG), lengths=tf.ones(tf.stack([batch, k]), tf.int32),
+        finished=tf.zeros(tf.stack([batch, k]), tf.bool), unsatisfied=tf.ones(tf.stack([batch, 1]), tf.bool),
+        go=tf.constant(True), logits=logits, cache=cache,
+    )
+    top_mask = tf.constant([True] * k + [False] * (keep - k))
+    offsets = (tf.range(batch) * k)[:, None]
+
+    def cond(s):
+        return s["go"]
+
+    def body(s):
+        cur_len = s["cur_len"]
+        flat_running = tf.reshape(s["running"], [-1, max_len])
+        log_probs = process_scores(plan, tf.nn.log_softmax(s["logits"], axis=-1), flat_running, cur_len)
+        log_probs = tf.reshape(log_probs, tf.stack([batch, k, vocab])) + s["running_scores"][:, :, None]
+        top_lp, top_idx = tf.math.top_k(tf.reshape(log_probs, tf.stack([batch, k * vocab])), keep)
+        parent, tokens = top_idx // vocab, top_idx % vocab
+        cand = write(tf.gather(s["running"], parent, batch_dims=1), cur_len, tokens)
+        hits = tf.logical_or(is_eos(plan, tokens), cur_len + 1 >= max_len)
+
+        # running beams for the next step: the best K that did not stop
+        run_lp = top_lp + tf.cast(hits, tf.float32) * BEAM_NEG
+        nxt = tf.math.top_k(run_lp, k).indices
+        running, running_scores = tf.gather(cand, nxt, batch_dims=1), tf.gather(run_lp, nxt, batch_dims=1)
+        beam_idx = tf.reshape(tf.gather(parent, nxt, batch_dims=1) + offsets, [-1])
+
+        # finished hypotheses: merge the ones that just stopped among the top K
+        just = tf.logical_and(hits, top_mask[None, :])
+        fin_lp = top_lp / length_norm(cur_len + 1 - PROMPT, plan.length_penalty)
+        if plan.early_stopping is True:
+            fin_lp += tf.cast(tf.reduce_all(s["finished"], axis=-1, keepdims=True), tf.float32) * BEAM_NEG
+        fin_lp += tf.cast(tf.logical_not(s["unsatisfied"]), tf.float32) * BEAM_NEG
+        fin_lp += tf.cast(tf.logical_not(just), tf.float32) * BEAM_NEG
+        merged = tf.concat([s["scores"], fin_lp], axis=1)
+        best = tf.math.top_k(merged, k).indices
+        seqs = tf.gather(tf.concat([s["seqs"], cand], axis=1), best, batch_dims=1)
+        lengths = tf.gather(tf.concat([s["lengths"], tf.fill(tf.shape(tokens), cur_len + 1)], axis=1), best, batch_dims=1)
+        finished = tf.gather(tf.concat([s["finished"], just], axis=1), best, batch_dims=1)
+        scores = tf.gather(merged, best, batch_dims=1)
+
+        cur_len = cur_len + 1
+        unsatisfied = early_stop_unsatisfied(plan, s["unsatisfied"], running_scores, scores, finished, cur_len)
+        go = tf.reduce_any(unsatisfied)
+        if plan.early_stopping is True:
+            go = tf.logical_and(go, tf.logical_not(tf.reduce_all(finished)))
+        go = tf.logical_and(go, tf.logical_not(tf.reduce_all(hits)))
+
+        def advance():
+            reordered = tf.nest.map_structure(lambda t: tf.gather(t, beam_idx, axis=0), s["cache"])
+            return step(tf.reshape(running[:, :, cur_len - 1], [-1]), reordered, cur_len - 1)
+
+        logits, cache = tf.cond(go, advance, lambda: (s["logits"], s["cache"]))
+        new = dict(cur_len=cur_len, running=running, running_scores=running_scores, seqs=seqs, scores=scores,
+                   lengths=lengths, finished=finished, unsatisfied=unsatisfied, go=go, logits=logits, cache=cache)
+        return [same_shapes(new, s)]
+
+    (s,) = tf.while_loop(cond, body, [state], maximum_iterations=max_len - 1)
+    nrs = plan.num_return_sequences
+    sequences = tf.reshape(s["seqs"][:, :nrs], [-1, max_len])
+    return sequences, tf.reduce_max(s["lengths"][:, :nrs])
+
+
+def length_norm(length: Any, penalty: float) -> tf.Tensor:
+    """``length ** penalty`` computed in float64 (as Python does for transformers), as float32."""
+    return tf.cast(tf.cast(length, tf.float64) ** penalty, tf.float32)
+
+
+def early_stop_unsatisfied(plan: DecodePlan, unsatisfied, running_scores, scores, finished, cur_len):
+    """transformers' heuristic: can the best running beam still beat the worst finished one?"""
+    if plan.early_stopping == "never" and plan.length_penalty > 0.0:
+        length = plan.max_length - PROMPT
+    else:
+        length = cur_len - PROMPT
+    best_running = running_scores[:, :1] / length_norm(length, plan.length_penalty)
+    worst = tf.where(finished, tf.reduce_min(scores, axis=1, keepdims=True), BEAM_NEG)
+    return tf.logical_and(unsatisfied, tf.reduce_any(best_running > worst, axis=-1, keepdims=True))
