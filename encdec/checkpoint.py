@@ -31,26 +31,22 @@ PT_WEIGHTS_INDEX_NAME = "pytorch_model.bin.index.json"
 TF_WEIGHTS_NAME = "tf_model.h5"
 FLAX_WEIGHTS_NAME = "flax_model.msgpack"
 
-#: ``format`` argument of :func:`save_state` -> file written (unsharded).
-FORMATS = {
-    "safetensors": SAFE_WEIGHTS_NAME,
-    "pt-bin": PT_WEIGHTS_NAME,
-    "tf-h5": TF_WEIGHTS_NAME,
-    "flax-msgpack": FLAX_WEIGHTS_NAME,
+#: format -> the files that hold it (single file, shard index), in loading priority order.
+FORMAT_FILES = {
+    "safetensors": (SAFE_WEIGHTS_NAME, SAFE_WEIGHTS_INDEX_NAME),
+    "pt-bin": (PT_WEIGHTS_NAME, PT_WEIGHTS_INDEX_NAME),
+    "tf-h5": (TF_WEIGHTS_NAME,),
+    "flax-msgpack": (FLAX_WEIGHTS_NAME,),
 }
 
 #: Weight files in loading priority order (an index stands for its shards).
-WEIGHT_FILES = (
-    SAFE_WEIGHTS_NAME,
-    SAFE_WEIGHTS_INDEX_NAME,
-    PT_WEIGHTS_NAME,
-    PT_WEIGHTS_INDEX_NAME,
-    TF_WEIGHTS_NAME,
-    FLAX_WEIGHTS_NAME,
-)
+WEIGHT_FILES = tuple(f for files in FORMAT_FILES.values() for f in files)
+
+#: ``format`` argument of :func:`write_weights` -> the file it writes when unsharded.
+FORMATS = {fmt: files[0] for fmt, files in FORMAT_FILES.items()}
 
 #: Files a weight save of each format owns (stale ones of a previous save are removed).
-_FORMAT_FILES = {
+_FORMAT_PATTERNS = {
     "safetensors": re.compile(r"model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$"),
     "pt-bin": re.compile(r"pytorch_model(-\d{5}-of-\d{5})?\.bin(\.index\.json)?$"),
     "tf-h5": re.compile(r"tf_model(-\d{5}-of-\d{5})?\.h5(\.index\.json)?$"),
@@ -494,5 +490,5 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 def format_files(fmt: str) -> Callable[[str], bool]:
     """Predicate: is this file name part of a ``fmt`` weight save (any sharding)?"""
-    pattern = _FORMAT_FILES[fmt]
+    pattern = _FORMAT_PATTERNS[fmt]
     return lambda name: bool(pattern.fullmatch(name))

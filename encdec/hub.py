@@ -102,3 +102,39 @@ def resolve_first(name_or_path: str | os.PathLike, filenames: Sequence[str], **h
         f"{os.fspath(name_or_path)!r} has none of {', '.join(filenames)}:\n  " + "\n  ".join(tried)
     )
 
+
+
+def list_files(
+    name_or_path: str | os.PathLike,
+    filenames: Sequence[str],
+    revision: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+    force_download: bool = False,
+    subfolder: str | None = None,
+) -> list[str]:
+    """Which of ``filenames`` exist, in the given order, without downloading any:
+    a folder listing, the local cache when offline, else the repo's file list."""
+    name = os.fspath(name_or_path)
+    if os.path.isdir(name):
+        folder = os.path.join(name, subfolder) if subfolder else name
+        present = set(os.listdir(folder)) if os.path.isdir(folder) else set()
+        return [f for f in filenames if f in present]
+
+    import huggingface_hub
+
+    def repo_path(f: str) -> str:
+        return f"{subfolder}/{f}" if subfolder else f
+
+    if local_files_only or is_offline():
+        cache = os.fspath(cache_dir) if cache_dir is not None else None
+        return [
+            f for f in filenames
+            if isinstance(huggingface_hub.try_to_load_from_cache(name, repo_path(f), cache_dir=cache, revision=revision), str)
+        ]
+    try:
+        present = set(huggingface_hub.list_repo_files(name, revision=revision, token=token))
+    except Exception as err:  # hub client errors have no common base besides Exception
+        raise OSError(f"could not list the files of Hub repo {name!r}: {err}") from err
+    return [f for f in filenames if repo_path(f) in present]

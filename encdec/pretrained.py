@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from encdec.checkpoint import (
+    FORMAT_FILES,
     FORMATS,
     WEIGHT_FILES,
     LoadError,
@@ -26,16 +27,12 @@ from encdec.checkpoint import (
 )
 from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedConfig
 from encdec.generation import GENERATION_CONFIG_NAME, GenerationConfig
-from encdec.hub import HUB_KWARGS, resolve_file, resolve_first, split_hub_kwargs
+from encdec.hub import HUB_KWARGS, list_files, resolve_file, resolve_first, split_hub_kwargs
 from encdec.init import init_weights
 from encdec.specs import DECODER_BASE_PREFIX, ModelSpec, decoder_spec, encoder_decoder_spec, encoder_spec
 
-#: ``from_pt`` / ``from_tf`` / ``from_flax`` -> the weight files that hint prefers.
-_FORMAT_HINTS = {
-    "from_pt": ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"),
-    "from_tf": ("tf_model.h5",),
-    "from_flax": ("flax_model.msgpack",),
-}
+#: ``from_pt`` / ``from_tf`` / ``from_flax`` -> the formats that hint prefers.
+_FORMAT_HINTS = {"from_pt": ("safetensors", "pt-bin"), "from_tf": ("tf-h5",), "from_flax": ("flax-msgpack",)}
 
 #: Non-parameter buffers older transformers versions saved in state dicts; skipped on load
 #: as transformers does (``_keys_to_ignore_on_load_unexpected``).
@@ -49,7 +46,7 @@ _PART_ALIASES: dict[str, dict[str, str]] = {
 
 
 def _weight_order(hints: dict[str, Any]) -> tuple[str, ...]:
-    preferred = [f for hint, files in _FORMAT_HINTS.items() if hints.get(hint) for f in files]
+    preferred = [f for hint, fmts in _FORMAT_HINTS.items() if hints.get(hint) for fmt in fmts for f in FORMAT_FILES[fmt]]
     return tuple(dict.fromkeys([*preferred, *WEIGHT_FILES]))
 
 
@@ -57,6 +54,13 @@ def _load_weight_files(name_or_path: str | os.PathLike, order: tuple[str, ...], 
     _, path = resolve_first(name_or_path, order, **hub)
     state = read_weight_file(path, resolve=lambda shard: resolve_file(name_or_path, shard, **hub))
     return {k: v for k, v in state.items() if not _IGNORED_BUFFERS.match(k)}
+
+
+def checkpoint_formats(name_or_path: str | os.PathLike, **hub: Any) -> list[str]:
+    """Weight formats (``format`` names of :func:`save_pretrained`) present in a folder or
+    Hub repo, in loading priority order; nothing is downloaded."""
+    present = set(list_files(name_or_path, WEIGHT_FILES, **hub))
+    return [fmt for fmt, files in FORMAT_FILES.items() if present & set(files)]
 
 
 def load_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[EncoderDecoderConfig, dict[str, np.ndarray], GenerationConfig | None, dict[str, Any]]:

@@ -88,3 +88,17 @@ def test_missing_shard_in_cache(saved, tmp_path):
     fake_hub_cache(cache, REPO, folder)
     with pytest.raises(FileNotFoundError, match=r"shard 'model-00002-of-00008.safetensors' listed in .*model.safetensors.index.json"):
         load_pretrained(REPO, cache_dir=cache)
+
+
+def test_list_files_and_checkpoint_formats(saved, tmp_path):
+    from encdec.checkpoint import WEIGHT_FILES
+    from encdec.hub import list_files
+    from encdec.pretrained import checkpoint_formats
+
+    folder, _ = saved
+    assert list_files(folder, ["config.json", "tf_model.h5"]) == ["config.json"]
+    cache = tmp_path / "cache"
+    fake_hub_cache(cache, REPO, folder)
+    assert list_files(REPO, WEIGHT_FILES, cache_dir=cache) == ["model.safetensors.index.json"]
+    assert checkpoint_formats(REPO, cache_dir=cache) == ["safetensors"]
+    assert checkpoint_formats(folder) == ["safetensors"]

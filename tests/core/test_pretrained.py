@@ -12,7 +12,7 @@ from encdec.formats.flax_msgpack import HF_FLAX_LAYOUT
 from encdec.generation import GenerationConfig
 from encdec.layout import to_backend
 from encdec.pretrained import load_part, load_pretrained, save_pretrained
-from encdec.specs import decoder_spec, encoder_decoder_spec
+from encdec.specs import ENCODER_SPECS, decoder_spec
 
 from .iohelpers import assert_same_weights, run_oracle, tiny_config, tiny_model
 from .tiny import part_kwargs
@@ -79,74 +79,99 @@ def test_config_overrides_and_unused_kwargs(tmp_path):
 
 
 # --- TF (tf-keras) and Flax oracles in subprocesses -----------------------------------------
-TF_SCRIPT = """
-import sys, json
+ORACLE_SCRIPT = """
+import json, sys
+import numpy as np
 import transformers as T
-for src, dst in zip(sys.argv[1::2], sys.argv[2::2]):
-    model, info = T.TFEncoderDecoderModel.from_pretrained(src, output_loading_info=True)
-    assert not any(info.values()), (src, info)
-    model.save_pretrained(dst)
+for job in json.loads(sys.argv[1]):
+    cls = getattr(T, job["cls"])
+    if job.get("from_pt"):
+        cls.from_pretrained(job["src"], from_pt=True).save_pretrained(job["dst"])
+        continue
+    if job.get("params"):  # Flax has no loading info: the test compares every array
+        model = cls.from_pretrained(job["src"])
+        from flax.traverse_util import flatten_dict
+        np.savez(job["params"], **{".".join(k): np.asarray(v) for k, v in flatten_dict(model.params).items()})
+    else:
+        model, info = cls.from_pretrained(job["src"], output_loading_info=True)
+        assert not any(info.values()), (job, info)
+        model.save_pretrained(job["dst"])
 print("ok")
 """
 
 TF_PAIRS = [("bert", "gpt2", 32), ("bert", "bert", 32), ("roberta", "roberta", 32), ("electra", "gpt2", 32), ("bert", "gpt2", 48)]
+#: (HF class name without framework prefix, model_type) of part checkpoints converted by HF.
+PART_CLASSES = [("BertForMaskedLM", "bert"), ("GPT2LMHeadModel", "gpt2"), ("RobertaForCausalLM", "roberta")]
+
+
+def oracle_parts(T, tmp_path, prefix, extra=()):
+    """PyTorch part checkpoints plus jobs converting them with HF's ``from_pt``."""
+    jobs, cases = [], []
+    for cls_name, model_type in [*PART_CLASSES, *extra]:
+        pt_dir, out = tmp_path / f"pt-{cls_name}", tmp_path / f"{prefix}-{cls_name}"
+        hf_part(T, cls_name, model_type, pt_dir, is_decoder=model_type != "bert")
+        jobs.append({"cls": prefix + cls_name, "src": str(pt_dir), "dst": str(out), "from_pt": True})
+        cases.append((pt_dir, out, model_type))
+    return jobs, cases
+
+
+def assert_parts_equal(cases):
+    for pt_dir, out, model_type in cases:
+        for role in ("encoder", "decoder") if model_type in ENCODER_SPECS else ("decoder",):
+            ours, theirs = load_part(pt_dir, role, {}), load_part(out, role, {})
+            assert sorted(theirs.unexpected) == sorted(ours.unexpected) and theirs.initialized == ours.initialized
+            assert_same_weights(ours.weights, theirs.weights)
 
 
 @pytest.mark.oracle_subprocess
-def test_tf_h5_both_ways_with_transformers_tf(tmp_path):
+def test_tf_h5_both_ways_with_transformers_tf(T, tmp_path):
     """Ours -> TFEncoderDecoderModel (no missing / unexpected keys) -> its own save -> ours:
-    arrays equal, so HF reads our names and we read HF's."""
+    arrays equal, so HF reads our names and we read HF's.  Part checkpoints HF converts
+    to TF load as parts exactly like their PyTorch originals."""
     pytest.importorskip("h5py")
     pytest.importorskip("tf_keras")
-    args, originals = [], {}
+    jobs, originals = [], {}
     for pair in TF_PAIRS:
         config, weights, _ = tiny_model(*pair)
         ours, theirs = tmp_path / f"ours-{pid(pair)}", tmp_path / f"hf-{pid(pair)}"
         save_pretrained(ours, config, weights, format="tf-h5")
-        args += [str(ours), str(theirs)]
+        jobs.append({"cls": "TFEncoderDecoderModel", "src": str(ours), "dst": str(theirs)})
         originals[theirs] = weights
-    env = {"TF_USE_LEGACY_KERAS": "1", "USE_TF": "1", "USE_TORCH": "0", "USE_FLAX": "0"}
-    assert "ok" in run_oracle(TF_SCRIPT, *args, env=env)
+    part_jobs, part_cases = oracle_parts(T, tmp_path, "TF")
+    env = {"TF_USE_LEGACY_KERAS": "1", "USE_TF": "AUTO", "USE_TORCH": "AUTO", "USE_FLAX": "0"}  # "1" for both disables both
+    assert "ok" in run_oracle(ORACLE_SCRIPT, json.dumps(jobs + part_jobs), env=env)
     for theirs, weights in originals.items():
         assert (theirs / "tf_model.h5").exists()
         _, loaded, _, _ = load_pretrained(theirs)
         assert_same_weights(weights, loaded)
-
-
-FLAX_SCRIPT = """
-import sys
-import numpy as np
-import transformers as T
-from flax.traverse_util import flatten_dict
-for ours, pt_dir, out_dir in zip(sys.argv[1::3], sys.argv[2::3], sys.argv[3::3]):
-    model = T.FlaxEncoderDecoderModel.from_pretrained(ours)
-    np.savez(out_dir + "-params.npz", **{".".join(k): np.asarray(v) for k, v in flatten_dict(model.params).items()})
-    T.FlaxEncoderDecoderModel.from_pretrained(pt_dir, from_pt=True).save_pretrained(out_dir)
-print("ok")
-"""
+    assert_parts_equal(part_cases)
 
 
 @pytest.mark.oracle_subprocess
 def test_flax_msgpack_both_ways_with_transformers_flax(T, tmp_path):
     """Ours -> FlaxEncoderDecoderModel params equal ours in HF Flax layout; HF's own
-    PyTorch -> Flax conversion saved as msgpack loads in ours equal to the PyTorch state."""
+    PyTorch -> Flax conversions (composite and parts) load in ours equal to the PyTorch
+    originals."""
     pytest.importorskip("flax")
-    args, cases = [], []
+    jobs, cases = [], []
     for pair in PAIRS:
         config, weights, spec = tiny_model(*pair)
         ours, pt_dir, out = (tmp_path / f"{kind}-{pid(pair)}" for kind in ("ours", "pt", "hf"))
         save_pretrained(ours, config, weights, format="flax-msgpack")
         model = hf_model(T, config)
         model.save_pretrained(pt_dir)
-        args += [str(ours), str(pt_dir), str(out)]
+        jobs.append({"cls": "FlaxEncoderDecoderModel", "src": str(ours), "params": f"{out}-params.npz"})
+        jobs.append({"cls": "FlaxEncoderDecoderModel", "src": str(pt_dir), "dst": str(out), "from_pt": True})
         cases.append((weights, spec, state_np(model), out))
-    env = {"USE_TF": "0", "USE_TORCH": "1", "USE_FLAX": "1", "JAX_PLATFORMS": "cpu"}
-    assert "ok" in run_oracle(FLAX_SCRIPT, *args, env=env)
+    part_jobs, part_cases = oracle_parts(T, tmp_path, "Flax", extra=[("BartForCausalLM", "bart")])
+    env = {"USE_TF": "0", "USE_TORCH": "AUTO", "USE_FLAX": "AUTO", "JAX_PLATFORMS": "cpu"}
+    assert "ok" in run_oracle(ORACLE_SCRIPT, json.dumps(jobs + part_jobs), env=env)
     for weights, spec, pt_state, out in cases:
         params = dict(np.load(f"{out}-params.npz"))
         assert_same_weights(to_backend(weights, spec, HF_FLAX_LAYOUT), params)
         _, loaded, _, _ = load_pretrained(out)
         assert_same_weights(pt_state, loaded)
+    assert_parts_equal(part_cases)
 
 
 # --- parts ------------------------------------------------------------------------------------
