@@ -453,6 +453,7 @@ def atomic_directory(save_directory: str | os.PathLike, fill: Callable[[str], It
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(target)}-", dir=parent)
+    cwd = os.getcwd()
     backup = None
     try:
         written = set(fill(tmp))
@@ -474,6 +475,8 @@ def atomic_directory(save_directory: str | os.PathLike, fill: Callable[[str], It
             os.rename(backup, target)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if cwd == target or cwd.startswith(target + os.sep):
+        os.chdir(cwd)  # the process stood in the old folder: move it to the new one
     if backup:
         shutil.rmtree(backup, ignore_errors=True)
 

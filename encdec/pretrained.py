@@ -36,7 +36,7 @@ _FORMAT_HINTS = {"from_pt": ("safetensors", "pt-bin"), "from_tf": ("tf-h5",), "f
 
 #: Non-parameter buffers older transformers versions saved in state dicts; skipped on load
 #: as transformers does (``_keys_to_ignore_on_load_unexpected``).
-_IGNORED_BUFFERS = re.compile(r"(^|.*\.)(position_ids|attn\.bias|attn\.masked_bias)$")
+_IGNORED_BUFFERS = re.compile(r"(^|.*\.)(position_ids|(attn|crossattention)\.(bias|masked_bias))$")
 
 #: Per-model_type names a part checkpoint may use for a decoder weight
 #: (BART seq2seq checkpoints keep the decoder embedding as the shared one).

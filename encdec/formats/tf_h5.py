@@ -35,13 +35,16 @@ _TO_TORCH_LEAF = {"kernel": "weight", "gamma": "weight", "beta": "bias", "embedd
 
 #: model_type -> TF naming facts: ``main_layer`` (scope of an encoder's modules),
 #: ``modules`` (PyTorch module name -> TF scope), ``weight_embeddings`` (embedding
-#: modules whose TF variable is named ``weight``).  A type missing here has no TF model
-#: in transformers.
+#: modules whose TF variable is named ``weight``), ``tied_output`` (the LM output weight,
+#: which HF's TF model always shares with the input embedding).  A type missing here has
+#: no TF model in transformers.
 TF_NAMING: dict[str, dict[str, Any]] = {
-    "bert": {"main_layer": "bert", "modules": {"cls": "mlm___cls"}, "weight_embeddings": ("word_embeddings",)},
-    "roberta": {"main_layer": "roberta", "modules": {}, "weight_embeddings": ("word_embeddings",)},
+    "bert": {"main_layer": "bert", "modules": {"cls": "mlm___cls"}, "weight_embeddings": ("word_embeddings",),
+             "tied_output": "cls.predictions.decoder.weight"},
+    "roberta": {"main_layer": "roberta", "modules": {}, "weight_embeddings": ("word_embeddings",),
+                "tied_output": "lm_head.decoder.weight"},
     "electra": {"main_layer": "electra", "modules": {}, "weight_embeddings": ("word_embeddings",)},
-    "gpt2": {"modules": {}, "weight_embeddings": ()},
+    "gpt2": {"modules": {}, "weight_embeddings": (), "tied_output": "lm_head.weight"},
 }
 _MAIN_LAYERS = {v["main_layer"] for v in TF_NAMING.values() if "main_layer" in v}
 _SCOPE = "tf_encoder_decoder_model"
@@ -154,6 +157,12 @@ def write_tf_h5(path: str | os.PathLike, weights: Mapping[str, np.ndarray], spec
                 f"tf_model.h5 cannot be written for a {model_type} {role}: transformers has no TF "
                 f"model for it; save as safetensors instead"
             )
+    tied_output = TF_NAMING[roles["decoder"]].get("tied_output")
+    if tied_output and f"decoder.{tied_output}" in weights:
+        raise NotImplementedError(
+            f"tf_model.h5 cannot hold an untied {tied_output} ({roles['decoder']} decoder with "
+            "tie_word_embeddings=False): transformers' TF model always ties it; save as safetensors instead"
+        )
     h5py = _import_h5py(path)
     conv1d_modules = {p.name.rpartition(".")[0] for p in spec if p.kind == CONV1D}
     layers: dict[str, list[tuple[str, np.ndarray]]] = {}

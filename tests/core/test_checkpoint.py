@@ -11,6 +11,8 @@ import pytest
 
 from encdec import checkpoint as ck
 from encdec.checkpoint import CheckpointError, LoadError, load_state, match_state, parse_size
+from encdec.init import init_weights
+from encdec.specs import encoder_decoder_spec
 from encdec.pretrained import load_pretrained, save_pretrained
 
 from .iohelpers import assert_same_weights, tiny_model
@@ -289,6 +291,26 @@ def test_tf_h5_refuses_architectures_without_tf_model(tmp_path):
     with pytest.raises(NotImplementedError, match="bart decoder"):
         save_pretrained(tmp_path / "x", config, weights, format="tf-h5")
     assert not (tmp_path / "x").exists()
+
+
+def test_tf_h5_refuses_untied_output_embedding(tmp_path):
+    config, _, _ = tiny_model("bert", "gpt2")
+    config.decoder.tie_word_embeddings = False
+    weights = init_weights(encoder_decoder_spec(config))
+    with pytest.raises(NotImplementedError, match="untied lm_head.weight"):
+        save_pretrained(tmp_path / "x", config, weights, format="tf-h5")
+    save_pretrained(tmp_path / "y", config, weights, format="flax-msgpack")
+    _, loaded, _, _ = load_pretrained(tmp_path / "y")
+    assert_same_weights(weights, loaded)
+
+
+def test_save_into_current_directory(model, tmp_path, monkeypatch):
+    config, weights, _ = model
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    save_pretrained(".", config, weights)
+    save_pretrained(".", config, weights, format="flax-msgpack")
+    assert sorted(os.listdir(".")) == ["config.json", "flax_model.msgpack", "model.safetensors"]
 
 
 def test_unknown_format(model, tmp_path):
