@@ -1,0 +1,361 @@
+"""``FlaxEncoderDecoderModel``: any registered Flax encoder + causal-LM decoder, with an
+explicit parameter pytree whose paths are the canonical names split on ``.``.
+
+Everything is pure: ``__call__``, ``encode``, ``decode`` and ``init_cache`` take
+``params=`` (default ``self.params``) and can be wrapped in ``jax.jit``/``jax.grad``.
+Weights come from the core's portable init (``seed``) or from checkpoints through
+:mod:`encdec.pretrained`; ``generate`` lives in :mod:`encdec_flax.generation`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import flax.linen as nn
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from encdec import pretrained
+from encdec.checkpoint import match_state
+from encdec.configuration import EncoderDecoderConfig
+from encdec.generation import GenerationConfig
+from encdec.hub import HUB_KWARGS
+from encdec.init import init_weights
+from encdec.labels import IGNORE_INDEX, shift_tokens_right
+from encdec.layout import from_backend, to_backend
+from encdec.outputs import BaseModelOutput, CausalLMOutputWithCrossAttentions, ModelOutput, Seq2SeqLMOutput
+from encdec.registry import part_class
+from encdec.routing import split_pretrained_kwargs
+from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec_flax.models import FLAX_LAYOUT
+from encdec_flax.models.layers import dense
+
+logger = logging.getLogger(__name__)
+
+
+def _register_output_pytrees() -> None:
+    """Make the core's output containers pytrees so jitted functions may return them."""
+    for cls in (BaseModelOutput, CausalLMOutputWithCrossAttentions, Seq2SeqLMOutput):
+        names = tuple(f.name for f in dataclasses.fields(cls))
+        jax.tree_util.register_pytree_node(
+            cls,
+            lambda out, names=names: (tuple(getattr(out, n) for n in names), None),
+            lambda _, children, cls=cls, names=names: cls(**dict(zip(names, children))),
+        )
+
+
+_register_output_pytrees()
+
+
+def check_config(config: Any) -> None:
+    """The composite-construction checks of transformers' ``EncoderDecoderModel``."""
+    if not isinstance(config, EncoderDecoderConfig):
+        raise TypeError(f"config must be an EncoderDecoderConfig, got {type(config).__name__}")
+    enc, dec = config.encoder, config.decoder
+    cross = getattr(dec, "cross_attention_hidden_size", None)
+    if cross is not None and cross != enc.hidden_size:
+        raise ValueError(
+            f"decoder cross_attention_hidden_size ({cross}) must equal the encoder hidden_size "
+            f"({enc.hidden_size}); leave it unset to add the enc_to_dec_proj projection"
+        )
+    if not (dec.is_decoder and dec.add_cross_attention):
+        raise ValueError(
+            f"the decoder config ({dec.model_type}) must have is_decoder=True and add_cross_attention=True to "
+            "attend to the encoder; build the config with EncoderDecoderConfig.from_encoder_decoder_configs"
+        )
+    if getattr(enc, "is_decoder", False):
+        raise ValueError(f"the encoder config ({enc.model_type}) has is_decoder=True; an encoder must be bidirectional")
+
+
+class FlaxEncoderDecoderModule(nn.Module):
+    """``encoder`` + optional ``enc_to_dec_proj`` + ``decoder`` (names = canonical roots)."""
+
+    config: Any
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        c = self.config
+        self.encoder = part_class("flax", c.encoder.model_type, "encoder")(c.encoder, dtype=self.dtype)
+        self.decoder = part_class("flax", c.decoder.model_type, "decoder")(c.decoder, dtype=self.dtype)
+        if needs_projection(c):
+            self.enc_to_dec_proj = dense(c.decoder.hidden_size, self.dtype)
+
+    def encode(self, input_ids, attention_mask=None, position_ids=None, deterministic: bool = True,
+               output_attentions: bool = False, output_hidden_states: bool = False) -> tuple:
+        out = self.encoder(
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            deterministic=deterministic,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        return out[:3]
+
+    def project(self, encoder_hidden_states):
+        if encoder_hidden_states is None or not needs_projection(self.config):
+            return encoder_hidden_states
+        return self.enc_to_dec_proj(encoder_hidden_states)
+
+    def init_cache(self, encoder_hidden_states, max_length: int) -> dict:
+        return self.decoder.init_cache(self.project(encoder_hidden_states), max_length)
+
+    def decode(self, decoder_input_ids, encoder_hidden_states=None, encoder_attention_mask=None, decoder_attention_mask=None,
+               decoder_position_ids=None, cache=None, deterministic: bool = True, output_attentions: bool = False,
+               output_hidden_states: bool = False) -> tuple:
+        """Returns ``(logits, hidden_states, attentions, cross_attentions, cache)``; with a
+        cache the cross-attention keys/values come from it (computed in ``init_cache``)."""
+        return self.decoder(
+            decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            position_ids=decoder_position_ids,
+            encoder_hidden_states=None if cache is not None else self.project(encoder_hidden_states),
+            encoder_attention_mask=encoder_attention_mask,
+            cache=cache,
+            deterministic=deterministic,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+
+    def __call__(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask=None, position_ids=None,
+                 decoder_position_ids=None, deterministic: bool = True, output_attentions: bool = False,
+                 output_hidden_states: bool = False) -> tuple:
+        enc = self.encode(input_ids, attention_mask, position_ids, deterministic, output_attentions, output_hidden_states)
+        dec = self.decode(decoder_input_ids, enc[0], attention_mask, decoder_attention_mask, decoder_position_ids, None,
+                          deterministic, output_attentions, output_hidden_states)
+        return enc, dec
+
+
+def masked_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
+    """Mean cross-entropy over positions whose label is not ``-100`` (in float32)."""
+    logits = logits.astype(jnp.float32)
+    valid = labels != IGNORE_INDEX
+    safe = jnp.where(valid, labels, 0)
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
+    return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.sum(valid)
+
+
+def _cast_floats(params: Any, dtype: Any, mask: Any = None) -> Any:
+    def cast(x, keep=True):
+        return x.astype(dtype) if keep and jnp.issubdtype(x.dtype, jnp.floating) else x
+
+    if mask is None:
+        return jax.tree_util.tree_map(cast, params)
+    return jax.tree_util.tree_map(cast, params, mask)
+
+
+class FlaxEncoderDecoderModel:
+    """Encoder-decoder model with transformers' Flax API, plus labels/loss.
+
+    ``dtype`` is the computation dtype (float32, bfloat16, float16); parameters keep
+    their own dtype (see :meth:`to_bf16`).  ``input_shape`` is accepted for
+    compatibility with transformers: weights come from the portable init, which needs
+    no example input.
+    """
+
+    def __init__(self, config: EncoderDecoderConfig, input_shape: tuple[int, int] | None = None, seed: int = 0,
+                 dtype: Any = jnp.float32, _do_init: bool = True) -> None:
+        check_config(config)
+        if input_shape is not None and (len(input_shape) != 2 or min(input_shape) < 1):
+            raise ValueError(f"input_shape must be (batch, length) with positive sizes, got {input_shape!r}")
+        self.config = config
+        self.dtype = dtype
+        self.module = FlaxEncoderDecoderModule(config, dtype=dtype)
+        self.spec = encoder_decoder_spec(config)
+        self.generation_config = GenerationConfig.from_model_config(config)
+        self.params: dict = {}
+        if _do_init:
+            self.load_canonical(init_weights(self.spec, seed=seed, std=float(config.decoder.initializer_range)))
+
+    # --- weights -------------------------------------------------------------------------
+    def canonical_state(self, params: Any = None) -> dict[str, np.ndarray]:
+        """``{canonical name: numpy array}`` in PyTorch layout, tie targets included."""
+        params = self.params if params is None else params
+        flat = {".".join(k): np.asarray(v) for k, v in flatten_dict(params).items()}
+        return from_backend(flat, self.spec, FLAX_LAYOUT)
+
+    def load_canonical(self, weights: Mapping[str, np.ndarray]) -> None:
+        """Set ``params`` from canonical weights; names and shapes must match the spec
+        exactly (tie targets optional).  Arrays keep their dtype."""
+        weights, _ = match_state(weights, self.spec)
+        flat = to_backend(weights, self.spec, FLAX_LAYOUT)
+        self.params = unflatten_dict({tuple(k.split(".")): jnp.asarray(v) for k, v in flat.items()})
+
+    def num_parameters(self) -> int:
+        return self.spec.num_parameters()
+
+    def to_bf16(self, params: Any, mask: Any = None) -> Any:
+        """Floating leaves of ``params`` cast to bfloat16 (where ``mask`` is true)."""
+        return _cast_floats(params, jnp.bfloat16, mask)
+
+    def to_fp16(self, params: Any, mask: Any = None) -> Any:
+        return _cast_floats(params, jnp.float16, mask)
+
+    def to_fp32(self, params: Any, mask: Any = None) -> Any:
+        return _cast_floats(params, jnp.float32, mask)
+
+    # --- running -------------------------------------------------------------------------
+    def _apply(self, params: Any, method: str, *args: Any, train: bool = False, dropout_rng: Any = None, **kwargs: Any) -> Any:
+        rngs = {}
+        if train:
+            if dropout_rng is None:
+                raise ValueError("train=True needs a dropout_rng (e.g. jax.random.PRNGKey(0))")
+            rngs["dropout"] = dropout_rng
+        variables = {"params": self.params if params is None else params}
+        return self.module.apply(variables, *args, rngs=rngs, method=method, deterministic=not train, **kwargs)
+
+    def _flags(self, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None) -> tuple[bool, bool, bool]:
+        return bool(output_attentions), bool(output_hidden_states), True if return_dict is None else bool(return_dict)
+
+    def encode(self, input_ids, attention_mask=None, position_ids=None, output_attentions: bool | None = None,
+               output_hidden_states: bool | None = None, return_dict: bool | None = None, train: bool = False,
+               params: Any = None, dropout_rng: Any = None) -> BaseModelOutput | tuple:
+        oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict)
+        input_ids = jnp.asarray(input_ids)
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        out = self._apply(params, "encode", input_ids, attention_mask, position_ids, train=train, dropout_rng=dropout_rng,
+                          output_attentions=oa, output_hidden_states=oh)
+        out = BaseModelOutput(last_hidden_state=out[0], hidden_states=out[1], attentions=out[2])
+        return out if rd else out.to_tuple()
+
+    def init_cache(self, batch_size: int, max_length: int, encoder_outputs: Any, params: Any = None) -> dict:
+        """Static-shape decoder cache pytree for ``max_length`` decoder positions, holding
+        the cross-attention keys/values of ``encoder_outputs`` (computed here, once)."""
+        states = encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list, ModelOutput)) else encoder_outputs
+        if states.shape[0] != batch_size:
+            raise ValueError(f"init_cache: batch_size={batch_size} but encoder_outputs has batch {states.shape[0]}")
+        return self.module.apply({"params": self.params if params is None else params}, states, max_length, method="init_cache")
+
+    def decode(self, decoder_input_ids, encoder_outputs, encoder_attention_mask=None, decoder_attention_mask=None,
+               decoder_position_ids=None, past_key_values: dict | None = None, output_attentions: bool | None = None,
+               output_hidden_states: bool | None = None, return_dict: bool | None = None, train: bool = False,
+               params: Any = None, dropout_rng: Any = None) -> CausalLMOutputWithCrossAttentions | tuple:
+        """Run the decoder.  With ``past_key_values`` (from :meth:`init_cache`) the new
+        tokens are written at the cache index; ``decoder_attention_mask`` then covers the
+        cache's ``max_length`` positions.  Positions default to ``index + arange``
+        (RoBERTa: its padding rule)."""
+        oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict)
+        states = encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list, ModelOutput)) else encoder_outputs
+        out = self._apply(params, "decode", jnp.asarray(decoder_input_ids), states, encoder_attention_mask,
+                          decoder_attention_mask, decoder_position_ids, past_key_values, train=train,
+                          dropout_rng=dropout_rng, output_attentions=oa, output_hidden_states=oh)
+        logits, hidden, attns, cross, cache = out
+        out = CausalLMOutputWithCrossAttentions(logits=logits, past_key_values=cache, hidden_states=hidden,
+                                                attentions=attns, cross_attentions=cross)
+        return out if rd else out.to_tuple()
+
+    def __call__(self, input_ids, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
+                 position_ids=None, decoder_position_ids=None, labels=None, output_attentions: bool | None = None,
+                 output_hidden_states: bool | None = None, return_dict: bool | None = None, train: bool = False,
+                 params: Any = None, dropout_rng: Any = None) -> Seq2SeqLMOutput | tuple:
+        """Encoder + decoder.  With ``labels`` and no ``decoder_input_ids`` the decoder
+        inputs are the labels shifted right (core rule) with a mask ignoring pads; the
+        loss is the mean cross-entropy over labels != -100."""
+        oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict)
+        input_ids = jnp.asarray(input_ids)
+        if attention_mask is None:
+            attention_mask = jnp.ones_like(input_ids)
+        if labels is not None:
+            labels = jnp.asarray(labels)
+            if decoder_input_ids is None:
+                decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id, xp=jnp)
+                if decoder_attention_mask is None:
+                    decoder_attention_mask = (decoder_input_ids != self.config.pad_token_id).astype(jnp.int32)
+        if decoder_input_ids is None:
+            raise ValueError("pass decoder_input_ids, or labels to build them from")
+        enc, dec = self._apply(params, "__call__", input_ids, attention_mask, jnp.asarray(decoder_input_ids),
+                               decoder_attention_mask, position_ids, decoder_position_ids, train=train,
+                               dropout_rng=dropout_rng, output_attentions=oa, output_hidden_states=oh)
+        logits = dec[0]
+        loss = None if labels is None else masked_cross_entropy(logits, labels)
+        out = Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits,
+            decoder_hidden_states=dec[1],
+            decoder_attentions=dec[2],
+            cross_attentions=dec[3],
+            encoder_last_hidden_state=enc[0],
+            encoder_hidden_states=enc[1],
+            encoder_attentions=enc[2],
+        )
+        return out if rd else out.to_tuple()
+
+    def generate(self, input_ids, attention_mask=None, generation_config: GenerationConfig | None = None,
+                 params: Any = None, prng_key: Any = None, **kwargs: Any) -> Any:
+        """Greedy, beam or sampling decoding as one compiled program; see
+        :func:`encdec_flax.generation.generate`."""
+        from encdec_flax.generation import generate
+
+        return generate(self, input_ids, attention_mask, generation_config, params, prng_key, **kwargs)
+
+    # --- checkpoints ---------------------------------------------------------------------
+    def save_pretrained(self, save_directory: str | os.PathLike, params: Any = None, format: str | None = None,
+                        safe_serialization: bool = True, max_shard_size: int | str = "5GB") -> None:
+        """Write ``config.json``, ``generation_config.json`` and the weights: a
+        ``model.safetensors`` with canonical names by default; ``safe_serialization=False``
+        or ``format="flax-msgpack"`` writes ``flax_model.msgpack`` (HF Flax naming)."""
+        if format is None:
+            format = "safetensors" if safe_serialization else "flax-msgpack"
+        pretrained.save_pretrained(save_directory, self.config, self.canonical_state(params), self.generation_config,
+                                   format=format, max_shard_size=max_shard_size)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, dtype: Any = jnp.float32,
+                        **kwargs: Any) -> "FlaxEncoderDecoderModel":
+        """Load any checkpoint the core reads (``model.safetensors`` [+ shards],
+        ``pytorch_model.bin``, ``tf_model.h5``, ``flax_model.msgpack``); ``from_pt`` and
+        the other format hints are accepted; config fields may be overridden by keyword."""
+        config, weights, generation_config, unused = pretrained.load_pretrained(pretrained_model_name_or_path, **kwargs)
+        if unused:
+            raise TypeError(f"from_pretrained got unexpected keyword argument(s): {', '.join(sorted(unused))}")
+        model = cls(config, dtype=dtype, _do_init=False)
+        model.load_canonical(weights)
+        if generation_config is not None:
+            model.generation_config = generation_config
+        return model
+
+    @classmethod
+    def from_encoder_decoder_pretrained(cls, encoder_pretrained_model_name_or_path: str | os.PathLike | None = None,
+                                        decoder_pretrained_model_name_or_path: str | os.PathLike | None = None,
+                                        *model_args: Any, **kwargs: Any) -> "FlaxEncoderDecoderModel":
+        """Build the composite from two part checkpoints.  ``encoder_*``/``decoder_*``
+        keywords go to each part (hub keywords or config fields, e.g.
+        ``decoder_hidden_dropout_prob=0.0``); ``dtype`` and composite config fields stay."""
+        if model_args:
+            raise TypeError(f"from_encoder_decoder_pretrained takes no extra positional arguments, got {len(model_args)}")
+        enc_kwargs, dec_kwargs, rest = split_pretrained_kwargs(kwargs)
+        dtype = rest.pop("dtype", jnp.float32)
+        seed = rest.pop("seed", 0)
+        parts = {}
+        for role, path, part_kwargs in (("encoder", encoder_pretrained_model_name_or_path, enc_kwargs),
+                                        ("decoder", decoder_pretrained_model_name_or_path, dec_kwargs)):
+            if path is None:
+                raise ValueError(f"pass `{role}_pretrained_model_name_or_path`")
+            if "model" in part_kwargs:
+                raise NotImplementedError(f"{role}_model= instances are not supported by the Flax backend; pass a path or id")
+            hub = {k: part_kwargs.pop(k) for k in list(part_kwargs) if k in HUB_KWARGS}
+            parts[role] = pretrained.load_part(path, role, config_overrides=part_kwargs, seed=seed, **hub)
+        initialized = [f"decoder.{n}" for n in parts["decoder"].initialized] + [f"encoder.{n}" for n in parts["encoder"].initialized]
+        config = EncoderDecoderConfig.from_encoder_decoder_configs(parts["encoder"].config, parts["decoder"].config)
+        unknown = [k for k in rest if k not in config.__dict__]
+        if unknown:
+            raise TypeError(f"from_encoder_decoder_pretrained got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+        for key, value in rest.items():
+            setattr(config, key, value)
+        model = cls(config, dtype=dtype, _do_init=False)
+        weights = {f"encoder.{k}": v for k, v in parts["encoder"].weights.items()}
+        weights.update({f"decoder.{k}": v for k, v in parts["decoder"].weights.items()})
+        if needs_projection(config):
+            proj = init_weights(model.spec, seed=seed, std=float(config.decoder.initializer_range))
+            weights.update({k: v for k, v in proj.items() if k.startswith("enc_to_dec_proj.")})
+            initialized += ["enc_to_dec_proj.weight", "enc_to_dec_proj.bias"]
+        if initialized:
+            logger.info("newly initialised (train before use): %s", ", ".join(initialized))
+        model.load_canonical(weights)
+        return model
