@@ -6,6 +6,7 @@ file formats, hub resolution, tie handling and key reports live here and in
 """
 from __future__ import annotations
 
+import copy
 import os
 import re
 from dataclasses import dataclass, field
@@ -80,7 +81,9 @@ def load_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[Enc
     config = kwargs.pop("config", None)
     if config is None:
         config = EncoderDecoderConfig.from_pretrained(name_or_path, **hub)
-    elif not isinstance(config, EncoderDecoderConfig):
+    elif isinstance(config, EncoderDecoderConfig):
+        config = copy.deepcopy(config)  # overrides below must not change the caller's object
+    else:
         raise TypeError(f"config must be an EncoderDecoderConfig, got {type(config).__name__}")
     unused = {}
     for key, value in kwargs.items():

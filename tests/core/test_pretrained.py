@@ -70,12 +70,37 @@ def test_ours_loads_in_transformers(T, tmp_path, pair):
     assert gen2.max_length == 7
 
 
+def test_hf_sharded_and_bf16_checkpoints(T, tmp_path):
+    import torch
+
+    model = hf_model(T, tiny_config("bert", "gpt2"))
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="30KB")
+    assert (tmp_path / "sharded" / "model.safetensors.index.json").exists()
+    _, weights, _, _ = load_pretrained(tmp_path / "sharded")
+    assert_same_weights(state_np(model), weights)
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    _, weights, _, _ = load_pretrained(tmp_path / "bf16")
+    assert_same_weights({k: v.float().numpy() for k, v in model.state_dict().items()}, weights)
+    assert weights["encoder.pooler.dense.weight"].dtype == np.float32
+
+
+def test_ours_pt_bin_loads_in_transformers(T, tmp_path):
+    config, weights, _ = tiny_model("bert", "bert")
+    save_pretrained(tmp_path, config, weights, format="pt-bin", max_shard_size="40KB")
+    assert (tmp_path / "pytorch_model.bin.index.json").exists()
+    model, info = T.EncoderDecoderModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == []
+    assert_same_weights(weights, state_np(model))
+
+
 def test_config_overrides_and_unused_kwargs(tmp_path):
     config, weights, _ = tiny_model()
     save_pretrained(tmp_path, config, weights)
     config2, _, gen, unused = load_pretrained(tmp_path, decoder_start_token_id=5, pad_token_id=3, output_attentions=True)
     assert (config2.decoder_start_token_id, config2.pad_token_id) == (5, 3)
     assert unused == {"output_attentions": True} and gen is None
+    config3, _, _, _ = load_pretrained(tmp_path, config=config, decoder_start_token_id=9)
+    assert config3.decoder_start_token_id == 9 and config.decoder_start_token_id == 0
 
 
 # --- TF (tf-keras) and Flax oracles in subprocesses -----------------------------------------
