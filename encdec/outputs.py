@@ -13,6 +13,16 @@ class ModelOutput(OrderedDict):
     """Base for dataclass outputs; subclasses are declared with ``@dataclass``."""
 
     def __post_init__(self) -> None:
+        names = [f.name for f in fields(self)]  # type: ignore[arg-type]
+        first = getattr(self, names[0])
+        if hasattr(first, "__next__") and all(getattr(self, n) is None for n in names[1:]):
+            # rebuilt from (key, value) pairs, as tf.nest does for mappings (e.g. tf.function outputs)
+            object.__setattr__(self, names[0], None)
+            OrderedDict.pop(self, names[0], None)
+            for key, value in first:
+                if key not in names:
+                    raise KeyError(f"{type(self).__name__} has no field {key!r}")
+                object.__setattr__(self, key, value)
         for f in fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
             if value is not None:

@@ -55,19 +55,28 @@ def test_cached_decoding_matches_full_pass(pair):
 
 
 def test_numpy_and_tensor_inputs_under_tf_function_and_xla():
+    from encdec.outputs import Seq2SeqLMOutput
+
     ours, _, _ = make_pair(PAIRS[1], hf=False)
     feed, labels = inputs(0)
     eager = ours(**feed, labels=labels)
     tensors = {k: tf.constant(v, tf.int32) for k, v in feed.items()}
+    for compiled in (tf.function(ours), tf.function(ours, jit_compile=True)):
+        out = compiled(**tensors, labels=tf.constant(labels, tf.int32), use_cache=False)
+        assert isinstance(out, Seq2SeqLMOutput) and out.past_key_values is None
+        assert _max_diff(out.logits, eager.logits) < TOL
+        assert abs(float(out.loss) - float(eager.loss)) < TOL
 
-    def fn(batch, labels):
-        out = ours(**batch, labels=labels, use_cache=False)
-        return out.logits, out.loss
 
-    for compiled in (tf.function(fn), tf.function(fn, jit_compile=True)):
-        logits, loss = compiled(tensors, tf.constant(labels, tf.int32))
-        assert _max_diff(logits, eager.logits) < TOL
-        assert abs(float(loss) - float(eager.loss)) < TOL
+def test_inputs_embeds_equal_ids():
+    ours, _, _ = make_pair(PAIRS[1], hf=False)
+    feed, _ = inputs(0)
+    by_ids = ours(**feed).logits
+    embeds = tf.gather(ours.encoder.embeddings.word.embeddings, feed["input_ids"])
+    dec_embeds = tf.gather(ours.decoder.wte.embeddings, feed["decoder_input_ids"])
+    by_embeds = ours(inputs_embeds=embeds, attention_mask=feed["attention_mask"], decoder_inputs_embeds=dec_embeds,
+                     decoder_attention_mask=feed["decoder_attention_mask"]).logits
+    assert _max_diff(by_ids, by_embeds) < TOL
 
 
 def test_routing_extra_encoder_kwargs_and_unknown_names():
