@@ -105,3 +105,20 @@ def test_from_encoder_decoder_pretrained_with_prefixed_kwargs(tmp_path):
     np.testing.assert_array_equal(state["encoder.embeddings.word_embeddings.weight"], ref["embeddings.word_embeddings.weight"].numpy())
     np.testing.assert_array_equal(state["decoder.transformer.h.1.attn.c_attn.weight"],
                                   dec.state_dict()["transformer.h.1.attn.c_attn.weight"].numpy())
+
+
+def test_transformers_tf_model_reads_our_h5_with_equal_logits(tmp_path):
+    """transformers' own TFEncoderDecoderModel (tf-keras, own process) on our tf_model.h5."""
+    pytest.importorskip("tf_keras")
+    ours, _, _ = make_pair(PAIRS[1], hf=False)
+    feed, _ = inputs(0)
+    ours.save_pretrained(tmp_path / "ckpt", format="tf-h5")
+    np.savez(tmp_path / "inputs.npz", **{k: v.astype(np.int32) for k, v in feed.items()})
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "USE_TORCH": "0", "USE_TF": "1"}
+    env.pop("KERAS_BACKEND", None)
+    script = os.path.join(os.path.dirname(__file__), "hf_tf_oracle.py")
+    proc = subprocess.run([sys.executable, script, str(tmp_path / "ckpt"), str(tmp_path / "inputs.npz"),
+                           str(tmp_path / "logits.npy")], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    expected = np.load(tmp_path / "logits.npy")
+    assert np.max(np.abs(ours(**feed).logits.numpy() - expected)) < TOL
