@@ -104,18 +104,14 @@ def resolve_first(name_or_path: str | os.PathLike, filenames: Sequence[str], **h
 
 
 
-def list_files(
-    name_or_path: str | os.PathLike,
-    filenames: Sequence[str],
-    revision: str | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    local_files_only: bool = False,
-    token: str | bool | None = None,
-    force_download: bool = False,
-    subfolder: str | None = None,
-) -> list[str]:
+def list_files(name_or_path: str | os.PathLike, filenames: Sequence[str], **hub: Any) -> list[str]:
     """Which of ``filenames`` exist, in the given order, without downloading any:
-    a folder listing, the local cache when offline, else the repo's file list."""
+    a folder listing, the local cache when offline, else the repo's file list.
+    ``hub``: the keywords of :func:`resolve_file`."""
+    unknown = set(hub) - set(HUB_KWARGS)
+    if unknown:
+        raise TypeError(f"list_files got unknown keyword arguments {sorted(unknown)}")
+    subfolder, revision, cache_dir = hub.get("subfolder"), hub.get("revision"), hub.get("cache_dir")
     name = os.fspath(name_or_path)
     if os.path.isdir(name):
         folder = os.path.join(name, subfolder) if subfolder else name
@@ -127,14 +123,14 @@ def list_files(
     def repo_path(f: str) -> str:
         return f"{subfolder}/{f}" if subfolder else f
 
-    if local_files_only or is_offline():
+    if hub.get("local_files_only") or is_offline():
         cache = os.fspath(cache_dir) if cache_dir is not None else None
         return [
             f for f in filenames
             if isinstance(huggingface_hub.try_to_load_from_cache(name, repo_path(f), cache_dir=cache, revision=revision), str)
         ]
     try:
-        present = set(huggingface_hub.list_repo_files(name, revision=revision, token=token))
+        present = set(huggingface_hub.list_repo_files(name, revision=revision, token=hub.get("token")))
     except Exception as err:  # hub client errors have no common base besides Exception
         raise OSError(f"could not list the files of Hub repo {name!r}: {err}") from err
     return [f for f in filenames if repo_path(f) in present]

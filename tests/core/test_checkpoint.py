@@ -149,6 +149,7 @@ class Payload:
         return (os.getcwd, ())
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickle_with_objects_refused(tmp_path):
     torch = pytest.importorskip("torch")
     path = tmp_path / "pytorch_model.bin"

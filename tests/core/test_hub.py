@@ -102,3 +102,29 @@ def test_list_files_and_checkpoint_formats(saved, tmp_path):
     assert list_files(REPO, WEIGHT_FILES, cache_dir=cache) == ["model.safetensors.index.json"]
     assert checkpoint_formats(REPO, cache_dir=cache) == ["safetensors"]
     assert checkpoint_formats(folder) == ["safetensors"]
+
+
+def test_list_files_online_uses_repo_listing(monkeypatch):
+    import huggingface_hub
+
+    from encdec.hub import list_files
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    seen = {}
+
+    def fake_list(repo_id, revision=None, token=None):
+        seen.update(repo_id=repo_id, revision=revision)
+        return ["sub/config.json", "sub/tf_model.h5", "model.safetensors"]
+
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", fake_list)
+    assert list_files(REPO, ["model.safetensors", "tf_model.h5", "config.json"], subfolder="sub", revision="v1") == ["tf_model.h5", "config.json"]
+    assert seen == {"repo_id": REPO, "revision": "v1"}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("network down")
+
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", broken)
+    with pytest.raises(OSError, match="could not list the files of Hub repo 'tiny-org/bert2gpt2': network down"):
+        list_files(REPO, ["config.json"])
+    with pytest.raises(TypeError, match="unknown keyword"):
+        list_files(REPO, ["config.json"], revison="v1")
