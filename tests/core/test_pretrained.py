@@ -2,7 +2,6 @@
 ours load in HF (PyTorch in-process; TF and Flax in subprocesses), and part checkpoints
 map onto encoder / decoder specs."""
 import json
-import os
 
 import numpy as np
 import pytest
