@@ -1,0 +1,265 @@
+"""Compiled generation for :class:`FlaxEncoderDecoderModel`: greedy, beam search and
+sampling, each one ``jax.jit`` program (encoder once, ``lax.while_loop`` over a
+static-shape cache).
+
+Semantics follow transformers 4.57's PyTorch ``generate`` for encoder-decoder models:
+logits processors in its order (repetition penalty, no-repeat n-gram, min length, then
+temperature / top-k / top-p when sampling); finished rows padded; beam search with its
+top-``2k`` candidates, length penalty over the generated length, early-stopping
+heuristic and ``sequences_scores``.  Compiled programs are cached per
+:class:`~encdec.generation.DecodePlan` (jit retraces only for new shapes).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from encdec.generation import DecodePlan, GenerationConfig, resolve_generation
+from encdec.outputs import GenerateOutput
+
+_NEG = -1.0e9  # transformers' "very large negative" for beam bookkeeping
+
+
+# --- logits processors ----------------------------------------------------------------------
+def _token_presence(sequences: jnp.ndarray, valid: jnp.ndarray, vocab: int) -> jnp.ndarray:
+    """Boolean [n, vocab]: token occurs at a valid position of its row."""
+    rows = jnp.arange(sequences.shape[0])[:, None]
+    return jnp.zeros((sequences.shape[0], vocab), bool).at[rows, sequences].max(valid)
+
+
+def _repetition_penalty(scores, sequences, cur_len, penalty: float):
+    valid = jnp.arange(sequences.shape[1])[None, :] < cur_len
+    seen = _token_presence(sequences, jnp.broadcast_to(valid, sequences.shape), scores.shape[-1])
+    penalized = jnp.where(scores < 0, scores * penalty, scores / penalty)
+    return jnp.where(seen, penalized, scores)
+
+
+def _no_repeat_ngram(scores, sequences, cur_len, n: int):
+    """Ban tokens that would complete an n-gram already present in the row."""
+    n_rows, length = sequences.shape
+    starts = jnp.arange(length)
+    windows = sequences[:, jnp.minimum(starts[:, None] + jnp.arange(n)[None, :], length - 1)]  # [rows, starts, n]
+    prefix = jax.lax.dynamic_slice(sequences, (0, jnp.maximum(cur_len - n + 1, 0)), (n_rows, n - 1))
+    match = jnp.all(windows[:, :, : n - 1] == prefix[:, None, :], axis=-1) & (starts[None, :] <= cur_len - n)
+    banned = _token_presence(windows[:, :, n - 1], match, scores.shape[-1])
+    return jnp.where(banned, -jnp.inf, scores)
+
+
+def _min_length(scores, cur_len, plan: DecodePlan):
+    eos = jnp.isin(jnp.arange(scores.shape[-1]), jnp.asarray(plan.eos_token_ids, jnp.int32))
+    return jnp.where(eos[None, :] & (cur_len < plan.min_length), -jnp.inf, scores)
+
+
+def _top_k(scores, k: int):
+    k = min(k, scores.shape[-1])
+    kth = jax.lax.top_k(scores, k)[0][:, -1:]
+    return jnp.where(scores < kth, -jnp.inf, scores)
+
+
+def _top_p(scores, p: float):
+    order = jnp.argsort(scores, axis=-1)  # ascending
+    sorted_scores = jnp.take_along_axis(scores, order, axis=-1)
+    cumulative = jnp.cumsum(jax.nn.softmax(sorted_scores, axis=-1), axis=-1)
+    remove_sorted = (cumulative <= 1 - p).at[:, -1].set(False)
+    remove = jnp.zeros_like(remove_sorted).at[jnp.arange(scores.shape[0])[:, None], order].set(remove_sorted)
+    return jnp.where(remove, -jnp.inf, scores)
+
+
+def process_scores(scores, sequences, cur_len, plan: DecodePlan):
+    """transformers' processor list for ``plan``, applied to [rows, vocab] scores."""
+    if plan.repetition_penalty != 1.0:
+        scores = _repetition_penalty(scores, sequences, cur_len, plan.repetition_penalty)
+    if plan.no_repeat_ngram_size > 0:
+        scores = _no_repeat_ngram(scores, sequences, cur_len, plan.no_repeat_ngram_size)
+    if plan.min_length > 0 and plan.eos_token_ids:
+        scores = _min_length(scores, cur_len, plan)
+    if plan.do_sample:
+        if plan.temperature != 1.0:
+            scores = scores / plan.temperature
+        if plan.top_k != 0:
+            scores = _top_k(scores, plan.top_k)
+        if plan.top_p < 1.0:
+            scores = _top_p(scores, plan.top_p)
+    return scores
+
+
+# --- decode loops ---------------------------------------------------------------------------
+def _repeat(tree: Any, times: int) -> Any:
+    """Repeat every batched leaf ``times`` along axis 0 (each row ``times`` in a row)."""
+    return jax.tree_util.tree_map(lambda x: jnp.repeat(x, times, axis=0) if x.ndim else x, tree)
+
+
+def _is_eos(tokens: jnp.ndarray, plan: DecodePlan) -> jnp.ndarray:
+    if not plan.eos_token_ids:
+        return jnp.zeros(tokens.shape, bool)
+    return jnp.isin(tokens, jnp.asarray(plan.eos_token_ids, jnp.int32))
+
+
+def _step_logits(module, params, tokens, encoder_mask, cache):
+    """Decode ``tokens`` [rows, 1] with the cache; return float32 logits [rows, vocab]."""
+    logits, _, _, _, cache = module.apply(
+        {"params": params}, tokens, None, encoder_mask, None, None, cache, method="decode"
+    )
+    return logits[:, -1].astype(jnp.float32), cache
+
+
+def _sample_or_greedy(module, params, cache, encoder_mask, key, plan: DecodePlan, rows: int):
+    length = plan.max_length
+    sequences = jnp.full((rows, length), plan.pad_token_id, jnp.int32).at[:, 0].set(plan.decoder_start_token_id)
+
+    def cond(state):
+        _, cur_len, unfinished, _, _ = state
+        return (cur_len < length) & jnp.any(unfinished)
+
+    def body(state):
+        sequences, cur_len, unfinished, cache, key = state
+        tokens = jax.lax.dynamic_slice(sequences, (0, cur_len - 1), (rows, 1))
+        logits, cache = _step_logits(module, params, tokens, encoder_mask, cache)
+        scores = process_scores(logits, sequences, cur_len, plan)
+        if plan.do_sample:
+            key, sub = jax.random.split(key)
+            next_tokens = jax.random.categorical(sub, scores, axis=-1).astype(jnp.int32)
+        else:
+            next_tokens = jnp.argmax(scores, axis=-1).astype(jnp.int32)
+        if plan.eos_token_ids:
+            next_tokens = jnp.where(unfinished, next_tokens, plan.pad_token_id)
+        sequences = jax.lax.dynamic_update_slice(sequences, next_tokens[:, None], (0, cur_len))
+        unfinished = unfinished & ~_is_eos(next_tokens, plan)
+        return sequences, cur_len + 1, unfinished, cache, key
+
+    state = (sequences, jnp.int32(1), jnp.ones((rows,), bool), cache, key)
+    sequences, cur_len, _, _, _ = jax.lax.while_loop(cond, body, state)
+    return sequences, None, cur_len
+
+
+def _gather(x: jnp.ndarray, index: jnp.ndarray) -> jnp.ndarray:
+    """``x[b, index[b, j], ...]`` for [batch, beams, ...] arrays."""
+    return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def _beam_search(module, params, cache, encoder_mask, plan: DecodePlan, batch: int):
+    beams, length, prompt = plan.num_beams, plan.max_length, 1
+    keep = max(2, 1 + len(plan.eos_token_ids)) * beams
+    top_beams = jnp.arange(keep) < beams
+    lp, early = plan.length_penalty, plan.early_stopping
+    # transformers fills unwritten positions with `pad or eos[0]` (a pad id of 0 is falsy there)
+    fill = (plan.pad_token_id or plan.eos_token_ids[0]) if plan.eos_token_ids else -1
+
+    running = jnp.full((batch, beams, length), fill, jnp.int32).at[:, :, 0].set(plan.decoder_start_token_id)
+    state = dict(
+        cur_len=jnp.int32(prompt),
+        running=running,
+        running_scores=jnp.zeros((batch, beams), jnp.float32).at[:, 1:].set(_NEG),
+        sequences=running,
+        scores=jnp.full((batch, beams), _NEG, jnp.float32),
+        lengths=jnp.full((batch, beams), prompt, jnp.int32),
+        finished=jnp.zeros((batch, beams), bool),
+        improvable=jnp.ones((batch, 1), bool),
+        stop=jnp.zeros((batch, keep), bool),
+        cache=cache,
+    )
+
+    def cond(s):
+        open_beam = ~(jnp.all(s["finished"]) & (early is True))
+        return (s["cur_len"] < length) & jnp.any(s["improvable"]) & open_beam & ~jnp.all(s["stop"])
+
+    def body(s):
+        cur_len = s["cur_len"]
+        flat = s["running"].reshape(batch * beams, length)
+        tokens = jax.lax.dynamic_slice(flat, (0, cur_len - 1), (batch * beams, 1))
+        logits, cache = _step_logits(module, params, tokens, encoder_mask, s["cache"])
+        log_probs = process_scores(jax.nn.log_softmax(logits, axis=-1), flat, cur_len, plan)
+        vocab = log_probs.shape[-1]
+        log_probs = (log_probs.reshape(batch, beams, vocab) + s["running_scores"][:, :, None]).reshape(batch, beams * vocab)
+
+        # top-k continuations over all beams
+        topk_scores, topk_index = jax.lax.top_k(log_probs, keep)
+        topk_beam, topk_ids = topk_index // vocab, (topk_index % vocab).astype(jnp.int32)
+        topk_seqs = _gather(s["running"], topk_beam)
+        topk_seqs = jax.vmap(lambda x, t: jax.lax.dynamic_update_slice(x, t[:, None], (0, cur_len)))(topk_seqs, topk_ids)
+        stop = _is_eos(topk_ids, plan) | (cur_len + 1 >= length)
+
+        # best `beams` unfinished continuations keep running
+        running_scores = topk_scores + stop.astype(jnp.float32) * _NEG
+        next_index = jax.lax.top_k(running_scores, beams)[1]
+        running = _gather(topk_seqs, next_index)
+        new_running_scores = _gather(running_scores, next_index)
+        source = _gather(topk_beam, next_index) + jnp.arange(batch)[:, None] * beams
+
+        # finished candidates among the top `beams` compete for the final slots
+        just_finished = stop & top_beams[None, :]
+        final_scores = topk_scores / (cur_len + 1 - prompt).astype(jnp.float32) ** lp
+        if early is True:
+            final_scores += jnp.all(s["finished"], axis=-1, keepdims=True).astype(jnp.float32) * _NEG
+        final_scores += (~s["improvable"]).astype(jnp.float32) * _NEG
+        final_scores += (~just_finished).astype(jnp.float32) * _NEG
+        merged_scores = jnp.concatenate([s["scores"], final_scores], axis=1)
+        best = jax.lax.top_k(merged_scores, beams)[1]
+        sequences = _gather(jnp.concatenate([s["sequences"], topk_seqs], axis=1), best)
+        lengths = _gather(jnp.concatenate([s["lengths"], jnp.full((batch, keep), cur_len + 1, jnp.int32)], axis=1), best)
+        finished = _gather(jnp.concatenate([s["finished"], just_finished], axis=1), best)
+        scores = _gather(merged_scores, best)
+
+        # reorder the self-attention cache to follow the surviving beams
+        source = source.reshape(-1)
+        layers = [{"self": jax.tree_util.tree_map(lambda x: x[source], layer["self"]), "cross": layer["cross"]}
+                  for layer in cache["layers"]]
+        cache = {"index": cache["index"], "layers": layers}
+
+        cur_len = cur_len + 1
+        best_len = (length - prompt) if (early == "never" and lp > 0.0) else (cur_len - prompt)
+        best_possible = new_running_scores[:, :1] / jnp.asarray(best_len, jnp.float32) ** lp
+        worst_finished = jnp.where(finished, jnp.min(scores, axis=1, keepdims=True), _NEG)
+        improvable = s["improvable"] & jnp.any(best_possible > worst_finished, axis=-1, keepdims=True)
+        return dict(cur_len=cur_len, running=running, running_scores=new_running_scores, sequences=sequences,
+                    scores=scores, lengths=lengths, finished=finished, improvable=improvable, stop=stop, cache=cache)
+
+    s = jax.lax.while_loop(cond, body, state)
+    n = plan.num_return_sequences
+    sequences = s["sequences"][:, :n].reshape(batch * n, length)
+    return sequences, s["scores"][:, :n].reshape(-1), jnp.max(s["lengths"][:, :n])
+
+
+def _build_program(module, plan: DecodePlan):
+    def program(params, input_ids, attention_mask, key):
+        batch = input_ids.shape[0]
+        encoder_states = module.apply({"params": params}, input_ids, attention_mask, method="encode")[0]
+        cache = module.apply({"params": params}, encoder_states, plan.max_length, method="init_cache")
+        if plan.mode == "beam":
+            expand = plan.num_beams
+        else:
+            expand = plan.num_return_sequences
+        cache, mask = _repeat(cache, expand), jnp.repeat(attention_mask, expand, axis=0)
+        if plan.mode == "beam":
+            return _beam_search(module, params, cache, mask, plan, batch)
+        return _sample_or_greedy(module, params, cache, mask, key, plan, batch * expand)
+
+    return jax.jit(program)
+
+
+def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_config: GenerationConfig | None = None,
+             params: Any = None, prng_key: Any = None, **kwargs: Any) -> GenerateOutput:
+    """Generate decoder ids for ``input_ids`` [batch, source_len].
+
+    Returns :class:`~encdec.outputs.GenerateOutput` with ``sequences`` [batch *
+    num_return_sequences, length] (starting with the decoder start token; length as
+    transformers would return it) and, for beam search, ``sequences_scores``.
+    ``prng_key`` seeds sampling (default ``PRNGKey(0)``).
+    """
+    plan, rest = resolve_generation(model.config, generation_config or model.generation_config, kwargs)
+    if rest:
+        raise TypeError(f"generate got unexpected keyword argument(s): {', '.join(sorted(rest))}")
+    input_ids = jnp.asarray(input_ids, jnp.int32)
+    if input_ids.ndim != 2:
+        raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}")
+    attention_mask = jnp.ones_like(input_ids) if attention_mask is None else jnp.asarray(attention_mask, jnp.int32)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask shape {attention_mask.shape} differs from input_ids shape {input_ids.shape}")
+    key = jax.random.PRNGKey(0) if prng_key is None else prng_key
+    programs = model.__dict__.setdefault("_generate_programs", {})
+    if plan not in programs:
+        programs[plan] = _build_program(model.module, plan)
+    sequences, scores, out_length = programs[plan](model.params if params is None else params, input_ids, attention_mask, key)
+    return GenerateOutput(sequences=sequences[:, : int(out_length)], sequences_scores=scores)
