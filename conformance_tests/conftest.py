@@ -1,0 +1,85 @@
+"""Options and fixtures of the conformance suite.
+
+``pytest conformance_tests`` runs the built-in tiny pairs; ``--checkpoint PATH_OR_REPO_ID``
+runs the same checks on your checkpoint instead; ``--backends torch,flax`` narrows the
+backends.  Under CI (``CI=true``) a backend that is not installed fails the run.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("USE_TF", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from encdec.init import init_weights  # noqa: E402
+from encdec.registry import available_backends  # noqa: E402
+from encdec.specs import encoder_decoder_spec  # noqa: E402
+
+from conformance_tests.pairs import PAIRS  # noqa: E402
+
+ALL_BACKENDS = ("torch", "tf", "flax")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("encdec conformance")
+    group.addoption("--checkpoint", default=None, help="run the suite on this folder or Hub repo id")
+    group.addoption("--backends", default=None, help="comma list of backends (default: all)")
+
+
+def selected_backends(config: pytest.Config) -> list[str]:
+    arg = config.getoption("--backends")
+    return [b.strip() for b in arg.split(",")] if arg else list(ALL_BACKENDS)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" in metafunc.fixturenames:
+        checkpoint = metafunc.config.getoption("--checkpoint")
+        ids = ["checkpoint"] if checkpoint else [p.id for p in PAIRS]
+        metafunc.parametrize("case", ids, indirect=True, scope="module")
+    for name in ("backend", "other"):
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, selected_backends(metafunc.config))
+
+
+class Case:
+    """A config with its canonical weights, shared by every backend in one test module."""
+
+    def __init__(self, name: str, config, weights) -> None:
+        self.name, self.config, self.weights = name, config, weights
+
+
+_CASES: dict[str, Case] = {}
+
+
+@pytest.fixture(scope="module")
+def case(request: pytest.FixtureRequest) -> Case:
+    name = request.param
+    if name not in _CASES:
+        if name == "checkpoint":
+            from encdec.pretrained import load_pretrained
+
+            config, weights, _, _ = load_pretrained(request.config.getoption("--checkpoint"))
+        else:
+            pair = next(p for p in PAIRS if p.id == name)
+            config = pair.config()
+            weights = init_weights(encoder_decoder_spec(config), seed=7, randomize_all=True)
+        _CASES[name] = Case(name, config, weights)
+    return _CASES[name]
+
+
+def require(backend: str) -> None:
+    """Skip a backend that is not installed -- or fail under CI, where all must be."""
+    if backend not in available_backends():
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"backend {backend} is not installed in CI; the conformance suite needs all three")
+        pytest.skip(f"backend {backend} is not installed")
+
+
+def max_abs(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.max(np.abs(a - b))) if a.size else 0.0

@@ -1,0 +1,237 @@
+"""The ``encdec`` command: convert, compare and inspect checkpoints.
+
+Exit codes: 0 success; 1 a check failed (outputs differ beyond tolerance); 2 bad input
+(missing file, unknown format, refused overwrite); 3 a needed backend is not installed.
+Errors print as one line unless ``--debug``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_NO_BACKEND = 0, 1, 2, 3
+FORMATS = ("safetensors", "pt-bin", "tf-h5", "flax-msgpack")
+#: fp32 agreement we promise between backends and after conversion.
+TOLERANCE = 1e-5
+BUNDLED = Path(__file__).parent / "data" / "tiny-bert2gpt2"
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _say(args: argparse.Namespace, *parts: Any) -> None:
+    if not args.quiet:
+        print(*parts)
+
+
+def _backends(arg: str | None) -> list[str]:
+    from encdec.registry import available_backends
+    from encdec.runner import MODEL_CLASSES
+
+    if arg is None:
+        found = available_backends()
+        if not found:
+            raise CliError("no backend installed: pip install 'encdec[torch]' (or tf, flax)", EXIT_NO_BACKEND)
+        return found
+    wanted = [b.strip() for b in arg.split(",") if b.strip()]
+    for b in wanted:
+        if b not in MODEL_CLASSES:
+            raise CliError(f"--backends: unknown backend {b!r}; choose from {', '.join(MODEL_CLASSES)}")
+        if b not in available_backends():
+            raise CliError(f"--backends: {b} is not installed (pip install 'encdec[{b}]')", EXIT_NO_BACKEND)
+    return wanted
+
+
+def _load(source: str, hub: dict[str, Any]):
+    from encdec.pretrained import load_pretrained
+
+    config, weights, generation_config, _ = load_pretrained(source, **hub)
+    return config, weights, generation_config
+
+
+def _hub_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if getattr(args, "revision", None):
+        out["revision"] = args.revision
+    if getattr(args, "cache_dir", None):
+        out["cache_dir"] = args.cache_dir
+    if getattr(args, "local_files_only", False):
+        out["local_files_only"] = True
+    return out
+
+
+def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+
+
+# --- convert --------------------------------------------------------------------------------
+def cmd_convert(args: argparse.Namespace) -> int:
+    from encdec.pretrained import save_pretrained
+    from encdec.runner import Runner, sample_inputs
+
+    dst = Path(args.dst)
+    if dst.exists() and any(dst.iterdir()) and not args.force:
+        raise CliError(f"destination {dst} is not empty; pass --force to overwrite it")
+    config, weights, generation_config = _load(args.src, _hub_kwargs(args))
+    if args.dtype:
+        weights = {k: v.astype(args.dtype) if v.dtype.kind == "f" else v for k, v in weights.items()}
+    save_pretrained(dst, config, weights, generation_config=generation_config, format=args.to)
+    _say(args, f"wrote {args.to} checkpoint to {dst}")
+    if args.no_verify:
+        return EXIT_OK
+    backends = _backends(args.backends)
+    inputs = sample_inputs(config, labels=False)
+    worst = 0.0
+    for backend in backends:
+        src = Runner.from_weights(backend, config, weights).forward(**inputs)["logits"]
+        out = Runner.from_pretrained(backend, str(dst)).forward(**inputs)["logits"]
+        delta = _max_abs(src, out)
+        worst = max(worst, delta)
+        _say(args, f"verify [{backend}] max |Δlogits| source vs converted: {delta:.3g}")
+    return EXIT_OK if worst <= TOLERANCE else EXIT_MISMATCH
+
+
+# --- compare --------------------------------------------------------------------------------
+def cmd_compare(args: argparse.Namespace) -> int:
+    from encdec.runner import Runner, sample_inputs
+
+    source = args.checkpoint or str(BUNDLED)
+    config, weights, _ = _load(source, _hub_kwargs(args))
+    backends = _backends(args.backends)
+    inputs = sample_inputs(config, batch=args.batch, seed=args.seed)
+    gen_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask")}
+    rows = {}
+    for backend in backends:
+        runner = Runner.from_weights(backend, config, weights)
+        out, fwd_ms = runner.timed("forward", **inputs)
+        ids, gen_ms = runner.timed("generate", max_new_tokens=args.max_new_tokens, **gen_inputs)
+        rows[backend] = dict(logits=out["logits"], loss=float(out["loss"]), ids=ids, fwd_ms=fwd_ms, gen_ms=gen_ms)
+
+    names = list(rows)
+    head = ["backend", *[f"Δ vs {n}" for n in names], "loss", "greedy ids =", "forward ms", "generate ms"]
+    lines = [head]
+    worst = 0.0
+    for a in names:
+        deltas = []
+        for b in names:
+            d = _max_abs(rows[a]["logits"], rows[b]["logits"])
+            worst = max(worst, d)
+            deltas.append("-" if a == b else f"{d:.2e}")
+        same = all(np.array_equal(rows[a]["ids"], rows[b]["ids"]) for b in names)
+        lines.append([a, *deltas, f"{rows[a]['loss']:.6f}", "yes" if same else "no",
+                      f"{rows[a]['fwd_ms']:.1f}", f"{rows[a]['gen_ms']:.1f}"])
+    widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
+    _say(args, f"checkpoint: {source}")
+    _say(args, f"inputs: batch {args.batch}, padded; greedy {args.max_new_tokens} new tokens")
+    for r in lines:
+        _say(args, "  ".join(c.ljust(w) for c, w in zip(r, widths)))
+    _say(args, f"largest |Δlogits| between backends: {worst:.2e} (tolerance {TOLERANCE:g})")
+    if args.plot:
+        _plot(rows, args.plot)
+        _say(args, f"wrote {args.plot}")
+    ids_equal = all(np.array_equal(rows[names[0]]["ids"], rows[n]["ids"]) for n in names)
+    return EXIT_OK if worst <= TOLERANCE and ids_equal else EXIT_MISMATCH
+
+
+def _plot(rows: dict[str, dict[str, Any]], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise CliError("--plot needs matplotlib: pip install 'encdec[plot]'") from None
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            diff = np.abs(rows[a]["logits"].astype(np.float64) - rows[b]["logits"].astype(np.float64))
+            per_pos = diff.max(axis=(0, 2))
+            ax.semilogy(np.arange(len(per_pos)), np.maximum(per_pos, 1e-12), marker="o", label=f"{a} vs {b}")
+    ax.axhline(TOLERANCE, color="grey", linestyle="--", label="tolerance")
+    ax.set_xlabel("decoder position")
+    ax.set_ylabel("max |Δlogits|")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+# --- info -----------------------------------------------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    from encdec.pretrained import checkpoint_formats
+    from encdec.registry import available_backends
+    from encdec.specs import encoder_decoder_spec
+
+    config, weights, _ = _load(args.checkpoint, _hub_kwargs(args))
+    spec = encoder_decoder_spec(config)
+    dtypes = sorted({str(v.dtype) for v in weights.values()})
+    _say(args, f"checkpoint:    {args.checkpoint}")
+    _say(args, f"architecture:  {config.encoder.model_type} encoder -> {config.decoder.model_type} decoder"
+               + (" (with enc_to_dec_proj)" if "enc_to_dec_proj.weight" in spec else ""))
+    _say(args, f"parameters:    {spec.num_parameters():,}")
+    _say(args, f"dtype:         {', '.join(dtypes)}")
+    _say(args, f"formats:       {', '.join(checkpoint_formats(args.checkpoint, **_hub_kwargs(args)))}")
+    _say(args, f"loads in:      {', '.join(available_backends()) or 'no installed backend'}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from encdec import __version__
+
+    parser = argparse.ArgumentParser(prog="encdec", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"encdec {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument("--revision", help="Hub revision (branch, tag or commit)")
+    common.add_argument("--cache-dir", help="Hub cache folder")
+    common.add_argument("--local-files-only", action="store_true", help="never download")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("convert", parents=[common], help="write a checkpoint in another format and verify it")
+    p.add_argument("src", help="local folder or Hub repo id")
+    p.add_argument("dst", help="output folder")
+    p.add_argument("--to", choices=FORMATS, default="safetensors")
+    p.add_argument("--dtype", choices=("float32", "float16"), help="cast floating weights")
+    p.add_argument("--force", action="store_true", help="overwrite a non-empty DST")
+    p.add_argument("--backends", help="backends used to verify (default: all installed)")
+    p.add_argument("--no-verify", action="store_true", help="skip the logits check")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("compare", parents=[common], help="run one checkpoint through every backend")
+    p.add_argument("checkpoint", nargs="?", help="folder or Hub id (default: the bundled tiny bert2gpt2)")
+    p.add_argument("--backends", help="comma list of torch,tf,flax (default: all installed)")
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--max-new-tokens", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", metavar="FILE.png", help="per-position max |Δlogits| figure")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("info", parents=[common], help="describe a checkpoint")
+    p.add_argument("checkpoint")
+    p.set_defaults(func=cmd_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except Exception as err:  # one clear line unless --debug
+        if args.debug:
+            raise
+        code = err.code if isinstance(err, CliError) else (EXIT_NO_BACKEND if isinstance(err, ImportError) else EXIT_BAD_INPUT)
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"encdec {args.command}: error: {message}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
