@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from encdec._io_utils import default_mode
 from encdec.specs import ModelSpec
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -453,10 +454,13 @@ def atomic_directory(save_directory: str | os.PathLike, fill: Callable[[str], It
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(target)}-", dir=parent)
+    os.chmod(tmp, default_mode(directory=True))
     cwd = os.getcwd()
     backup = None
     try:
         written = set(fill(tmp))
+        for name in written:  # some writers create private (0600) files
+            os.chmod(os.path.join(tmp, name), default_mode())
         if os.path.isdir(target):
             for entry in os.listdir(target):
                 if entry in written or replaces(entry):

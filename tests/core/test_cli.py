@@ -1,0 +1,67 @@
+"""The encdec command: exit codes, one-line errors, convert/info on a local checkpoint."""
+import os
+import stat
+
+import pytest
+
+from encdec import cli
+
+
+def test_bundled_checkpoint_info(capsys):
+    assert cli.main(["info", str(cli.BUNDLED)]) == cli.EXIT_OK
+    out = capsys.readouterr().out
+    assert "bert encoder -> gpt2 decoder" in out and "safetensors" in out
+    size = sum(f.stat().st_size for f in cli.BUNDLED.iterdir())
+    assert size < 4 * 2**20  # "a few MB at most"
+
+
+def test_saved_files_are_not_private():
+    for f in cli.BUNDLED.iterdir():
+        assert f.stat().st_mode & stat.S_IROTH, f"{f} is not world-readable"
+
+
+def test_convert_refuses_non_empty_destination(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("x")
+    code = cli.main(["convert", str(cli.BUNDLED), str(tmp_path), "--no-verify"])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_BAD_INPUT
+    assert err.count("\n") == 1 and "not empty; pass --force" in err
+    assert (tmp_path / "keep.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize("fmt,filename", [("safetensors", "model.safetensors"), ("flax-msgpack", "flax_model.msgpack"),
+                                          ("tf-h5", "tf_model.h5")])
+def test_convert_formats_round_trip(tmp_path, fmt, filename, capsys):
+    from encdec.pretrained import load_pretrained
+
+    dst = tmp_path / "out"
+    assert cli.main(["convert", str(cli.BUNDLED), str(dst), "--to", fmt, "--no-verify", "--quiet"]) == cli.EXIT_OK
+    assert capsys.readouterr().out == ""
+    assert (dst / filename).is_file() and (dst / "config.json").is_file()
+    _, a, _, _ = load_pretrained(str(cli.BUNDLED))
+    _, b, _, _ = load_pretrained(str(dst))
+    assert set(a) == set(b) and all((a[k] == b[k]).all() for k in a)
+
+
+def test_missing_checkpoint_is_one_line_error(tmp_path, capsys):
+    code = cli.main(["info", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert code == cli.EXIT_BAD_INPUT and err.startswith("encdec info: error:") and err.count("\n") == 1
+
+
+def test_unknown_backend(capsys):
+    assert cli.main(["compare", "--backends", "mxnet"]) == cli.EXIT_BAD_INPUT
+    assert "unknown backend 'mxnet'" in capsys.readouterr().err
+
+
+def test_debug_shows_traceback(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        cli.main(["info", str(tmp_path / "nope"), "--debug"])
+
+
+def test_python_dash_m(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "encdec", "--version"], capture_output=True, text=True, env={**os.environ})
+    assert proc.returncode == 0 and proc.stdout.startswith("encdec ")
