@@ -14,6 +14,9 @@ from typing import Any
 from encdec._io_utils import atomic_write_text
 
 GENERATION_CONFIG_NAME = "generation_config.json"
+#: generation ids a model config may carry (BART configs carry the forced ones).
+_MODEL_IDS = ("eos_token_id", "pad_token_id", "decoder_start_token_id", "bos_token_id",
+              "forced_bos_token_id", "forced_eos_token_id")
 
 
 @dataclass
@@ -36,6 +39,8 @@ class GenerationConfig:
     pad_token_id: int | None = None
     decoder_start_token_id: int | None = None
     bos_token_id: int | None = None
+    forced_bos_token_id: int | None = None
+    forced_eos_token_id: int | list[int] | None = None
     #: keys we do not interpret, kept for the round trip.
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -67,7 +72,7 @@ class GenerationConfig:
         decoder config's, as transformers does."""
         decoder = getattr(config, "decoder", None)
         values = {}
-        for name in ("eos_token_id", "pad_token_id", "decoder_start_token_id", "bos_token_id"):
+        for name in _MODEL_IDS:
             value = getattr(config, name, None)
             if value is None and decoder is not None:
                 value = getattr(decoder, name, None)
@@ -107,9 +112,11 @@ class GenerationConfig:
 
     @property
     def eos_token_ids(self) -> list[int]:
-        if self.eos_token_id is None:
-            return []
-        return [self.eos_token_id] if isinstance(self.eos_token_id, int) else list(self.eos_token_id)
+        return _id_list(self.eos_token_id)
+
+    @property
+    def forced_eos_token_ids(self) -> list[int]:
+        return _id_list(self.forced_eos_token_id)
 
     def validate(self) -> None:
         """Reject values and combinations that cannot mean anything."""
@@ -148,9 +155,19 @@ class GenerationConfig:
             raise ValueError(f"`no_repeat_ngram_size` must be >= 0, got {self.no_repeat_ngram_size}")
         if self.early_stopping not in (True, False, "never"):
             raise ValueError(f"`early_stopping` must be True, False or 'never', got {self.early_stopping!r}")
-        for eos in self.eos_token_ids:
-            if not isinstance(eos, int) or isinstance(eos, bool):
-                raise ValueError(f"`eos_token_id` must be an int or a list of ints, got {self.eos_token_id!r}")
+        for name in ("eos_token_id", "forced_eos_token_id"):
+            for eos in _id_list(getattr(self, name)):
+                if not isinstance(eos, int) or isinstance(eos, bool):
+                    raise ValueError(f"`{name}` must be an int or a list of ints, got {getattr(self, name)!r}")
+        bos = self.forced_bos_token_id
+        if bos is not None and (not isinstance(bos, int) or isinstance(bos, bool)):
+            raise ValueError(f"`forced_bos_token_id` must be an int or None, got {bos!r}")
+
+
+def _id_list(value: int | list[int] | None) -> list[int]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, int) else list(value)
 
 
 @dataclass(frozen=True)
@@ -176,6 +193,10 @@ class DecodePlan:
     eos_token_ids: tuple[int, ...]
     pad_token_id: int
     decoder_start_token_id: int
+    #: forced as the first generated token (length 1 -> 2), when set.
+    forced_bos_token_id: int | None = None
+    #: forced as the last token (at length ``max_length - 1``), when non-empty.
+    forced_eos_token_ids: tuple[int, ...] = ()
 
     @property
     def mode(self) -> str:
@@ -198,7 +219,7 @@ def resolve_generation(
     """
     cfg = copy.deepcopy(generation_config) if generation_config is not None else GenerationConfig.from_model_config(model_config)
     base = GenerationConfig.from_model_config(model_config)
-    for name in ("eos_token_id", "pad_token_id", "decoder_start_token_id", "bos_token_id"):
+    for name in _MODEL_IDS:
         if getattr(cfg, name) is None:
             setattr(cfg, name, getattr(base, name))
     rest = cfg.update(**kwargs)
@@ -241,5 +262,7 @@ def resolve_generation(
         eos_token_ids=eos,
         pad_token_id=int(pad),
         decoder_start_token_id=int(start),
+        forced_bos_token_id=cfg.forced_bos_token_id,
+        forced_eos_token_ids=tuple(cfg.forced_eos_token_ids),
     )
     return plan, rest

@@ -15,10 +15,10 @@ def model_config(**kw):
 
 
 def test_round_trip_keeps_unknown_keys(tmp_path):
-    cfg = GenerationConfig(num_beams=4, eos_token_id=[2, 3], early_stopping=True, extra={"forced_bos_token_id": 0})
+    cfg = GenerationConfig(num_beams=4, eos_token_id=[2, 3], early_stopping=True, extra={"typical_p": 0.5})
     cfg.save_pretrained(tmp_path)
     data = json.loads((tmp_path / "generation_config.json").read_text())
-    assert data["forced_bos_token_id"] == 0 and data["eos_token_id"] == [2, 3]
+    assert data["typical_p"] == 0.5 and data["eos_token_id"] == [2, 3]
     again = GenerationConfig.from_dict(data)
     assert again == cfg and again.eos_token_ids == [2, 3]
 
@@ -66,3 +66,17 @@ def test_pad_defaults_to_eos():
     cfg.decoder.pad_token_id = None
     plan, _ = resolve_generation(cfg, None, {"eos_token_id": [4, 5]})
     assert plan.pad_token_id == 4 and plan.eos_token_ids == (4, 5)
+
+
+def test_forced_ids_come_from_the_decoder_config():
+    from encdec import BartConfig
+
+    cfg = EncoderDecoderConfig.from_encoder_decoder_configs(
+        BertConfig(**part_kwargs("bert")), BartConfig(**part_kwargs("bart")), decoder_start_token_id=2, pad_token_id=1)
+    plan, _ = resolve_generation(cfg, None, {})
+    assert plan.forced_eos_token_ids == (2,) and plan.forced_bos_token_id is None
+    plan, _ = resolve_generation(cfg, None, {"forced_eos_token_id": None, "forced_bos_token_id": 5})
+    assert plan.forced_eos_token_ids == ()  # an explicit None switches it off, as in transformers
+    assert plan.forced_bos_token_id == 5
+    with pytest.raises(ValueError, match="forced_bos_token_id"):
+        GenerationConfig.from_dict({"forced_bos_token_id": "0"})
