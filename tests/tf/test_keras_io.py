@@ -107,8 +107,11 @@ def test_from_encoder_decoder_pretrained_with_prefixed_kwargs(tmp_path):
                                   dec.state_dict()["transformer.h.1.attn.c_attn.weight"].numpy())
 
 
-def test_transformers_tf_model_reads_our_h5_with_equal_logits(tmp_path):
-    """transformers' own TFEncoderDecoderModel (tf-keras, own process) on our tf_model.h5."""
+def test_h5_both_ways_with_transformers_tf_model(tmp_path):
+    """transformers' own TFEncoderDecoderModel (tf-keras, own process) reads our tf_model.h5
+    with equal logits, and the tf_model.h5 it writes loads here."""
+    from encdec_tf import TFEncoderDecoderModel
+
     pytest.importorskip("tf_keras")
     ours, _, _ = make_pair(PAIRS[1], hf=False)
     feed, _ = inputs(0)
@@ -118,7 +121,11 @@ def test_transformers_tf_model_reads_our_h5_with_equal_logits(tmp_path):
     env.pop("KERAS_BACKEND", None)
     script = os.path.join(os.path.dirname(__file__), "hf_tf_oracle.py")
     proc = subprocess.run([sys.executable, script, str(tmp_path / "ckpt"), str(tmp_path / "inputs.npz"),
-                           str(tmp_path / "logits.npy")], cwd=ROOT, env=env, capture_output=True, text=True)
+                           str(tmp_path / "logits.npy"), str(tmp_path / "theirs")], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = np.load(tmp_path / "logits.npy")
     assert np.max(np.abs(ours(**feed).logits.numpy() - expected)) < TOL
+    assert os.path.exists(tmp_path / "theirs" / "tf_model.h5")
+    again = TFEncoderDecoderModel.from_pretrained(tmp_path / "theirs")
+    assert np.max(np.abs(again(**feed).logits.numpy() - expected)) < TOL
