@@ -47,8 +47,8 @@ def make_config(pair: str) -> EncoderDecoderConfig:
     return cfg
 
 
-def canonical_weights(cfg: EncoderDecoderConfig, seed: int = 0) -> dict:
-    return init_weights(encoder_decoder_spec(cfg), seed, randomize_all=True)
+def canonical_weights(cfg: EncoderDecoderConfig, seed: int = 0, std: float = 0.02) -> dict:
+    return init_weights(encoder_decoder_spec(cfg), seed, std=std, randomize_all=True)
 
 
 def hf_config(cfg: EncoderDecoderConfig):

@@ -15,9 +15,9 @@ from tests.flax.conftest import PAIRS, bert_like, canonical_weights, hf_config, 
 TOL = 1e-5
 
 
-def build(pair, dtype=jnp.float32):
+def build(pair, dtype=jnp.float32, std=0.02):
     cfg = make_config(pair)
-    weights = canonical_weights(cfg)
+    weights = canonical_weights(cfg, std=std)
     model = FlaxEncoderDecoderModel(cfg, dtype=dtype, _do_init=False)
     model.load_canonical(weights)
     return cfg, weights, model
