@@ -60,16 +60,11 @@ def generate_kwargs() -> dict[str, Any]:
     return dict(max_new_tokens=NEW_TOKENS, eos_token_id=None, pad_token_id=PAD, decoder_start_token_id=START)
 
 
-def run_ours(checkpoint: str, repeats: int) -> dict[str, float]:
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+def measure(model: Any, load_s: float, generate: Callable[[Any, Any], Any], repeats: int) -> dict[str, float]:
+    """Forward (eager, XLA) and XLA greedy generate timings for either implementation."""
     import tensorflow as tf
 
-    from encdec_tf import TFEncoderDecoderModel
-
-    res: dict[str, float] = {}
-    t = time.perf_counter()
-    model = TFEncoderDecoderModel.from_pretrained(checkpoint)
-    res["load_s"] = time.perf_counter() - t
+    res = {"load_s": load_s}
     feed = {k: tf.constant(v) for k, v in workload_inputs(min(model.config.encoder.vocab_size, model.config.decoder.vocab_size)).items()}
     model(**feed, use_cache=False)
     res["forward_eager_s"] = best_of(lambda: model(**feed, use_cache=False).logits.numpy(), repeats)
@@ -80,11 +75,21 @@ def run_ours(checkpoint: str, repeats: int) -> dict[str, float]:
     res["forward_xla_s"] = best_of(lambda: xla_forward(feed).numpy(), repeats)
     ids, mask = feed["input_ids"], feed["attention_mask"]
     t = time.perf_counter()
-    out = model.generate(ids, attention_mask=mask, **generate_kwargs())
+    out = generate(ids, mask)
     res["generate_xla_first_call_s"] = time.perf_counter() - t
-    res["generate_xla_s"] = best_of(lambda: model.generate(ids, attention_mask=mask, **generate_kwargs()).numpy(), repeats)
+    res["generate_xla_s"] = best_of(lambda: generate(ids, mask).numpy(), repeats)
     res["generated_length"] = int(out.shape[1])
     return res
+
+
+def run_ours(checkpoint: str, repeats: int) -> dict[str, float]:
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    from encdec_tf import TFEncoderDecoderModel
+
+    t = time.perf_counter()
+    model = TFEncoderDecoderModel.from_pretrained(checkpoint)
+    load_s = time.perf_counter() - t
+    return measure(model, load_s, lambda ids, mask: model.generate(ids, attention_mask=mask, **generate_kwargs()), repeats)
 
 
 def run_hf(checkpoint: str, repeats: int) -> dict[str, float]:
@@ -92,26 +97,11 @@ def run_hf(checkpoint: str, repeats: int) -> dict[str, float]:
     import tensorflow as tf
     import transformers
 
-    res: dict[str, float] = {}
     t = time.perf_counter()
     model = transformers.TFEncoderDecoderModel.from_pretrained(checkpoint, from_pt=True)
-    res["load_s"] = time.perf_counter() - t
-    feed = {k: tf.constant(v) for k, v in workload_inputs(min(model.config.encoder.vocab_size, model.config.decoder.vocab_size)).items()}
-    model(**feed, use_cache=False)
-    res["forward_eager_s"] = best_of(lambda: model(**feed, use_cache=False).logits.numpy(), repeats)
-    xla_forward = tf.function(lambda f: model(**f, use_cache=False).logits, jit_compile=True)
-    t = time.perf_counter()
-    xla_forward(feed).numpy()
-    res["forward_xla_compile_s"] = time.perf_counter() - t
-    res["forward_xla_s"] = best_of(lambda: xla_forward(feed).numpy(), repeats)
-    ids, mask = feed["input_ids"], feed["attention_mask"]
+    load_s = time.perf_counter() - t
     xla_generate = tf.function(model.generate, jit_compile=True)
-    t = time.perf_counter()
-    out = xla_generate(ids, attention_mask=mask, **generate_kwargs())
-    res["generate_xla_first_call_s"] = time.perf_counter() - t
-    res["generate_xla_s"] = best_of(lambda: xla_generate(ids, attention_mask=mask, **generate_kwargs()).numpy(), repeats)
-    res["generated_length"] = int(out.shape[1])
-    return res
+    return measure(model, load_s, lambda ids, mask: xla_generate(ids, attention_mask=mask, **generate_kwargs()), repeats)
 
 
 def hf_in_subprocess(checkpoint: str, repeats: int) -> dict[str, float]:
