@@ -31,12 +31,18 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
              **kwargs: Any) -> tf.Tensor:
     """Generated ids [batch * num_return_sequences, length] (int32), starting with the
     decoder start token.  Extra keywords: generation settings, ``seed`` (sampling) and
-    ``jit_compile`` (default True; False runs the same loop eagerly)."""
+    ``jit_compile`` (default True; False runs the same loop eagerly).
+
+    Called eagerly, the result is cut to the generated length as in transformers; traced
+    inside a ``tf.function`` (e.g. ``tf.function(model.generate, jit_compile=True)``) it
+    keeps the static ``max_length`` columns, finished rows padded with the pad id.
+    """
     seed = kwargs.pop("seed", None)
     jit_compile = kwargs.pop("jit_compile", True)
     plan, rest = resolve_generation(model.config, generation_config or model.generation_config, kwargs)
     if rest:
         raise TypeError(f"generate got unexpected keyword arguments: {', '.join(sorted(rest))}")
+    check_positions(model.config.decoder, plan.max_length)
     input_ids = as_int(input_ids)
     if attention_mask is None:
         attention_mask = default_attention_mask(input_ids, plan)
@@ -51,15 +57,25 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
         if plan not in fns:
             fns[plan] = tf.function(lambda ids, mask, s: decode(model, plan, ids, mask, s), jit_compile=True, autograph=False)
         sequences, length = fns[plan](input_ids, attention_mask, seed)
+    if not tf.executing_eagerly():
+        return sequences
     return sequences[:, : int(length)]
 
 
+def check_positions(decoder_config: Any, max_length: int) -> None:
+    """Refuse lengths beyond the decoder's position table (XLA gathers would clamp silently)."""
+    limit = decoder_config.max_position_embeddings
+    if decoder_config.model_type == "roberta":  # positions start after the padding index
+        limit -= decoder_config.pad_token_id + 1
+    if max_length > limit:
+        raise ValueError(f"max_length ({max_length}) exceeds the decoder's {limit} position embeddings")
+
+
 def default_attention_mask(input_ids: tf.Tensor, plan: DecodePlan) -> tf.Tensor:
-    """As transformers: mask pad tokens when the pad id occurs and is not an eos id."""
-    pad = plan.pad_token_id
-    if pad in plan.eos_token_ids or not bool(tf.reduce_any(input_ids == pad)):
+    """As transformers: mask pad tokens unless the pad id is also an eos id."""
+    if plan.pad_token_id in plan.eos_token_ids:
         return tf.ones_like(input_ids)
-    return tf.cast(input_ids != pad, tf.int32)
+    return tf.cast(input_ids != plan.pad_token_id, tf.int32)
 
 
 def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: tf.Tensor, seed: tf.Tensor):

@@ -1,6 +1,7 @@
 """generate() against transformers 4.57 (PyTorch) token for token, and XLA against eager."""
 import numpy as np
 import pytest
+import tensorflow as tf
 import torch
 
 from encdec_tf.generation import _COMPILED
@@ -64,6 +65,19 @@ def test_xla_generate_equals_eager_and_is_cached():
         np.testing.assert_array_equal(ours.generate(ids, attention_mask=mask, **kw).numpy(), eager)
     fns = list(_COMPILED[ours].values())
     assert len(fns) == 2 and all(f.experimental_get_tracing_count() == 1 for f in fns)
+    # users may also compile generate themselves: static max_length columns, pad-filled
+    outer = tf.function(lambda i, m: ours.generate(i, attention_mask=m, max_length=9, eos_token_id=83), jit_compile=True)
+    padded = outer(tf.constant(ids, tf.int32), tf.constant(mask, tf.int32)).numpy()
+    short = ours.generate(ids, attention_mask=mask, max_length=9, eos_token_id=83).numpy()
+    assert padded.shape == (ids.shape[0], 9)
+    np.testing.assert_array_equal(padded[:, : short.shape[1]], short)
+    assert (padded[:, short.shape[1]:] == 0).all()
+
+
+def test_max_length_beyond_positions_is_refused():
+    ours, _, _ = make_pair(PAIRS[1], hf=False)
+    with pytest.raises(ValueError, match="position embeddings"):
+        ours.generate(np.ones((1, 3), np.int32), max_length=65)
 
 
 def test_sampling_is_seeded_and_top_k_1_is_greedy():
