@@ -68,10 +68,22 @@ def _warp(plan: DecodePlan, scores: torch.Tensor) -> torch.Tensor:
 
 # --- model plumbing ----------------------------------------------------------------------
 class _Decoder:
-    """One decoder step at a time on a growing cache."""
+    """One decoder step at a time on a growing cache.
 
-    def __init__(self, model, encoder_states: torch.Tensor, encoder_mask: torch.Tensor) -> None:
-        self.model, self.enc, self.mask, self.cache = model, encoder_states, encoder_mask, None
+    The cache starts with empty self-attention entries for ``batch * expand`` rows (beams /
+    returned sequences, consecutive per input) and the cross-attention keys/values of the
+    ``batch`` encoder rows, computed once and shared by each input's rows (see
+    :func:`~encdec_torch.models.common.attend`), never copied or reordered.
+    """
+
+    def __init__(self, model, encoder_states: torch.Tensor, encoder_mask: Optional[torch.Tensor], expand: int) -> None:
+        self.model, self.enc, self.mask = model, encoder_states, encoder_mask
+        self.rows = encoder_states.shape[0] * expand
+        cache = []
+        for k, v in model.decoder.cross_kv(encoder_states):
+            empty = k.new_empty(self.rows, k.shape[1], 0, k.shape[3])
+            cache.append((empty, empty, k, v))
+        self.cache = tuple(cache)
 
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
         out = self.model.decoder(
@@ -82,7 +94,7 @@ class _Decoder:
         return out.logits[:, -1, :].float()
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Follow beams: self-attention entries move; cross entries are equal within a batch item."""
+        """Follow beams: self-attention entries move; shared cross entries stay."""
         self.cache = tuple((k.index_select(0, index), v.index_select(0, index), ck, cv) for k, v, ck, cv in self.cache)
 
 
@@ -119,24 +131,21 @@ def generate(model, input_ids: Optional[torch.Tensor], attention_mask: Optional[
         with torch.no_grad():
             enc = model.project(model.encode(input_ids, attention_mask, **rest).last_hidden_state)
             expand = plan.num_beams if plan.mode == "beam" else plan.num_return_sequences
-            if expand > 1:
-                enc = enc.repeat_interleave(expand, dim=0)
-                attention_mask = None if attention_mask is None else attention_mask.repeat_interleave(expand, dim=0)
-            decoder = _Decoder(model, enc, attention_mask)
+            decoder = _Decoder(model, enc, attention_mask, expand)
             eos = torch.tensor(plan.eos_token_ids, device=enc.device) if plan.eos_token_ids else None
             if plan.mode == "beam":
-                sequences, scores = _beam_search(plan, decoder, enc.shape[0] // plan.num_beams, eos)
+                sequences, scores = _beam_search(plan, decoder, enc.shape[0], eos)
                 return GenerateOutput(sequences=sequences, sequences_scores=scores) if return_dict else sequences
-            sequences = _sample(plan, decoder, enc.shape[0], eos, generator)
+            sequences = _sample(plan, decoder, eos, generator)
             return GenerateOutput(sequences=sequences) if return_dict else sequences
     finally:
         model.train(was_training)
 
 
-def _sample(plan: DecodePlan, decoder: _Decoder, batch: int, eos: Optional[torch.Tensor],
+def _sample(plan: DecodePlan, decoder: _Decoder, eos: Optional[torch.Tensor],
             generator: Optional[torch.Generator]) -> torch.Tensor:
     """Greedy (argmax) or sampled decoding; finished rows continue with the pad id."""
-    device = decoder.enc.device
+    device, batch = decoder.enc.device, decoder.rows
     seqs = torch.full((batch, 1), plan.decoder_start_token_id, dtype=torch.long, device=device)
     unfinished = torch.ones(batch, dtype=torch.bool, device=device)
     while True:

@@ -24,6 +24,7 @@ from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
 from encdec.routing import split_forward_kwargs, split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec_torch.generation import generate
 from encdec_torch.models.common import SpecModule
 
 logger = logging.getLogger(__name__)
@@ -90,15 +91,13 @@ class EncoderDecoderModel(SpecModule):
         self.spec = encoder_decoder_spec(config)
         if needs_projection(config):
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
-        if getattr(config, "tie_encoder_decoder", False):
-            self._tie_encoder_decoder()
+        self.tie_weights()
         self.generation_config = GenerationConfig.from_model_config(config)
 
-    def _tie_encoder_decoder(self) -> None:
-        """Make each tied decoder parameter the encoder's ``nn.Parameter`` (spec ties)."""
+    def tie_weights(self) -> None:
+        """Make every tied parameter of the spec (word embeddings <-> LM head, and with
+        ``tie_encoder_decoder`` the decoder's base model <-> encoder) one ``nn.Parameter``."""
         for tied, source in self.spec.ties.items():
-            if not (tied.startswith("decoder.") and source.startswith("encoder.")):
-                continue
             module_name, _, leaf = tied.rpartition(".")
             src_module, _, src_leaf = source.rpartition(".")
             setattr(self.get_submodule(module_name), leaf, getattr(self.get_submodule(src_module), src_leaf))
@@ -228,12 +227,9 @@ class EncoderDecoderModel(SpecModule):
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id, xp=torch)
 
     # --- generation -----------------------------------------------------------------------
-    @torch.no_grad()
     def generate(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                  generation_config: Optional[GenerationConfig] = None, **kwargs: Any) -> torch.Tensor:
         """Greedy, beam or sampled decoding (see :func:`encdec_torch.generation.generate`)."""
-        from encdec_torch.generation import generate
-
         return generate(self, input_ids, attention_mask, generation_config or self.generation_config, **kwargs)
 
     # --- weights and checkpoints ----------------------------------------------------------
@@ -263,7 +259,10 @@ class EncoderDecoderModel(SpecModule):
         config, weights, generation_config, unused = load_pretrained(pretrained_model_name_or_path, **kwargs)
         if unused:
             raise TypeError(f"from_pretrained got unexpected keyword argument(s): {', '.join(sorted(unused))}")
-        model = cls(config)
+        with torch.device("meta"):  # no random init: every parameter is loaded below
+            model = cls(config)
+        model.to_empty(device="cpu")
+        model.tie_weights()
         model.load_canonical(weights)
         if generation_config is not None:
             model.generation_config = generation_config

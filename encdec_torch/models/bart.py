@@ -41,13 +41,15 @@ class BartAttention(nn.Module):
         self.q_proj = nn.Linear(d, d)
         self.out_proj = nn.Linear(d, d)
 
+    def kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return split_heads(self.k_proj(source), self.heads), split_heads(self.v_proj(source), self.heads)
+
     def forward(self, x, mask, *, kv=None, past=None, causal=False, need_weights=False):
         q = split_heads(self.q_proj(x), self.heads)
         if kv is not None and past is not None:
             k, v = past
         else:
-            source = x if kv is None else kv
-            k, v = split_heads(self.k_proj(source), self.heads), split_heads(self.v_proj(source), self.heads)
+            k, v = self.kv(x if kv is None else kv)
             if kv is None and past is not None:
                 k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         dropout = self.dropout if self.training else 0.0
@@ -128,6 +130,10 @@ class BartForCausalLM(SpecModule):
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
+
+    def cross_kv(self, encoder_hidden_states: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """Per-layer cross-attention keys/values, to seed a decoding cache."""
+        return tuple(layer.encoder_attn.kv(encoder_hidden_states) for layer in self.model.decoder.layers)
 
     def forward(
         self,

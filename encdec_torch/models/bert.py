@@ -87,6 +87,11 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(config, kv_dim or config.hidden_size)
         self.output = BertSelfOutput(config)
 
+    def kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values ``[b, heads, len, head_dim]`` of ``source``."""
+        att = self.self
+        return split_heads(att.key(source), att.heads), split_heads(att.value(source), att.heads)
+
     def forward(self, x, mask, *, kv=None, past=None, causal=False, need_weights=False):
         """``kv``: encoder states (cross-attention) or ``None``; ``past``: cached (k, v) or ``None``.
         Returns (output, weights, (k, v))."""
@@ -95,8 +100,7 @@ class BertAttention(nn.Module):
         if kv is not None and past is not None:
             k, v = past
         else:
-            source = x if kv is None else kv
-            k, v = split_heads(att.key(source), att.heads), split_heads(att.value(source), att.heads)
+            k, v = self.kv(x if kv is None else kv)
             if kv is None and past is not None:
                 k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         dropout = att.dropout if self.training else 0.0
@@ -308,6 +312,10 @@ class CausalLMMixin:
 
     def get_input_embeddings(self) -> nn.Embedding:
         return getattr(self, self.base).get_input_embeddings()
+
+    def cross_kv(self, encoder_hidden_states: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """Per-layer cross-attention keys/values, to seed a decoding cache."""
+        return tuple(layer.crossattention.kv(encoder_hidden_states) for layer in getattr(self, self.base).encoder.layer)
 
 
 class BertLMHeadModel(CausalLMMixin, SpecModule):

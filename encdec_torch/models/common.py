@@ -100,8 +100,19 @@ def attend(
     """Scaled dot-product attention ``[b, h, q, d]`` -> ``([b, q, h*d], weights or None)``.
 
     ``causal`` applies only when ``mask`` is ``None`` (the mask already holds causality).
-    With ``need_weights`` the eager path computes and returns the probabilities.
+    With ``need_weights`` the eager path computes and returns the probabilities.  When ``k``
+    holds fewer rows than ``q`` (a decoding cache whose beams share one input's cross-attention
+    keys; never causal), each key row serves ``q.shape[0] // k.shape[0]`` consecutive query rows.
     """
+    shared = q.shape[0] // k.shape[0]
+    if shared > 1:
+        b, h, n, d = q.shape
+        q = q.view(k.shape[0], shared, h, n, d).transpose(1, 2).reshape(k.shape[0], h, shared * n, d)
+        mask = None if mask is None else mask.repeat(1, 1, shared, 1)
+        out, weights = attend(q, k, v, mask, dropout=dropout, need_weights=need_weights)
+        if weights is not None:
+            weights = weights.view(k.shape[0], h, shared, n, -1).transpose(1, 2).reshape(b, h, n, -1)
+        return out.view(k.shape[0], shared, n, h * d).reshape(b, n, h * d), weights
     if need_weights:
         scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
         if mask is not None:

@@ -72,12 +72,13 @@ class CrossAttention(nn.Module):
         self.attn_dropout = config.attn_pdrop
         self.resid_dropout = nn.Dropout(config.resid_pdrop)
 
+    def kv(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = self.c_attn(enc).split(self.d, dim=2)
+        return split_heads(k, self.n_head), split_heads(v, self.n_head)
+
     def forward(self, x, enc, mask, past, need_weights):
         q = split_heads(self.q_attn(x), self.n_head)
-        if past is not None:
-            k, v = past
-        else:
-            k, v = (split_heads(t, self.n_head) for t in self.c_attn(enc).split(self.d, dim=2))
+        k, v = past if past is not None else self.kv(enc)
         dropout = self.attn_dropout if self.training else 0.0
         y, weights = attend(q, k, v, mask, dropout=dropout, need_weights=need_weights)
         return self.resid_dropout(self.c_proj(y)), weights, (k, v)
@@ -151,6 +152,10 @@ class GPT2LMHeadModel(SpecModule):
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
+
+    def cross_kv(self, encoder_hidden_states: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """Per-layer cross-attention keys/values, to seed a decoding cache."""
+        return tuple(block.crossattention.kv(encoder_hidden_states) for block in self.transformer.h)
 
     def forward(
         self,

@@ -198,3 +198,19 @@ def test_half_precision_forward_and_generate(dtype):
     assert max_diff(out.float(), ref) < 0.1
     ids = half.generate(x["input_ids"], attention_mask=x["attention_mask"], max_new_tokens=4)
     assert ids.shape == (x["input_ids"].shape[0], 5)
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_attention_with_keys_shared_by_consecutive_query_rows(need_weights):
+    from encdec_torch.models.common import attend, padding_mask
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(6, 4, 2, 8, generator=g)
+    k, v = torch.randn(2, 4, 5, 8, generator=g), torch.randn(2, 4, 5, 8, generator=g)
+    mask2d = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    shared = attend(q, k, v, padding_mask(mask2d, q.dtype, 2), need_weights=need_weights)
+    repeated = attend(q, k.repeat_interleave(3, 0), v.repeat_interleave(3, 0),
+                      padding_mask(mask2d.repeat_interleave(3, 0), q.dtype, 2), need_weights=need_weights)
+    assert max_diff(shared[0], repeated[0]) <= 1e-6
+    if need_weights:
+        assert max_diff(shared[1], repeated[1]) <= 1e-6

@@ -1,0 +1,104 @@
+"""Time encdec_torch against transformers 4.57's EncoderDecoderModel in one process.
+
+Workload (issue 3): bert-base encoder + gpt2 decoder with cross-attention, random fp32
+weights, batch 4, source 128 tokens, target 64 tokens, 32 new tokens.  Measures forward,
+greedy generate, beam-4 generate and ``from_pretrained`` of the ~1 GB checkpoint, and prints
+each ratio ours / transformers (below 1 means we are faster).
+
+    python benchmarks/bench_torch.py [--repeats 3] [--threads N] [--skip-load]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("USE_TF", "0")
+os.environ.setdefault("USE_FLAX", "0")
+
+import torch  # noqa: E402
+
+from encdec.configuration import BertConfig, EncoderDecoderConfig, GPT2Config  # noqa: E402
+from encdec.init import init_weights  # noqa: E402
+from encdec.specs import encoder_decoder_spec  # noqa: E402
+from encdec_torch import EncoderDecoderModel  # noqa: E402
+
+BATCH, SOURCE, TARGET, NEW = 4, 128, 64, 32
+
+
+def build():
+    import transformers
+
+    config = EncoderDecoderConfig.from_encoder_decoder_configs(
+        BertConfig(), GPT2Config(), decoder_start_token_id=101, pad_token_id=0, eos_token_id=50256)
+    weights = init_weights(encoder_decoder_spec(config), seed=0)
+    ours = EncoderDecoderModel(config).eval()
+    ours.load_canonical(weights)
+    theirs = transformers.EncoderDecoderModel(config=transformers.EncoderDecoderConfig.from_dict(config.to_dict())).eval()
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
+    return ours, theirs
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    import transformers
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--skip-load", action="store_true", help="skip the checkpoint-loading timing")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    ours, theirs = build()
+    ids = torch.randint(1000, 30000, (BATCH, SOURCE))
+    mask = torch.ones_like(ids)
+    dec = torch.randint(1000, 50000, (BATCH, TARGET))
+    gen = dict(max_new_tokens=NEW, min_new_tokens=NEW)
+
+    def forward(model):
+        with torch.no_grad():
+            return model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, use_cache=False).logits
+
+    def greedy(model):
+        with torch.no_grad():
+            return model.generate(ids, attention_mask=mask, **gen)
+
+    def beam(model):
+        with torch.no_grad():
+            return model.generate(ids, attention_mask=mask, num_beams=4, **gen)
+
+    assert torch.equal(greedy(ours), greedy(theirs)), "greedy ids differ"
+    assert torch.equal(beam(ours), beam(theirs)), "beam ids differ"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} (after a warm-up)")
+    print(f"{'workload':28s} {'ours s':>9s} {'transformers s':>15s} {'ratio':>7s}", flush=True)
+
+    def report(name: str, a: float, b: float) -> None:
+        print(f"{name:28s} {a:9.3f} {b:15.3f} {a / b:7.2f}", flush=True)
+
+    for name, fn in (("forward", forward), ("greedy generate", greedy), ("beam-4 generate", beam)):
+        report(name, timed(lambda: fn(ours), args.repeats), timed(lambda: fn(theirs), args.repeats))
+    if not args.skip_load:
+        with tempfile.TemporaryDirectory() as tmp:
+            ours.save_pretrained(tmp)
+            size = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp)) / 1e9
+            a = timed(lambda: EncoderDecoderModel.from_pretrained(tmp), args.repeats)
+            b = timed(lambda: transformers.EncoderDecoderModel.from_pretrained(tmp), args.repeats)
+            report(f"from_pretrained ({size:.2f} GB)", a, b)
+
+
+if __name__ == "__main__":
+    main()
