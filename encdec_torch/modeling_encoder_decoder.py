@@ -25,7 +25,7 @@ from encdec.registry import part_class
 from encdec.routing import split_forward_kwargs, split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, needs_projection
 from encdec_torch.generation import generate
-from encdec_torch.models.common import SpecModule
+from encdec_torch.models.common import SpecModule, no_init
 
 logger = logging.getLogger(__name__)
 
@@ -259,11 +259,9 @@ class EncoderDecoderModel(SpecModule):
         config, weights, generation_config, unused = load_pretrained(pretrained_model_name_or_path, **kwargs)
         if unused:
             raise TypeError(f"from_pretrained got unexpected keyword argument(s): {', '.join(sorted(unused))}")
-        with torch.device("meta"):  # no random init: every parameter is loaded below
+        with no_init():  # every parameter is loaded right below
             model = cls(config)
-        model.to_empty(device="cpu")
-        model.tie_weights()
-        model.load_canonical(weights)
+        model.load_canonical(weights, share=True)
         if generation_config is not None:
             model.generation_config = generation_config
         dtype = _torch_dtype(torch_dtype, config)

@@ -8,9 +8,10 @@ the self-attention pair grows by one step per call, the cross pair is computed o
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -157,8 +158,10 @@ class SpecModule(nn.Module):
         state = self.state_dict()
         return from_backend({p.name: tensor_to_numpy(state[p.name]) for p in self.spec.untied}, self.spec, TORCH_LAYOUT)
 
-    def load_canonical(self, weights: Mapping[str, np.ndarray]) -> None:
-        load_into(self, self.spec, weights)
+    def load_canonical(self, weights: Mapping[str, np.ndarray], share: bool = False) -> None:
+        """Load ``{canonical name: array}`` (tie targets may be omitted); ``share``: use the
+        arrays' memory without copying (do not reuse them afterwards)."""
+        load_into(self, self.spec, weights, share)
 
 
 def tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -169,8 +172,25 @@ def tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.numpy().copy()
 
 
-def load_into(module: nn.Module, spec: ModelSpec, weights: Mapping[str, np.ndarray]) -> None:
-    """Copy canonical ``weights`` into ``module``'s parameters; names and shapes must match the spec exactly."""
+_INIT_FUNCTIONS = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_")
+
+
+@contextlib.contextmanager
+def no_init() -> Iterator[None]:
+    """Build modules without random init (their weights are loaded right after)."""
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    try:
+        for name in _INIT_FUNCTIONS:
+            setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
+def load_into(module: nn.Module, spec: ModelSpec, weights: Mapping[str, np.ndarray], share: bool = False) -> None:
+    """Load canonical ``weights`` into ``module``'s parameters; names and shapes must match the
+    spec exactly.  ``share`` lets parameters use the arrays' memory (no copy) where dtypes agree."""
     names = set(weights)
     missing = [p.name for p in spec.untied if p.name not in names]
     unexpected = sorted(names - set(spec.params))
@@ -186,7 +206,11 @@ def load_into(module: nn.Module, spec: ModelSpec, weights: Mapping[str, np.ndarr
             arr = np.asarray(arr)
             if tuple(arr.shape) != tuple(param.shape):
                 raise ValueError(f"weight {name!r}: expected shape {tuple(param.shape)}, got {tuple(arr.shape)}")
-            param.copy_(torch.from_numpy(np.ascontiguousarray(arr)).to(param.dtype))
+            tensor = torch.from_numpy(np.ascontiguousarray(arr))
+            if share and tensor.dtype == param.dtype and arr.flags.writeable:
+                param.data = tensor
+            else:
+                param.copy_(tensor.to(param.dtype))
 
 
 @dataclass
