@@ -1,0 +1,176 @@
+"""The docs' code runs: every ```python block of every docs/*.md page is executed, the
+blocks of one page in order in one fresh interpreter (so TensorFlow, JAX and PyTorch never
+share a process) inside a temporary working folder.  A page whose imports are not
+installed is skipped.  Also: the README's commands are the ones CI runs."""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+#: A backend package is usable only when its framework is installed too.
+FRAMEWORK_OF = {"encdec_torch": "torch", "encdec_tf": "tensorflow", "encdec_flax": "flax"}
+PAGE_TIMEOUT_S = 300
+FENCE = re.compile(r"^```(\S*)\s*$")
+
+#: Runs in the child: executes the blocks in one namespace, and on the first error prints
+#: the block number and its traceback (file name "<page> block N", so lines point into it).
+RUNNER = r"""
+import json, sys, traceback
+page, blocks = json.load(open(sys.argv[1]))
+namespace = {"__name__": "__main__"}
+for number, (line, code) in enumerate(blocks, 1):
+    try:
+        exec(compile(code, f"<{page} block {number}>", "exec"), namespace)
+    except BaseException:
+        sys.stdout.flush()
+        print(f"@@block {number} (line {line})", file=sys.stderr)
+        traceback.print_exc()
+        sys.exit(1)
+"""
+
+
+def python_blocks(text: str, where: str) -> list[tuple[int, str]]:
+    """``(first code line number, code)`` of each fenced ```python block, in order."""
+    blocks, lang, start, lines = [], None, 0, []
+    for number, line in enumerate(text.splitlines(), 1):
+        match = FENCE.match(line)
+        if lang is None:
+            if match:
+                lang, start, lines = match.group(1), number + 1, []
+        elif line.strip() == "```":
+            if lang == "python":
+                blocks.append((start, "\n".join(lines) + "\n"))
+            lang = None
+        else:
+            lines.append(line)
+    if lang is not None:
+        raise ValueError(f"{where}: code fence opened on line {start - 1} is never closed")
+    return blocks
+
+
+def imported_roots(blocks: list[tuple[int, str]], where: str) -> set[str]:
+    roots = set()
+    for number, (line, code) in enumerate(blocks, 1):
+        try:
+            tree = ast.parse(code)
+        except SyntaxError as err:
+            raise AssertionError(f"{where}: python block {number} (line {line}) does not parse: {err}") from None
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                roots.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                roots.add(node.module.split(".")[0])
+    return roots
+
+
+def missing_modules(roots: set[str]) -> list[str]:
+    needed = roots | {FRAMEWORK_OF[r] for r in roots if r in FRAMEWORK_OF}
+    return sorted(r for r in needed if importlib.util.find_spec(r) is None)
+
+
+PAGES = sorted(DOCS.glob("*.md"))
+PAGES_WITH_CODE = [p for p in PAGES if python_blocks(p.read_text(), p.name)]
+
+
+def test_quickstarts_have_code():
+    names = {p.name for p in PAGES_WITH_CODE}
+    for page in ("quickstart_torch.md", "quickstart_tf.md", "quickstart_flax.md", "cli.md"):
+        assert page in names, f"docs/{page} is missing or has no ```python block"
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=[p.name for p in PAGES_WITH_CODE])
+def test_page_runs(page: Path, tmp_path: Path) -> None:
+    where = f"docs/{page.name}"
+    blocks = python_blocks(page.read_text(), where)
+    missing = missing_modules(imported_roots(blocks, where))
+    if missing:
+        pytest.skip(f"{where} needs {', '.join(missing)}, not installed")
+    job = tmp_path / "blocks.json"
+    job.write_text(json.dumps([page.name, blocks]))
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "HF_HUB_OFFLINE": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
+    }
+    proc = subprocess.run([sys.executable, "-c", RUNNER, str(job)], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=PAGE_TIMEOUT_S)
+    if proc.returncode != 0:
+        err = proc.stderr
+        block = err[err.find("@@block"):] if "@@block" in err else err[-4000:]
+        pytest.fail(f"{where}: python {block.removeprefix('@@')}\n--- stdout (tail) ---\n{proc.stdout[-2000:]}",
+                    pytrace=False)
+
+
+# --- README commands and CI ---------------------------------------------------------------
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    return [code.strip() for lang, code in re.findall(r"^```(\w*)\n(.*?)^```", text, re.S | re.M) if lang == "bash"]
+
+
+def ci_chain() -> str:
+    """The text of .ci/run and of the scripts it runs with ``bash``."""
+    run = (ROOT / ".ci" / "run").read_text()
+    called = re.findall(r"^\s*bash\s+(\S+)", run, re.M)
+    return "\n".join([run, *[(ROOT / c).read_text() for c in called]])
+
+
+def test_readme_has_two_commands():
+    commands = readme_commands()
+    assert len(commands) == 2, f"README.md should show exactly two bash commands, found {commands}"
+
+
+def test_readme_test_command_is_what_ci_runs():
+    test_command = readme_commands()[1]
+    run = (ROOT / ".ci" / "run").read_text()
+    assert re.search(rf"^\s*{re.escape(test_command)}(\s|$)", run, re.M), \
+        f"README's test command {test_command!r} is not run verbatim by .ci/run"
+
+
+def test_readme_setup_command_is_covered_by_ci():
+    """README's first command is venv + install + ``encdec compare``.  CI's chain creates the
+    same venv and installs with the same constraints and a superset of the extras; the
+    ``compare`` itself runs in docs/cli.md, which :func:`test_page_runs` executes."""
+    steps = [s.strip() for s in readme_commands()[0].split("&&")]
+    chain = ci_chain()
+    venv, install, compare = steps
+    assert venv in chain, f"CI does not create the venv as README does ({venv!r})"
+    pip = shlex.split(install)
+    assert pip[0] == ".venv/bin/pip" and pip[1] == "install" and "-c" in pip and "-e" in pip, install
+    constraints, target = pip[pip.index("-c") + 1], pip[pip.index("-e") + 1]
+    extras = set(re.fullmatch(r"\.\[(.*)\]", target).group(1).split(","))
+    ci_installs = re.findall(r"pip install .*-c (\S+) -e \"\.\[([^\]]*)\]\"", chain)
+    assert any(c == constraints and extras <= set(e.split(",")) for c, e in ci_installs), \
+        f"CI installs {ci_installs}, README installs -c {constraints} {target}"
+    assert compare == ".venv/bin/encdec compare", compare
+    assert re.search(r'main\(\["compare"\]\)', (DOCS / "cli.md").read_text()), \
+        "docs/cli.md no longer runs `encdec compare` on the bundled checkpoint"
+
+
+def test_console_script_installed():
+    """The ``encdec`` entry point README's first command calls exists and runs."""
+    script = Path(sys.executable).with_name("encdec")
+    if not script.exists():
+        pytest.skip(f"no console script next to {sys.executable} (package not pip-installed)")
+    proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("encdec "), proc.stderr
+
+
+def test_mkdocs_lists_every_page():
+    text = (ROOT / "mkdocs.yml").read_text()
+    listed = set(re.findall(r"([\w-]+\.md)\s*$", text, re.M))
+    assert listed == {p.name for p in PAGES}, f"mkdocs.yml nav {sorted(listed)} vs docs/ {[p.name for p in PAGES]}"
