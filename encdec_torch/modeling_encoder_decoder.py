@@ -71,8 +71,10 @@ class EncoderDecoderModel(SpecModule):
             )
         if encoder is None:
             encoder = part_class("torch", config.encoder.model_type, "encoder")(config.encoder)
+            encoder.init_weights()
         if decoder is None:
             decoder = part_class("torch", config.decoder.model_type, "decoder")(config.decoder)
+            decoder.init_weights()
         if encoder.get_output_embeddings() is not None:
             raise ValueError(
                 f"the encoder {type(encoder).__name__} has an LM head; use a base model without one (e.g. BertModel)"

@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from encdec.layout import TORCH_LAYOUT, from_backend, to_backend
 from encdec.outputs import ModelOutput
-from encdec.specs import ModelSpec
+from encdec.specs import BIAS, NORM_BIAS, NORM_SCALE, ModelSpec
 
 LayerCache = tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]
 
@@ -157,6 +157,23 @@ class SpecModule(nn.Module):
     def canonical_state(self) -> dict[str, np.ndarray]:
         state = self.state_dict()
         return from_backend({p.name: tensor_to_numpy(state[p.name]) for p in self.spec.untied}, self.spec, TORCH_LAYOUT)
+
+    def init_weights(self) -> None:
+        """transformers' init from the spec kinds: matrices ~ N(0, initializer_range),
+        biases 0, norm scales 1, embedding padding rows 0."""
+        std = float(self.config.initializer_range)
+        params = dict(self.named_parameters(remove_duplicate=False))
+        with torch.no_grad():
+            for p in self.spec.untied:
+                if p.kind in (BIAS, NORM_BIAS):
+                    nn.init.zeros_(params[p.name])
+                elif p.kind == NORM_SCALE:
+                    nn.init.ones_(params[p.name])
+                else:
+                    nn.init.normal_(params[p.name], mean=0.0, std=std)
+            for module in self.modules():
+                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                    module.weight[module.padding_idx].zero_()
 
     def load_canonical(self, weights: Mapping[str, np.ndarray], share: bool = False) -> None:
         """Load ``{canonical name: array}`` (tie targets may be omitted); ``share``: use the

@@ -214,3 +214,11 @@ def test_attention_with_keys_shared_by_consecutive_query_rows(need_weights):
     assert max_diff(shared[0], repeated[0]) <= 1e-6
     if need_weights:
         assert max_diff(shared[1], repeated[1]) <= 1e-6
+
+
+def test_fresh_model_uses_transformers_style_init():
+    model = EncoderDecoderModel(make_config("bert2gpt2"))
+    emb = model.encoder.embeddings.word_embeddings.weight
+    assert abs(float(emb.std()) - 0.02) < 0.003 and float(emb[0].abs().sum()) == 0  # pad row zeroed
+    assert float(model.encoder.embeddings.LayerNorm.weight.min()) == 1.0
+    assert float(model.decoder.transformer.h[0].attn.c_attn.bias.abs().max()) == 0.0
