@@ -3,9 +3,10 @@
 Workload (issue 3): bert-base encoder + gpt2 decoder with cross-attention, random fp32
 weights, batch 4, source 128 tokens, target 64 tokens, 32 new tokens.  Measures forward,
 greedy generate, beam-4 generate and ``from_pretrained`` of the ~1 GB checkpoint, and prints
-each ratio ours / transformers (below 1 means we are faster).
+each ratio ours / transformers (below 1 means we are faster).  ``--bf16`` adds the opt-in
+rows: ours with bfloat16 weights (``torch_dtype=torch.bfloat16``) against transformers in fp32.
 
-    python benchmarks/bench_torch.py [--repeats 3] [--threads N] [--skip-load]
+    python benchmarks/bench_torch.py [--repeats 3] [--threads N] [--skip-load] [--bf16]
 """
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--skip-load", action="store_true", help="skip the checkpoint-loading timing")
+    parser.add_argument("--bf16", action="store_true", help="also time ours in bfloat16 (opt-in) against fp32 transformers")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -89,8 +91,16 @@ def main() -> None:
     def report(name: str, a: float, b: float) -> None:
         print(f"{name:28s} {a:9.3f} {b:15.3f} {a / b:7.2f}", flush=True)
 
-    for name, fn in (("forward", forward), ("greedy generate", greedy), ("beam-4 generate", beam)):
-        report(name, timed(lambda: fn(ours), args.repeats), timed(lambda: fn(theirs), args.repeats))
+    workloads = (("forward", forward), ("greedy generate", greedy), ("beam-4 generate", beam))
+    reference = {}
+    for name, fn in workloads:
+        reference[name] = timed(lambda: fn(theirs), args.repeats)
+        report(name, timed(lambda: fn(ours), args.repeats), reference[name])
+    if args.bf16:
+        ours.to(torch.bfloat16)
+        for name, fn in workloads:
+            report(f"{name} [ours bf16]", timed(lambda: fn(ours), args.repeats), reference[name])
+        ours.to(torch.float32)
     if not args.skip_load:
         with tempfile.TemporaryDirectory() as tmp:
             ours.save_pretrained(tmp)

@@ -18,14 +18,13 @@ from torch import nn
 from encdec.configuration import EncoderDecoderConfig
 from encdec.generation import GenerationConfig
 from encdec.hub import split_hub_kwargs
-from encdec.init import init_weights
 from encdec.labels import IGNORE_INDEX, shift_tokens_right
 from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
 from encdec.routing import split_forward_kwargs, split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, needs_projection
 from encdec_torch.generation import generate
-from encdec_torch.models.common import SpecModule, no_init
+from encdec_torch.models.common import SpecModule, no_init, tensor_to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +94,10 @@ class EncoderDecoderModel(SpecModule):
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
         self.tie_weights()
         self.generation_config = GenerationConfig.from_model_config(config)
+
+    def init_std(self, name: str) -> float:
+        part = self.config.encoder if name.startswith("encoder.") else self.config.decoder
+        return float(part.initializer_range)
 
     def tie_weights(self) -> None:
         """Make every tied parameter of the spec (word embeddings <-> LM head, and with
@@ -319,13 +322,16 @@ class EncoderDecoderModel(SpecModule):
         config = EncoderDecoderConfig.from_encoder_decoder_configs(
             enc.config if isinstance(enc, nn.Module) else enc, dec.config if isinstance(dec, nn.Module) else dec, **kw_rest
         )
-        model = cls(config, encoder=enc if isinstance(enc, nn.Module) else None, decoder=dec if isinstance(dec, nn.Module) else None)
+        with no_init():  # loaded below, or initialised when missing
+            model = cls(config, encoder=enc if isinstance(enc, nn.Module) else None,
+                        decoder=dec if isinstance(dec, nn.Module) else None)
         missing = [p.name for p in model.spec.untied if p.name not in weights]
-        if missing:
-            fresh = init_weights(model.spec, std=float(config.decoder.initializer_range))
-            weights.update({n: fresh[n] for n in missing})
+        if missing:  # enc_to_dec_proj when the hidden sizes differ
+            model.init_weights(missing)
+            state = model.state_dict()
+            weights.update({n: tensor_to_numpy(state[n]) for n in missing})
             initialized += missing
-        model.load_canonical({n: weights[n] for n in model.spec.params if n in weights})
+        model.load_canonical({n: weights[n] for n in model.spec.params if n in weights}, share=True)
         if initialized:
             logger.info("newly initialised weights (train before use): %s", ", ".join(_summarise(initialized)))
         dtype = _torch_dtype(torch_dtype, config)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -158,21 +158,29 @@ class SpecModule(nn.Module):
         state = self.state_dict()
         return from_backend({p.name: tensor_to_numpy(state[p.name]) for p in self.spec.untied}, self.spec, TORCH_LAYOUT)
 
-    def init_weights(self) -> None:
-        """transformers' init from the spec kinds: matrices ~ N(0, initializer_range),
-        biases 0, norm scales 1, embedding padding rows 0."""
-        std = float(self.config.initializer_range)
+    def init_std(self, name: str) -> float:
+        """Standard deviation of the random init of parameter ``name``."""
+        return float(self.config.initializer_range)
+
+    def init_weights(self, names: Optional[Iterable[str]] = None) -> None:
+        """transformers' init from the spec kinds (all parameters, or ``names``): matrices
+        ~ N(0, initializer_range), biases 0, norm scales 1, embedding padding rows 0."""
+        chosen = None if names is None else set(names)
         params = dict(self.named_parameters(remove_duplicate=False))
         with torch.no_grad():
             for p in self.spec.untied:
+                if chosen is not None and p.name not in chosen:
+                    continue
+                param = params[p.name]
                 if p.kind in (BIAS, NORM_BIAS):
-                    nn.init.zeros_(params[p.name])
+                    nn.init.zeros_(param)
                 elif p.kind == NORM_SCALE:
-                    nn.init.ones_(params[p.name])
+                    nn.init.ones_(param)
                 else:
-                    nn.init.normal_(params[p.name], mean=0.0, std=std)
-            for module in self.modules():
-                if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                    nn.init.normal_(param, mean=0.0, std=self.init_std(p.name))
+            for name, module in self.named_modules():
+                weight = f"{name}.weight" if name else "weight"
+                if isinstance(module, nn.Embedding) and module.padding_idx is not None and (chosen is None or weight in chosen):
                     module.weight[module.padding_idx].zero_()
 
     def load_canonical(self, weights: Mapping[str, np.ndarray], share: bool = False) -> None:

@@ -116,3 +116,16 @@ def test_from_encoder_decoder_pretrained_with_instances_and_errors(tmp_path):
     with pytest.raises(ValueError, match="composite"):
         first.save_pretrained(tmp_path / "composite")
         EncoderDecoderModel.from_encoder_decoder_pretrained(tmp_path / "composite", tmp_path / "gpt2")
+
+
+def test_from_encoder_decoder_pretrained_initialises_the_projection(tmp_path, caplog):
+    import transformers
+
+    transformers.BertModel(transformers.BertConfig(**part_kwargs("bert", hidden=48))).save_pretrained(tmp_path / "bert")
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(**part_kwargs("gpt2"))).save_pretrained(tmp_path / "gpt2")
+    with caplog.at_level(logging.INFO, logger="encdec_torch.modeling_encoder_decoder"):
+        model = EncoderDecoderModel.from_encoder_decoder_pretrained(tmp_path / "bert", tmp_path / "gpt2")
+    assert "enc_to_dec_proj.weight" in caplog.text
+    proj = model.enc_to_dec_proj
+    assert tuple(proj.weight.shape) == (32, 48) and float(proj.bias.abs().max()) == 0.0
+    assert abs(float(proj.weight.std()) - 0.02) < 0.005
