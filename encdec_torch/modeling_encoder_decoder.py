@@ -234,8 +234,13 @@ class EncoderDecoderModel(SpecModule):
     # --- generation -----------------------------------------------------------------------
     def generate(self, input_ids: Optional[torch.Tensor] = None, attention_mask: Optional[torch.Tensor] = None,
                  generation_config: Optional[GenerationConfig] = None, **kwargs: Any) -> torch.Tensor:
-        """Greedy, beam or sampled decoding (see :func:`encdec_torch.generation.generate`)."""
-        return generate(self, input_ids, attention_mask, generation_config or self.generation_config, **kwargs)
+        """Greedy, beam or sampled decoding (see :func:`encdec_torch.generation.generate`).
+
+        Without ``generation_config``, ``self.generation_config`` (made from the model config at
+        construction, as in transformers; special ids it lacks are read from ``self.config``).
+        """
+        generation_config = generation_config or self.generation_config
+        return generate(self, input_ids, attention_mask, generation_config, **kwargs)
 
     # --- weights and checkpoints ----------------------------------------------------------
     def save_pretrained(self, save_directory: Union[str, os.PathLike], safe_serialization: bool = True,

@@ -47,8 +47,8 @@ def make_config(pair: str, **extra: Any) -> EncoderDecoderConfig:
     enc = config_class_for(enc_type)(**part_kwargs(enc_type, hidden))
     dec = config_class_for(dec_type)(**part_kwargs(dec_type))
     pad = dec.pad_token_id if dec.pad_token_id is not None else PAD_GPT2
-    return EncoderDecoderConfig.from_encoder_decoder_configs(
-        enc, dec, decoder_start_token_id=START, pad_token_id=pad, eos_token_id=EOS, **{**pair_extra, **extra})
+    ids = dict(decoder_start_token_id=START, pad_token_id=pad, eos_token_id=EOS)
+    return EncoderDecoderConfig.from_encoder_decoder_configs(enc, dec, **{**ids, **pair_extra, **extra})
 
 
 def hf_model(config: EncoderDecoderConfig, weights: dict[str, np.ndarray], attn: str | None = None):

@@ -136,3 +136,18 @@ def test_generate_infers_the_encoder_mask_from_padding_like_transformers():
     assert torch.equal(a, b)
     explicit = ours.generate(x["input_ids"], attention_mask=x["attention_mask"], max_new_tokens=6, return_dict_in_generate=True)
     assert torch.equal(a, explicit.sequences)
+
+
+def test_special_ids_set_on_the_config_after_construction():
+    """A start id set on ``model.config`` after construction is used when the generation
+    config lacks one (core rule; transformers 4.57 would fall back to the decoder's bos id),
+    while ids the generation config already holds stay (as in transformers)."""
+    config, _, ours, hf = build_pair("bert2gpt2", decoder_start_token_id=None)
+    x = inputs(config)
+    ours.config.decoder_start_token_id = 7
+    ours.config.eos_token_id = 11
+    a = ours.generate(x["input_ids"], attention_mask=x["attention_mask"], max_new_tokens=5)
+    hf.config.eos_token_id = 11
+    with torch.no_grad():
+        b = hf.generate(x["input_ids"], attention_mask=x["attention_mask"], max_new_tokens=5, decoder_start_token_id=7)
+    assert a[:, 0].eq(7).all() and torch.equal(a, b)
