@@ -261,5 +261,5 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     programs = model.__dict__.setdefault("_generate_programs", {})
     if plan not in programs:
         programs[plan] = _build_program(model.module, plan)
-    sequences, scores, out_length = programs[plan](model.params if params is None else params, input_ids, attention_mask, key)
+    sequences, scores, out_length = programs[plan](model.module_params(params), input_ids, attention_mask, key)
     return GenerateOutput(sequences=sequences[:, : int(out_length)], sequences_scores=scores)

@@ -169,6 +169,12 @@ class FlaxEncoderDecoderModel:
         self.spec = encoder_decoder_spec(config)
         self.generation_config = GenerationConfig.from_model_config(config)
         self.params: dict = {}
+        # tie_encoder_decoder: decoder leaves that are the encoder's (held once, under the encoder)
+        self._shared = [
+            tuple(tuple(FLAX_LAYOUT.backend_name(n, self.spec[n].kind).split(".")) for n in (tied, source))
+            for tied, source in self.spec.ties.items()
+            if tied.startswith("decoder.") and source.startswith("encoder.")
+        ]
         if _do_init:
             self.load_canonical(init_weights(self.spec, seed=seed, std=float(config.decoder.initializer_range)))
 
@@ -185,6 +191,17 @@ class FlaxEncoderDecoderModel:
         weights, _ = match_state(weights, self.spec)
         flat = to_backend(weights, self.spec, FLAX_LAYOUT)
         self.params = unflatten_dict({tuple(k.split(".")): jnp.asarray(v) for k, v in flat.items()})
+
+    def module_params(self, params: Any = None) -> dict:
+        """``params`` (default ``self.params``) as the module reads them: with
+        ``tie_encoder_decoder`` the shared decoder leaves point at the encoder's."""
+        params = self.params if params is None else params
+        if not self._shared:
+            return params
+        flat = flatten_dict(params)
+        for tied, source in self._shared:
+            flat[tied] = flat[source]
+        return unflatten_dict(flat)
 
     def num_parameters(self) -> int:
         return self.spec.num_parameters()
@@ -206,7 +223,7 @@ class FlaxEncoderDecoderModel:
             if dropout_rng is None:
                 raise ValueError("train=True needs a dropout_rng (e.g. jax.random.PRNGKey(0))")
             rngs["dropout"] = dropout_rng
-        variables = {"params": self.params if params is None else params}
+        variables = {"params": self.module_params(params)}
         return self.module.apply(variables, *args, rngs=rngs, method=method, deterministic=not train, **kwargs)
 
     def _flags(self, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None) -> tuple[bool, bool, bool]:
@@ -230,7 +247,7 @@ class FlaxEncoderDecoderModel:
         states = encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list, ModelOutput)) else encoder_outputs
         if states.shape[0] != batch_size:
             raise ValueError(f"init_cache: batch_size={batch_size} but encoder_outputs has batch {states.shape[0]}")
-        return self.module.apply({"params": self.params if params is None else params}, states, max_length, method="init_cache")
+        return self.module.apply({"params": self.module_params(params)}, states, max_length, method="init_cache")
 
     def decode(self, decoder_input_ids, encoder_outputs, encoder_attention_mask=None, decoder_attention_mask=None,
                decoder_position_ids=None, past_key_values: dict | None = None, output_attentions: bool | None = None,

@@ -59,7 +59,7 @@ def hf_config(cfg: EncoderDecoderConfig):
         d = part.to_dict()
         parts.append(transformers.AutoConfig.for_model(d.pop("model_type"), **d))
     hf = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(*parts)
-    for k in ("decoder_start_token_id", "pad_token_id", "eos_token_id"):
+    for k in ("decoder_start_token_id", "pad_token_id", "eos_token_id", "tie_encoder_decoder"):
         setattr(hf, k, getattr(cfg, k))
     return hf
 

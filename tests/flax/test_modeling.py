@@ -97,6 +97,24 @@ def test_cached_decode_matches_uncached(pair):
     assert int(step.past_key_values["index"]) == dec.shape[1]
 
 
+def test_tie_encoder_decoder_shares_weights():
+    cfg = make_config("bert2bert")
+    cfg.tie_encoder_decoder = True
+    weights = canonical_weights(cfg)
+    model = FlaxEncoderDecoderModel(cfg, _do_init=False)
+    model.load_canonical(weights)
+    assert "embeddings" not in model.params["decoder"]["bert"]  # held once, under the encoder
+    ids, mask, labels = inputs("bert2bert")
+    out = model(ids, mask, labels=labels)
+    with torch.no_grad():
+        ref = hf_pt_model(cfg, weights)(input_ids=torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
+                                        labels=torch.tensor(labels, dtype=torch.long))
+    assert maxdiff(out.logits, ref.logits) < TOL
+    state = model.canonical_state()
+    name = "encoder.layer.1.output.dense.weight"
+    np.testing.assert_array_equal(state[f"decoder.bert.{name}"], state[f"encoder.{name}"])
+
+
 def test_jit_and_grad():
     cfg, _, model = build("bert2gpt2")
     ids, mask, labels = inputs("bert2gpt2")
