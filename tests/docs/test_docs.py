@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,75 @@ PAGES = sorted(DOCS.glob("*.md"))
 PAGES_WITH_CODE = [p for p in PAGES if python_blocks(p.read_text(), p.name)]
 
 
+class PageRuns:
+    """Runs the selected pages' subprocesses, at most ``parallel`` at a time (compilation
+    in TF/XLA and JAX is largely single-threaded, so pages overlap well), each in its own
+    temporary folder with output to files; :meth:`result` waits for one page."""
+
+    def __init__(self, pages: list[Path], root: Path, parallel: int) -> None:
+        self.queue, self.root, self.parallel = list(pages), root, parallel
+        self.running: dict[Path, tuple[subprocess.Popen, float]] = {}
+        self.done: dict[Path, tuple[int | None, str, str]] = {}
+
+    def _start(self, page: Path) -> None:
+        folder = self.root / page.stem
+        (folder / "work").mkdir(parents=True)
+        job = folder / "blocks.json"
+        job.write_text(json.dumps([page.name, python_blocks(page.read_text(), page.name)]))
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "HF_HUB_OFFLINE": "1",
+            "TF_CPP_MIN_LOG_LEVEL": "3",
+            "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
+        }
+        with open(folder / "stdout", "w") as out, open(folder / "stderr", "w") as err:
+            proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(job)], cwd=folder / "work", env=env,
+                                    stdout=out, stderr=err, text=True)
+        self.running[page] = (proc, time.monotonic())
+
+    def _collect(self) -> None:
+        for page, (proc, started) in list(self.running.items()):
+            code = proc.poll()
+            if code is None:
+                if time.monotonic() - started <= PAGE_TIMEOUT_S:
+                    continue
+                proc.kill()  # code stays None: reported as a timeout
+                proc.wait()
+            folder = self.root / page.stem
+            self.done[page] = (code, (folder / "stdout").read_text(), (folder / "stderr").read_text())
+            del self.running[page]
+        while self.queue and len(self.running) < self.parallel:
+            self._start(self.queue.pop(0))
+
+    def result(self, page: Path) -> tuple[int | None, str, str]:
+        """``(exit code or None on timeout, stdout, stderr)`` of ``page``."""
+        if page not in self.done and page not in self.running:
+            if page in self.queue:
+                self.queue.remove(page)
+            self.queue.insert(0, page)
+        while page not in self.done:
+            self._collect()
+            if page not in self.done:
+                time.sleep(0.2)
+        return self.done[page]
+
+    def close(self) -> None:
+        for proc, _ in self.running.values():
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def page_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    selected = [item.callspec.params["page"] for item in request.session.items
+                if getattr(item, "originalname", None) == "test_page_runs"]
+    runnable = [p for p in selected if not missing_modules(imported_roots(python_blocks(p.read_text(), p.name), p.name))]
+    runs = PageRuns(runnable, tmp_path_factory.mktemp("docs"), parallel=max(2, os.cpu_count() or 1))
+    yield runs
+    runs.close()
+
+
 def test_quickstarts_have_code():
     names = {p.name for p in PAGES_WITH_CODE}
     for page in ("quickstart_torch.md", "quickstart_tf.md", "quickstart_flax.md", "cli.md"):
@@ -90,29 +160,18 @@ def test_quickstarts_have_code():
 
 
 @pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=[p.name for p in PAGES_WITH_CODE])
-def test_page_runs(page: Path, tmp_path: Path) -> None:
+def test_page_runs(page: Path, page_runs: PageRuns) -> None:
     where = f"docs/{page.name}"
-    blocks = python_blocks(page.read_text(), where)
-    missing = missing_modules(imported_roots(blocks, where))
+    missing = missing_modules(imported_roots(python_blocks(page.read_text(), where), where))
     if missing:
         pytest.skip(f"{where} needs {', '.join(missing)}, not installed")
-    job = tmp_path / "blocks.json"
-    job.write_text(json.dumps([page.name, blocks]))
-    work = tmp_path / "work"
-    work.mkdir()
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        "HF_HUB_OFFLINE": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "3",
-        "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu"),
-    }
-    proc = subprocess.run([sys.executable, "-c", RUNNER, str(job)], cwd=work, env=env, capture_output=True,
-                          text=True, timeout=PAGE_TIMEOUT_S)
-    if proc.returncode != 0:
-        err = proc.stderr
+    code, out, err = page_runs.result(page)
+    if code is None:
+        pytest.fail(f"{where}: did not finish within {PAGE_TIMEOUT_S} s\n--- stdout (tail) ---\n{out[-2000:]}",
+                    pytrace=False)
+    if code != 0:
         block = err[err.find("@@block"):] if "@@block" in err else err[-4000:]
-        pytest.fail(f"{where}: python {block.removeprefix('@@')}\n--- stdout (tail) ---\n{proc.stdout[-2000:]}",
+        pytest.fail(f"{where}: python {block.removeprefix('@@')}\n--- stdout (tail) ---\n{out[-2000:]}",
                     pytrace=False)
 
 
