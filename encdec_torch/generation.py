@@ -112,11 +112,14 @@ def generate(model, input_ids: Optional[torch.Tensor], attention_mask: Optional[
 
     ``generator`` (a ``torch.Generator``) seeds sampling; ``return_dict_in_generate=True``
     returns a :class:`~encdec.outputs.GenerateOutput` (with ``sequences_scores`` for beam
-    search).  Other keywords that are not generation settings go to the encoder.
+    search).  Other keywords that are not generation settings go to the encoder.  Like
+    transformers, this does not switch the model to eval mode.
     """
     generator = kwargs.pop("generator", None)
     return_dict = bool(kwargs.pop("return_dict_in_generate", False))
-    kwargs.pop("output_scores", None)
+    for name in ("output_scores", "output_logits", "output_attentions", "output_hidden_states"):
+        if kwargs.pop(name, False):
+            raise NotImplementedError(f"generate(..., {name}=True) is not implemented")
     plan, rest = resolve_generation(model.config, generation_config, kwargs)
     decoder_kwargs = sorted(k for k in rest if k.startswith("decoder_"))
     if decoder_kwargs:
@@ -125,21 +128,16 @@ def generate(model, input_ids: Optional[torch.Tensor], attention_mask: Optional[
         raise ValueError("generate needs `input_ids` (or `inputs_embeds`)")
     if attention_mask is None and input_ids is not None:
         attention_mask = _default_attention_mask(input_ids, plan)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            enc = model.project(model.encode(input_ids, attention_mask, **rest).last_hidden_state)
-            expand = plan.num_beams if plan.mode == "beam" else plan.num_return_sequences
-            decoder = _Decoder(model, enc, attention_mask, expand)
-            eos = torch.tensor(plan.eos_token_ids, device=enc.device) if plan.eos_token_ids else None
-            if plan.mode == "beam":
-                sequences, scores = _beam_search(plan, decoder, enc.shape[0], eos)
-                return GenerateOutput(sequences=sequences, sequences_scores=scores) if return_dict else sequences
-            sequences = _sample(plan, decoder, eos, generator)
-            return GenerateOutput(sequences=sequences) if return_dict else sequences
-    finally:
-        model.train(was_training)
+    with torch.no_grad():
+        enc = model.project(model.encode(input_ids, attention_mask, **rest).last_hidden_state)
+        expand = plan.num_beams if plan.mode == "beam" else plan.num_return_sequences
+        decoder = _Decoder(model, enc, attention_mask, expand)
+        eos = torch.tensor(plan.eos_token_ids, device=enc.device) if plan.eos_token_ids else None
+        if plan.mode == "beam":
+            sequences, scores = _beam_search(plan, decoder, enc.shape[0], eos)
+            return GenerateOutput(sequences=sequences, sequences_scores=scores) if return_dict else sequences
+        sequences = _sample(plan, decoder, eos, generator)
+        return GenerateOutput(sequences=sequences) if return_dict else sequences
 
 
 def _sample(plan: DecodePlan, decoder: _Decoder, eos: Optional[torch.Tensor],

@@ -177,7 +177,16 @@ class EncoderDecoderModel(SpecModule):
         return_dict: Optional[bool] = None,
         **kwargs: Any,
     ) -> Union[Seq2SeqLMOutput, tuple]:
-        """Unprefixed extra kwargs go to the encoder, ``decoder_``-prefixed ones to the decoder."""
+        """Encode (unless ``encoder_outputs`` is given) and decode; with ``labels`` and no decoder
+        inputs, the decoder inputs are the labels shifted right (mask: non-pad positions) and
+        ``loss`` is the mean cross-entropy over labels != -100.
+
+        Extra keywords: unprefixed ones go to the encoder, ``decoder_``-prefixed ones to the
+        decoder (e.g. ``decoder_token_type_ids``).  ``return_dict=False`` returns
+        ``Seq2SeqLMOutput.to_tuple()`` (set fields in field order; unlike transformers, no
+        encoder pooler output).  ``past_key_values``: per decoder layer ``(self_key,
+        self_value, cross_key, cross_value)``.
+        """
         output_attentions = bool(output_attentions)
         output_hidden_states = bool(output_hidden_states)
         return_dict = True if return_dict is None else return_dict

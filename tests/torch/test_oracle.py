@@ -106,6 +106,10 @@ def test_beam_sequences_scores_match_transformers():
                         output_scores=True, **settings)
     assert torch.equal(a.sequences, b.sequences)
     assert max_diff(a.sequences_scores, b.sequences_scores) <= TOL
+    with pytest.raises(NotImplementedError, match="output_scores"):
+        ours.generate(x["input_ids"], output_scores=True, **settings)
+    with pytest.raises(TypeError, match="decoder_input_ids"):
+        ours.generate(x["input_ids"], decoder_input_ids=x["input_ids"][:, :1])
 
 
 def test_sampling_follows_the_seed_and_top_k_1_is_greedy():
