@@ -104,7 +104,7 @@ def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: t
     return greedy_or_sample(plan, step, logits, cache, start, seed)
 
 
-# --- logits processing (transformers' order: penalties, n-grams, min length; then warpers) ---
+# --- logits processing (transformers' order: penalties, n-grams, min length, forced tokens; then warpers) ---
 def process_scores(plan: DecodePlan, scores: tf.Tensor, seqs: tf.Tensor, cur_len: tf.Tensor) -> tf.Tensor:
     """``scores`` [rows, vocab] for the token at ``cur_len``, given ``seqs`` [rows, max_len]."""
     vocab = tf.shape(scores)[-1]
@@ -117,9 +117,23 @@ def process_scores(plan: DecodePlan, scores: tf.Tensor, seqs: tf.Tensor, cur_len
     if plan.no_repeat_ngram_size > 0:
         scores = tf.where(banned_ngram_tokens(plan.no_repeat_ngram_size, seqs, cur_len, vocab), NEG_INF, scores)
     if plan.min_length > 0 and plan.eos_token_ids:
-        is_eos = tf.reduce_any(tf.range(vocab)[:, None] == tf.constant(plan.eos_token_ids)[None, :], axis=1)
-        scores = tf.where(tf.logical_and(cur_len < plan.min_length, is_eos)[None, :], NEG_INF, scores)
+        scores = tf.where(tf.logical_and(cur_len < plan.min_length, in_vocab(vocab, plan.eos_token_ids))[None, :], NEG_INF, scores)
+    if plan.forced_bos_token_id is not None:  # only the forced token stays possible
+        scores = force(scores, cur_len == PROMPT, in_vocab(vocab, (plan.forced_bos_token_id,)))
+    if plan.forced_eos_token_ids:
+        scores = force(scores, cur_len == plan.max_length - 1, in_vocab(vocab, plan.forced_eos_token_ids))
     return scores
+
+
+def in_vocab(vocab: tf.Tensor, ids: tuple[int, ...]) -> tf.Tensor:
+    """[vocab] True at ``ids``."""
+    return tf.reduce_any(tf.range(vocab)[:, None] == tf.constant(ids, tf.int32)[None, :], axis=1)
+
+
+def force(scores: tf.Tensor, when: tf.Tensor, allowed: tf.Tensor) -> tf.Tensor:
+    """When ``when``: score 0 for the ``allowed`` tokens, -inf for the rest (transformers' forced tokens)."""
+    forced = tf.where(allowed[None, :], 0.0, NEG_INF)
+    return tf.where(when, tf.broadcast_to(forced, tf.shape(scores)), scores)
 
 
 def banned_ngram_tokens(n: int, seqs: tf.Tensor, cur_len: tf.Tensor, vocab: tf.Tensor) -> tf.Tensor:

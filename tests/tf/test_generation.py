@@ -11,9 +11,8 @@ from .helpers import PAIRS, inputs, make_pair, pair_id
 
 def _setup(pair):
     ours, hf, _ = make_pair(pair)
-    if pair[1] == "bart":  # transformers would copy BART's forced_eos_token_id into the generation config
-        hf.config.decoder.forced_eos_token_id = None
-        hf.generation_config.forced_eos_token_id = None
+    if pair[1] == "bart":  # BART configs force eos (2) at the last position: both sides take it from the decoder
+        assert ours.generation_config.forced_eos_token_id == 2 or ours.config.decoder.forced_eos_token_id == 2
     feed, _ = inputs(ours.config.pad_token_id)
     ids, mask = feed["input_ids"], feed["attention_mask"]
     probe = ours.generate(ids, attention_mask=mask, max_length=12, eos_token_id=None, jit_compile=False).numpy()
@@ -94,6 +93,14 @@ def test_sampling_is_seeded_and_top_k_1_is_greedy():
     greedy = ours.generate(ids, attention_mask=mask, max_length=10, jit_compile=False).numpy()
     top1 = ours.generate(ids, attention_mask=mask, max_length=10, do_sample=True, top_k=1, seed=0, jit_compile=False).numpy()
     np.testing.assert_array_equal(top1, greedy)
+
+
+def test_forced_bos_and_eos_equal_transformers():
+    ours, hf, ids, mask, eos = _setup(PAIRS[1])
+    for kw in (dict(max_length=8), dict(max_length=8, num_beams=3)):
+        got = _check(ours, hf, ids, mask, forced_bos_token_id=11, forced_eos_token_id=[eos, 13], eos_token_id=eos,
+                     pad_token_id=0, **kw)
+        assert (got[:, 1] == 11).all()
 
 
 def test_generate_rejects_unknown_arguments():
