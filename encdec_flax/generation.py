@@ -3,8 +3,8 @@ sampling, each one ``jax.jit`` program (encoder once, ``lax.while_loop`` over a
 static-shape cache).
 
 Semantics follow transformers 4.57's PyTorch ``generate`` for encoder-decoder models:
-logits processors in its order (repetition penalty, no-repeat n-gram, min length, then
-temperature / top-k / top-p when sampling); finished rows padded; beam search with its
+logits processors in its order (repetition penalty, no-repeat n-gram, min length, forced
+first / last tokens, then temperature / top-k / top-p when sampling); finished rows padded; beam search with its
 top-``2k`` candidates, length penalty over the generated length, early-stopping
 heuristic and ``sequences_scores``.  Compiled programs are cached per
 :class:`~encdec.generation.DecodePlan` (jit retraces only for new shapes).
@@ -47,9 +47,14 @@ def _no_repeat_ngram(scores, sequences, cur_len, n: int):
     return jnp.where(banned, -jnp.inf, scores)
 
 
-def _min_length(scores, cur_len, plan: DecodePlan):
-    eos = jnp.isin(jnp.arange(scores.shape[-1]), jnp.asarray(plan.eos_token_ids, jnp.int32))
-    return jnp.where(eos[None, :] & (cur_len < plan.min_length), -jnp.inf, scores)
+def _in_vocab(scores, ids) -> jnp.ndarray:
+    """Boolean [1, vocab]: the token is one of ``ids``."""
+    return jnp.isin(jnp.arange(scores.shape[-1]), jnp.asarray(ids, jnp.int32))[None, :]
+
+
+def _force(scores, when, ids):
+    """When ``when``: only ``ids`` stay possible (score 0, the rest -inf), as transformers' forced tokens."""
+    return jnp.where(when, jnp.where(_in_vocab(scores, ids), 0.0, -jnp.inf), scores)
 
 
 def _top_k(scores, k: int):
@@ -74,7 +79,11 @@ def process_scores(scores, sequences, cur_len, plan: DecodePlan):
     if plan.no_repeat_ngram_size > 0:
         scores = _no_repeat_ngram(scores, sequences, cur_len, plan.no_repeat_ngram_size)
     if plan.min_length > 0 and plan.eos_token_ids:
-        scores = _min_length(scores, cur_len, plan)
+        scores = jnp.where(_in_vocab(scores, plan.eos_token_ids) & (cur_len < plan.min_length), -jnp.inf, scores)
+    if plan.forced_bos_token_id is not None:
+        scores = _force(scores, cur_len == 1, (plan.forced_bos_token_id,))
+    if plan.forced_eos_token_ids:
+        scores = _force(scores, cur_len == plan.max_length - 1, plan.forced_eos_token_ids)
     if plan.do_sample:
         if plan.temperature != 1.0:
             scores = scores / plan.temperature

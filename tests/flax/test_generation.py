@@ -42,7 +42,7 @@ def test_greedy_and_beam_equal_transformers(pair, num_beams):
 def test_beam_options_and_processors_equal_transformers():
     _, ours, ref = run_both(
         "bert2gpt2", num_beams=3, num_return_sequences=2, length_penalty=0.7, early_stopping=True,
-        eos_token_id=EOS["bert2gpt2"], repetition_penalty=1.2, no_repeat_ngram_size=2, min_new_tokens=3,
+        eos_token_id=EOS["bert2gpt2"], repetition_penalty=1.2, no_repeat_ngram_size=2, min_new_tokens=3, forced_eos_token_id=5,
     )
     np.testing.assert_array_equal(np.asarray(ours.sequences), ref.sequences.numpy())
     assert maxdiff(ours.sequences_scores, ref.sequences_scores) < 1e-5
@@ -50,7 +50,8 @@ def test_beam_options_and_processors_equal_transformers():
 
 def test_greedy_processors_equal_transformers():
     _, ours, ref = run_both("electra2gpt2", eos_token_id=EOS["electra2gpt2"], repetition_penalty=1.3, no_repeat_ngram_size=2,
-                            min_length=5)
+                            min_length=5, forced_bos_token_id=9, forced_eos_token_id=[5, 6])
+    assert ref.sequences[:, 1].eq(9).all() and ref.sequences.shape[1] == MAX_LENGTH
     np.testing.assert_array_equal(np.asarray(ours.sequences), ref.sequences.numpy())
 
 
