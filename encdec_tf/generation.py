@@ -88,20 +88,19 @@ def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: t
     enc = tf.repeat(enc, expand, axis=0)
     mask = tf.repeat(attention_mask, expand, axis=0)
     rows = tf.shape(enc)[0]
-    layers, heads, head_dim = model.decoder.cache_layout
+    _, heads, head_dim = model.decoder.cache_layout
     zeros = tf.zeros(tf.stack([rows, heads, plan.max_length, head_dim]), enc.dtype)
-    cache = tuple((zeros, zeros) for _ in range(layers))
+    cache = tuple((zeros, zeros) + kv for kv in model.decoder.cross_cache(enc))
 
     def step(tokens: tf.Tensor, cache: Any, index: tf.Tensor):
-        out = model.decoder(input_ids=tokens[:, None], encoder_hidden_states=enc, encoder_attention_mask=mask,
-                            past_key_values=cache, cache_index=index, use_cache=True)
+        """Logits for the token after ``tokens`` [rows] (at position ``index``) and the new cache."""
+        out = model.decoder(input_ids=tokens[:, None], encoder_attention_mask=mask, past_key_values=cache,
+                            cache_index=index, use_cache=True)
         return out.logits[:, -1], out.past_key_values
 
-    start = tf.fill(tf.stack([rows]), plan.decoder_start_token_id)
-    logits, cache = step(start, cache, tf.constant(0))
     if plan.mode == "beam":
-        return beam_search(plan, step, logits, cache, tf.shape(input_ids)[0])
-    return greedy_or_sample(plan, step, logits, cache, start, seed)
+        return beam_search(plan, step, cache, tf.shape(input_ids)[0])
+    return greedy_or_sample(plan, step, cache, rows, seed)
 
 
 # --- logits processing (transformers' order: penalties, n-grams, min length, forced tokens; then warpers) ---
@@ -189,16 +188,16 @@ def same_shapes(new: Any, old: Any) -> Any:
 
 
 # --- greedy and sampling ---------------------------------------------------------------
-def greedy_or_sample(plan: DecodePlan, step, logits, cache, start, seed):
-    rows = tf.shape(start)[0]
+def greedy_or_sample(plan: DecodePlan, step, cache, rows, seed):
     seqs = tf.fill(tf.stack([rows, plan.max_length]), plan.pad_token_id)
-    seqs = write(seqs, tf.constant(0), start)
+    seqs = write(seqs, tf.constant(0), tf.fill(tf.stack([rows]), plan.decoder_start_token_id))
     unfinished = tf.ones(tf.stack([rows]), tf.bool)
 
-    def cond(cur_len, seqs, unfinished, logits, cache):
+    def cond(cur_len, seqs, unfinished, cache):
         return tf.logical_and(cur_len < plan.max_length, tf.reduce_any(unfinished))
 
-    def body(cur_len, seqs, unfinished, logits, cache):
+    def body(cur_len, seqs, unfinished, cache):
+        logits, new_cache = step(seqs[:, cur_len - 1], cache, cur_len - 1)
         scores = process_scores(plan, logits, seqs, cur_len)
         if plan.do_sample:
             scores = warp_for_sampling(plan, scores)
@@ -208,23 +207,20 @@ def greedy_or_sample(plan: DecodePlan, step, logits, cache, start, seed):
         tokens = tf.where(unfinished, tokens, plan.pad_token_id)
         seqs = write(seqs, cur_len, tokens)
         unfinished = tf.logical_and(unfinished, tf.logical_not(is_eos(plan, tokens)))
-        more = tf.logical_and(cur_len + 1 < plan.max_length, tf.reduce_any(unfinished))
-        new_logits, new_cache = tf.cond(more, lambda: step(tokens, cache, cur_len), lambda: (logits, cache))
-        return cur_len + 1, seqs, unfinished, same_shapes(new_logits, logits), same_shapes(new_cache, cache)
+        return cur_len + 1, seqs, unfinished, same_shapes(new_cache, cache)
 
-    cur_len, seqs, _, _, _ = tf.while_loop(cond, body, (tf.constant(1), seqs, unfinished, logits, cache),
-                                           maximum_iterations=plan.max_length - 1)
+    cur_len, seqs, _, _ = tf.while_loop(cond, body, (tf.constant(1), seqs, unfinished, cache),
+                                        maximum_iterations=plan.max_length - 1)
     return seqs, cur_len
 
 
 # --- beam search -------------------------------------------------------------------------
-def beam_search(plan: DecodePlan, step, logits, cache, batch):
+def beam_search(plan: DecodePlan, step, cache, batch):
     """transformers 4.57's vectorised beam search: keep the top ``2K`` (more with several
     eos ids) continuations, continue the best ``K`` that did not stop, and merge the ones
     that stopped into ``K`` finished hypotheses scored with the length penalty."""
     k, max_len = plan.num_beams, plan.max_length
     keep = max(2, 1 + len(plan.eos_token_ids)) * k
-    vocab = tf.shape(logits)[-1]
     # transformers fills unused slots with `pad or eos[0]` (a pad id of 0 falls through to eos)
     fill = plan.pad_token_id if (plan.pad_token_id or not plan.eos_token_ids) else plan.eos_token_ids[0]
     running = tf.fill(tf.stack([batch, k, max_len]), fill)
@@ -234,7 +230,7 @@ def beam_search(plan: DecodePlan, step, logits, cache, batch):
         cur_len=tf.constant(1), running=running, running_scores=running_scores,
         seqs=running, scores=tf.fill(tf.stack([batch, k]), BEAM_NEG), lengths=tf.ones(tf.stack([batch, k]), tf.int32),
         finished=tf.zeros(tf.stack([batch, k]), tf.bool), unsatisfied=tf.ones(tf.stack([batch, 1]), tf.bool),
-        go=tf.constant(True), logits=logits, cache=cache,
+        go=tf.constant(True), cache=cache,
     )
     top_mask = tf.constant([True] * k + [False] * (keep - k))
     offsets = (tf.range(batch) * k)[:, None]
@@ -245,7 +241,9 @@ def beam_search(plan: DecodePlan, step, logits, cache, batch):
     def body(s):
         cur_len = s["cur_len"]
         flat_running = tf.reshape(s["running"], [-1, max_len])
-        log_probs = process_scores(plan, tf.nn.log_softmax(s["logits"], axis=-1), flat_running, cur_len)
+        logits, cache = step(flat_running[:, cur_len - 1], s["cache"], cur_len - 1)
+        vocab = logits.shape[-1]
+        log_probs = process_scores(plan, tf.nn.log_softmax(logits, axis=-1), flat_running, cur_len)
         log_probs = tf.reshape(log_probs, tf.stack([batch, k, vocab])) + s["running_scores"][:, :, None]
         top_lp, top_idx = tf.math.top_k(tf.reshape(log_probs, tf.stack([batch, k * vocab])), keep)
         parent, tokens = top_idx // vocab, top_idx % vocab
@@ -279,13 +277,10 @@ def beam_search(plan: DecodePlan, step, logits, cache, batch):
             go = tf.logical_and(go, tf.logical_not(tf.reduce_all(finished)))
         go = tf.logical_and(go, tf.logical_not(tf.reduce_all(hits)))
 
-        def advance():
-            reordered = tf.nest.map_structure(lambda t: tf.gather(t, beam_idx, axis=0), s["cache"])
-            return step(tf.reshape(running[:, :, cur_len - 1], [-1]), reordered, cur_len - 1)
-
-        logits, cache = tf.cond(go, advance, lambda: (s["logits"], s["cache"]))
+        # the self-attention cache follows its beams; cross-attention entries are equal across a row's beams
+        cache = tuple(tuple(tf.gather(t, beam_idx, axis=0) for t in layer[:2]) + tuple(layer[2:]) for layer in cache)
         new = dict(cur_len=cur_len, running=running, running_scores=running_scores, seqs=seqs, scores=scores,
-                   lengths=lengths, finished=finished, unsatisfied=unsatisfied, go=go, logits=logits, cache=cache)
+                   lengths=lengths, finished=finished, unsatisfied=unsatisfied, go=go, cache=cache)
         return [same_shapes(new, s)]
 
     (s,) = tf.while_loop(cond, body, [state], maximum_iterations=max_len - 1)

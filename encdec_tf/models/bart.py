@@ -47,6 +47,10 @@ class BartAttention:
         self.cross = cross
         self.rate = config.attention_dropout
 
+    def kv(self, states: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Cross-attention keys and values of the encoder states (computed once per input)."""
+        return attention_kv(self.k_proj, self.v_proj, None, states, None, None, self.heads, True)
+
     def __call__(self, h, bias, states=None, past=None, cache_index=None, training=False):
         q = split_heads(self.q_proj(h), self.heads)
         k, v = attention_kv(self.k_proj, self.v_proj, h, states, past, cache_index, self.heads, self.cross)
@@ -103,6 +107,10 @@ class TFBartForCausalLM(keras.layers.Layer):
         self.lm_head = self.store.get("lm_head.weight")
         self.store.check_complete()
         self.built = True
+
+    def cross_cache(self, encoder_hidden_states: tf.Tensor) -> tuple[tuple[tf.Tensor, tf.Tensor], ...]:
+        """Per layer, the cross-attention (keys, values): the last two entries of a layer's cache."""
+        return tuple(layer.encoder_attn.kv(encoder_hidden_states) for layer in self.layers)
 
     def call(self, input_ids=None, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
              inputs_embeds=None, past_key_values=None, cache_index=None, use_cache=False, output_attentions=False,

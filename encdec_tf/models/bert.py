@@ -79,6 +79,10 @@ class BertAttention:
         self.attn_rate = config.attention_probs_dropout_prob
         self.rate = config.hidden_dropout_prob
 
+    def kv(self, states: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Cross-attention keys and values of the encoder states (computed once per input)."""
+        return attention_kv(self.key, self.value, None, states, None, None, self.heads, True)
+
     def __call__(self, h, bias, states=None, past=None, cache_index=None, training=False):
         q = split_heads(self.query(h), self.heads)
         k, v = attention_kv(self.key, self.value, h, states, past, cache_index, self.heads, self.cross)
@@ -195,6 +199,10 @@ class TFBertLMHeadModel(keras.layers.Layer):
             self.head = LMHead(self.store, "cls.predictions", "transform.", "LayerNorm", config.hidden_act, config.layer_norm_eps)
         self.store.check_complete()
         self.built = True
+
+    def cross_cache(self, encoder_hidden_states: tf.Tensor) -> tuple[tuple[tf.Tensor, tf.Tensor], ...]:
+        """Per layer, the cross-attention (keys, values): the last two entries of a layer's cache."""
+        return tuple(layer.crossattention.kv(encoder_hidden_states) for layer in self.stack.layers)
 
     def call(self, input_ids=None, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
              inputs_embeds=None, past_key_values=None, cache_index=None, use_cache=False, output_attentions=False,

@@ -41,14 +41,15 @@ class GPT2Attention:
         self.heads, self.dim = config.n_head, config.n_embd
         self.attn_rate, self.rate = config.attn_pdrop, config.resid_pdrop
 
+    def kv(self, states: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Cross-attention keys and values of the encoder states (computed once per input)."""
+        k, v = tf.split(self.c_attn(states), 2, axis=-1)
+        return split_heads(k, self.heads), split_heads(v, self.heads)
+
     def __call__(self, h, bias, states=None, past=None, cache_index=None, training=False):
         if self.q_attn is not None:  # cross-attention: keys/values from the encoder, computed once
             q = split_heads(self.q_attn(h), self.heads)
-            if past is not None:
-                k, v = past
-            else:
-                k, v = tf.split(self.c_attn(states), 2, axis=-1)
-                k, v = split_heads(k, self.heads), split_heads(v, self.heads)
+            k, v = past if past is not None else self.kv(states)
         else:
             q, k, v = tf.split(self.c_attn(h), 3, axis=-1)
             q = split_heads(q, self.heads)
@@ -105,6 +106,10 @@ class TFGPT2LMHeadModel(keras.layers.Layer):
         self.lm_head = self.store.get("lm_head.weight")
         self.store.check_complete()
         self.built = True
+
+    def cross_cache(self, encoder_hidden_states: tf.Tensor) -> tuple[tuple[tf.Tensor, tf.Tensor], ...]:
+        """Per layer, the cross-attention (keys, values): the last two entries of a layer's cache."""
+        return tuple(layer.crossattention.kv(encoder_hidden_states) for layer in self.blocks)
 
     def call(self, input_ids=None, attention_mask=None, encoder_hidden_states=None, encoder_attention_mask=None,
              inputs_embeds=None, past_key_values=None, cache_index=None, use_cache=False, output_attentions=False,
