@@ -40,9 +40,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         checkpoint = metafunc.config.getoption("--checkpoint")
         ids = ["checkpoint"] if checkpoint else [p.id for p in PAIRS]
         metafunc.parametrize("case", ids, indirect=True, scope="module")
+    backends = selected_backends(metafunc.config)
+    if "backend_pair" in metafunc.fixturenames:
+        pairs = [(a, b) for i, a in enumerate(backends) for b in backends[i + 1:]]
+        metafunc.parametrize("backend_pair", pairs, ids=[f"{a}-{b}" for a, b in pairs])
     for name in ("backend", "other"):
         if name in metafunc.fixturenames:
-            metafunc.parametrize(name, selected_backends(metafunc.config))
+            metafunc.parametrize(name, backends)
 
 
 class Case:

@@ -33,6 +33,8 @@ def test_matrix(case, saved, backend, other, fmt_index):
     require(backend)
     require(other)
     fmt = FORMATS[backend][fmt_index]
+    if fmt == "tf-h5" and case.config.decoder.model_type == "bart":
+        pytest.skip("transformers has no TF BART causal LM, so tf_model.h5 has no naming for it")
     folder = folder_for(case, saved, backend, fmt)
     inputs = sample_inputs(case.config, labels=False)
     reloaded = Runner.from_pretrained(other, str(folder)).forward(**inputs)["logits"]
@@ -47,7 +49,7 @@ def test_transformers_loads_ours(case, saved, backend):
     import torch
 
     folder = folder_for(case, saved, backend, "safetensors")
-    hf = transformers.EncoderDecoderModel.from_pretrained(str(folder)).eval()
+    hf = transformers.EncoderDecoderModel.from_pretrained(str(folder), attn_implementation="eager").eval()
     inputs = sample_inputs(case.config, labels=False)
     with torch.no_grad():
         logits = hf(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.numpy()
