@@ -150,7 +150,7 @@ class PageRuns:
 @pytest.fixture(scope="session")
 def page_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     selected = [item.callspec.params["page"] for item in request.session.items
-                if getattr(item, "originalname", None) == "test_page_runs"]
+                if getattr(item, "originalname", None) == "test_page_runs" and Path(item.path) == Path(__file__)]
     runnable = [p for p in selected if not missing_modules(p)]
     runs = PageRuns(runnable, tmp_path_factory.mktemp("docs"), parallel=max(2, os.cpu_count() or 1))
     yield runs
