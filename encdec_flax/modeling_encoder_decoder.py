@@ -158,11 +158,15 @@ class FlaxEncoderDecoderModel:
     no example input.
     """
 
-    def __init__(self, config: EncoderDecoderConfig, input_shape: tuple[int, int] | None = None, seed: int = 0,
+    def __init__(self, config: EncoderDecoderConfig, input_shape: tuple | None = None, seed: int = 0,
                  dtype: Any = jnp.float32, _do_init: bool = True) -> None:
         check_config(config)
-        if input_shape is not None and (len(input_shape) != 2 or min(input_shape) < 1):
-            raise ValueError(f"input_shape must be (batch, length) with positive sizes, got {input_shape!r}")
+        shape = np.asarray(input_shape if input_shape is not None else (1, 1))
+        if shape.shape not in ((2,), (2, 2)) or shape.dtype.kind not in "iu" or shape.min() < 1:
+            raise ValueError(
+                f"input_shape must be (batch, length) or ((batch, source_len), (batch, target_len)) with positive "
+                f"sizes, got {input_shape!r}"
+            )
         self.config = config
         self.dtype = dtype
         self.module = FlaxEncoderDecoderModule(config, dtype=dtype)
