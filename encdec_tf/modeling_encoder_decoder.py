@@ -112,10 +112,16 @@ class TFEncoderDecoderModel(keras.Model):
         self._assign_canonical(weights)
 
     # --- forward -----------------------------------------------------------------------
-    def call(self, input_ids=None, attention_mask=None, decoder_input_ids=None, decoder_attention_mask=None,
-             encoder_outputs=None, past_key_values=None, inputs_embeds=None, decoder_inputs_embeds=None, labels=None,
-             use_cache=None, output_attentions=None, output_hidden_states=None, return_dict=None, training=False,
-             **kwargs: Any):
+    def call(self, input_ids: Any = None, attention_mask: Any = None, decoder_input_ids: Any = None,
+             decoder_attention_mask: Any = None, encoder_outputs: Any = None, past_key_values: Any = None,
+             inputs_embeds: Any = None, decoder_inputs_embeds: Any = None, labels: Any = None,
+             use_cache: bool | None = None, output_attentions: bool | None = None,
+             output_hidden_states: bool | None = None, return_dict: bool | None = None, training: bool = False,
+             **kwargs: Any) -> Seq2SeqLMOutput | tuple:
+        """Forward pass (numpy arrays or tensors).  Unprefixed extra kwargs (``token_type_ids``,
+        ``position_ids``) go to the encoder, ``decoder_``-prefixed ones to the decoder.  With
+        ``labels`` and no decoder inputs, the decoder inputs are the labels shifted right and
+        pads are masked; ``loss`` is the mean cross-entropy over labels != -100."""
         kw_enc, kw_dec = split_forward_kwargs(kwargs)
         check_no_unknown("TFEncoderDecoderModel.call", {k: v for k, v in kw_enc.items() if k not in PART_KWARGS},
                          PART_KWARGS)
