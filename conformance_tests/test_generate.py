@@ -36,8 +36,15 @@ def hf_ids(case, setting):
     return _HF[key]
 
 
+#: every setting runs on these; the other pairs run greedy and beam only (each setting is
+#: a separate compiled program in TF and Flax, so the full grid would dominate the suite).
+FULL_GRID = ("bert2gpt2", "roberta2roberta", "bert2bart-decoder", "checkpoint")
+
+
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_generate_matches_transformers(case, backend, setting):
+    if setting not in ("greedy", "beam") and case.name not in FULL_GRID:
+        pytest.skip(f"{setting} runs on {', '.join(FULL_GRID[:-1])}")
     require(backend)
     ids, mask = gen_inputs(case.config)
     ours = runner(case, backend).generate(ids, attention_mask=mask, **SETTINGS[setting])
@@ -50,7 +57,7 @@ def test_cached_equals_uncached(case, backend):
     require(backend)
     ids, mask = gen_inputs(case.config)
     run = runner(case, backend)
-    steps = 5
+    steps = 4
     cached = run.generate(ids, attention_mask=mask, max_new_tokens=steps, eos_token_id=None)
     dec = np.full((ids.shape[0], 1), case.config.decoder_start_token_id, np.int64)
     for _ in range(steps):
