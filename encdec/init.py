@@ -27,3 +27,23 @@ def init_weights(spec: ModelSpec, seed: int = 0, std: float = 0.02, randomize_al
     for tied, source in spec.ties.items():
         out[tied] = out[source]
     return out
+
+
+def init_model_weights(config, seed: int = 0, dtype: str = "float32") -> dict[str, np.ndarray]:
+    """Portable init of a whole encoder-decoder: each part drawn with its own
+    ``initializer_range`` (``enc_to_dec_proj`` with the decoder's), as transformers does."""
+    from encdec.specs import encoder_decoder_spec
+
+    spec = encoder_decoder_spec(config)
+    ranges = {"encoder": float(config.encoder.initializer_range), "decoder": float(config.decoder.initializer_range)}
+    out: dict[str, np.ndarray] = {}
+    for role, std in ranges.items():
+        part = ModelSpec()
+        part.params = {n: p for n, p in spec.params.items() if n.startswith(role + ".")}
+        out.update(init_weights(part, seed=seed, std=std, dtype=dtype))
+    rest = ModelSpec()
+    rest.params = {n: p for n, p in spec.params.items() if n.split(".", 1)[0] not in ranges}
+    out.update(init_weights(rest, seed=seed, std=ranges["decoder"], dtype=dtype))
+    for tied, source in spec.ties.items():
+        out[tied] = out[source]
+    return out

@@ -112,3 +112,18 @@ def test_layout_round_trip_flax_style():
     with pytest.raises(ValueError, match="misses kinds"):
         Layout(leaf={"linear": "kernel"})
     assert set(KINDS) == set(layout.leaf)
+
+
+def test_model_init_uses_each_parts_initializer_range():
+    from encdec.init import init_model_weights
+
+    cfg = ours(("bert", "gpt2", 48, {}))
+    cfg.encoder.initializer_range, cfg.decoder.initializer_range = 0.5, 0.01
+    w = init_model_weights(cfg, seed=1)
+    spec = encoder_decoder_spec(cfg)
+    assert set(w) == set(spec.params)
+    assert 0.4 < w["encoder.embeddings.word_embeddings.weight"].std() < 0.6
+    assert 0.005 < w["decoder.transformer.wte.weight"].std() < 0.015
+    assert 0.005 < w["enc_to_dec_proj.weight"].std() < 0.015
+    assert np.array_equal(w["encoder.pooler.dense.weight"], init_model_weights(cfg, seed=1)["encoder.pooler.dense.weight"])
+    assert w["decoder.lm_head.weight"] is w["decoder.transformer.wte.weight"]
