@@ -236,10 +236,7 @@ def _build_program(module, plan: DecodePlan):
         batch = input_ids.shape[0]
         encoder_states = module.apply({"params": params}, input_ids, attention_mask, method="encode")[0]
         cache = module.apply({"params": params}, encoder_states, plan.max_length, method="init_cache")
-        if plan.mode == "beam":
-            expand = plan.num_beams
-        else:
-            expand = plan.num_return_sequences
+        expand = plan.num_beams if plan.mode == "beam" else plan.num_return_sequences
         cache, mask = _repeat(cache, expand), jnp.repeat(attention_mask, expand, axis=0)
         if plan.mode == "beam":
             return _beam_search(module, params, cache, mask, plan, batch)
