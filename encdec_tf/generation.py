@@ -2,8 +2,8 @@
 
 Each loop is a ``tf.while_loop`` over a static-shape KV cache ([batch, heads, max_len,
 head_dim] per layer, written at the current index) with the cross-attention keys and
-values computed once, so that the whole of ``generate`` — encoder, first step, loop —
-compiles as one XLA program.  Compiled programs are cached per model and per
+values computed once, so that the whole of ``generate`` — encoder, cross-attention cache, loop
+— compiles as one XLA program.  Compiled programs are cached per model and per
 :class:`~encdec.generation.DecodePlan`.  Semantics follow transformers 4.57 (its
 ``_sample`` and vectorised ``_beam_search``), token for token for greedy and beam.
 """
