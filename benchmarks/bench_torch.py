@@ -42,14 +42,17 @@ def build():
     return ours, theirs
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def timed(ours, theirs, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``ours()`` and ``theirs()``, run alternately after one warm-up each
+    (alternating keeps the ratio fair when other load on the machine comes and goes)."""
+    ours(), theirs()
+    a, b = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, times in ((ours, a), (theirs, b)):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    return statistics.median(a), statistics.median(b)
 
 
 def main() -> None:
@@ -85,29 +88,27 @@ def main() -> None:
 
     assert torch.equal(greedy(ours), greedy(theirs)), "greedy ids differ"
     assert torch.equal(beam(ours), beam(theirs)), "beam ids differ"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} (after a warm-up)")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} alternating runs")
     print(f"{'workload':28s} {'ours s':>9s} {'transformers s':>15s} {'ratio':>7s}", flush=True)
 
     def report(name: str, a: float, b: float) -> None:
         print(f"{name:28s} {a:9.3f} {b:15.3f} {a / b:7.2f}", flush=True)
 
     workloads = (("forward", forward), ("greedy generate", greedy), ("beam-4 generate", beam))
-    reference = {}
     for name, fn in workloads:
-        reference[name] = timed(lambda: fn(theirs), args.repeats)
-        report(name, timed(lambda: fn(ours), args.repeats), reference[name])
+        report(name, *timed(lambda: fn(ours), lambda: fn(theirs), args.repeats))
     if args.bf16:
         ours.to(torch.bfloat16)
         for name, fn in workloads:
-            report(f"{name} [ours bf16]", timed(lambda: fn(ours), args.repeats), reference[name])
+            report(f"{name} [ours bf16]", *timed(lambda: fn(ours), lambda: fn(theirs), args.repeats))
         ours.to(torch.float32)
     if not args.skip_load:
         with tempfile.TemporaryDirectory() as tmp:
             ours.save_pretrained(tmp)
             size = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp)) / 1e9
-            a = timed(lambda: EncoderDecoderModel.from_pretrained(tmp), args.repeats)
-            b = timed(lambda: transformers.EncoderDecoderModel.from_pretrained(tmp), args.repeats)
-            report(f"from_pretrained ({size:.2f} GB)", a, b)
+            report(f"from_pretrained ({size:.2f} GB)", *timed(
+                lambda: EncoderDecoderModel.from_pretrained(tmp),
+                lambda: transformers.EncoderDecoderModel.from_pretrained(tmp), args.repeats))
 
 
 if __name__ == "__main__":
