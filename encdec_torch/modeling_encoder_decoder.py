@@ -253,14 +253,16 @@ class EncoderDecoderModel(SpecModule):
 
     # --- weights and checkpoints ----------------------------------------------------------
     def save_pretrained(self, save_directory: Union[str, os.PathLike], safe_serialization: bool = True,
-                        max_shard_size: Union[int, str] = "5GB") -> list[str]:
+                        max_shard_size: Union[int, str] = "5GB", format: Optional[str] = None) -> list[str]:
         """Write ``config.json``, ``generation_config.json`` and ``model.safetensors``
-        (``pytorch_model.bin`` with ``safe_serialization=False``) in transformers' format."""
+        (``pytorch_model.bin`` with ``safe_serialization=False``) in transformers' format;
+        ``format`` ("safetensors", "pt-bin", "tf-h5", "flax-msgpack") picks any format the
+        core writes, as in the other backends."""
         from encdec.pretrained import save_pretrained
 
         return save_pretrained(
             save_directory, self.config, self.canonical_state(), self.generation_config,
-            format=_SAVE_FORMATS[bool(safe_serialization)], max_shard_size=max_shard_size,
+            format=format or _SAVE_FORMATS[bool(safe_serialization)], max_shard_size=max_shard_size,
         )
 
     @classmethod
