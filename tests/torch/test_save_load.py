@@ -129,3 +129,12 @@ def test_from_encoder_decoder_pretrained_initialises_the_projection(tmp_path, ca
     proj = model.enc_to_dec_proj
     assert tuple(proj.weight.shape) == (32, 48) and float(proj.bias.abs().max()) == 0.0
     assert abs(float(proj.weight.std()) - 0.02) < 0.005
+
+
+def test_save_in_another_framework_format_and_load_back(tmp_path):
+    config, _, ours, _ = build_pair("bert2bart")
+    assert ours.save_pretrained(tmp_path, format="flax-msgpack")[-1] == "flax_model.msgpack"
+    again = EncoderDecoderModel.from_pretrained(tmp_path)
+    x = inputs(config)
+    with torch.no_grad():
+        assert max_diff(again(**x).logits, ours(**x).logits) == 0
