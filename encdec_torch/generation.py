@@ -47,7 +47,18 @@ def _process(plan: DecodePlan, seqs: torch.Tensor, scores: torch.Tensor, eos: Op
         scores = _no_repeat_ngram(seqs, scores, plan.no_repeat_ngram_size)
     if eos is not None and seqs.shape[1] < plan.min_length:
         scores = scores.index_fill(1, eos, -float("inf"))
+    if plan.forced_bos_token_id is not None and seqs.shape[1] == 1:
+        scores = _force(scores, (plan.forced_bos_token_id,))
+    if plan.forced_eos_token_ids and seqs.shape[1] == plan.max_length - 1:
+        scores = _force(scores, plan.forced_eos_token_ids)
     return scores
+
+
+def _force(scores: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:
+    """Only ``ids`` stay possible (score 0, the rest -inf), as transformers' forced tokens."""
+    forced = torch.full_like(scores, -float("inf"))
+    forced[:, list(ids)] = 0.0
+    return forced
 
 
 def _warp(plan: DecodePlan, scores: torch.Tensor) -> torch.Tensor:

@@ -22,10 +22,9 @@ def part_kwargs(model_type: str, hidden: int = 32) -> dict[str, Any]:
         return dict(vocab_size=VOCAB, n_embd=hidden, n_layer=2, n_head=4, n_positions=64,
                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     if model_type == "bart":
-        # forced_eos_token_id off: the core's generation settings do not model it
         return dict(vocab_size=VOCAB, d_model=hidden, decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=37,
                     encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=37, max_position_embeddings=64,
-                    dropout=0.0, scale_embedding=True, forced_eos_token_id=None)
+                    dropout=0.0, scale_embedding=True)
     extra = {"embedding_size": 16} if model_type == "electra" else {}
     return dict(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
                 max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, **extra)
