@@ -144,25 +144,38 @@ def _bf16_to_float32(raw: np.ndarray) -> np.ndarray:
     return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All tensors of one ``.safetensors`` file (bf16 widened to float32)."""
-    from safetensors import SafetensorError, safe_open
+#: safetensors dtype -> numpy dtype (little-endian, as the format stores them).
+_ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
+              "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
 
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """All tensors of one ``.safetensors`` file, memory-mapped copy-on-write (no read of
+    the data until it is used; bf16 is widened to float32, which copies)."""
     path = os.fspath(path)
     header, data_start = _safetensors_header(path)
+    size = os.path.getsize(path)
     out: dict[str, np.ndarray] = {}
-    try:
-        with safe_open(path, framework="np") as f:
-            for name in f.keys():
-                info = header[name]
-                if info["dtype"] == "BF16":
-                    start, end = info["data_offsets"]
-                    raw = np.fromfile(path, dtype="<u2", count=(end - start) // 2, offset=data_start + start)
-                    out[name] = _bf16_to_float32(raw).reshape(info["shape"])
-                else:
-                    out[name] = f.get_tensor(name)
-    except (SafetensorError, OSError, TypeError, ValueError) as err:
-        raise CheckpointError(f"cannot read safetensors file {path}: {err}") from None
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = np.dtype(_ST_DTYPES[info["dtype"]])
+            shape = tuple(int(d) for d in info["shape"])
+            begin, end = (int(o) for o in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"cannot read safetensors file {path}: bad header entry for {name!r}: {info!r}") from None
+        count = int(np.prod(shape, dtype=np.int64))
+        if end - begin != count * dtype.itemsize or begin < 0:
+            raise CheckpointError(f"cannot read safetensors file {path}: {name!r} spans {end - begin} bytes, "
+                                  f"its shape {shape} and dtype {info['dtype']} need {count * dtype.itemsize}")
+        if data_start + end > size:
+            raise CheckpointError(f"{path} is truncated: {name!r} ends at byte {data_start + end}, the file has {size}")
+        if count == 0:
+            arr = np.zeros(shape, dtype)
+        else:
+            arr = np.memmap(path, dtype=dtype, mode="c", offset=data_start + begin, shape=shape).view(np.ndarray)
+        out[name] = _bf16_to_float32(arr) if info["dtype"] == "BF16" else arr
     return out
 
 
