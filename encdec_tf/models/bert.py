@@ -54,10 +54,22 @@ class BertEmbeddings:
         keep = tf.cast(input_ids != self.pad, tf.int32)
         return (tf.cumsum(keep, axis=1) + past) * keep + self.pad
 
+    def check_length(self, length: int | None, past: Any) -> None:
+        """Refuse sequences past the position table while the length is static (XLA would
+        clamp the lookup silently; eager TF raises a less clear error)."""
+        if length is None or not isinstance(past, int):
+            return
+        rows = int(self.position.embeddings.shape[0])
+        last = past + length - 1 + (self.pad + 1 if self.roberta else 0)
+        if last >= rows:
+            raise ValueError(f"a sequence of {past + length} tokens needs position {last}, but the "
+                             f"position table has {rows} rows (max_position_embeddings)")
+
     def __call__(self, input_ids, token_type_ids, position_ids, inputs_embeds, past, training) -> tf.Tensor:
         x = self.word(input_ids) if inputs_embeds is None else tf.convert_to_tensor(inputs_embeds, tf.float32)
         batch, length = tf.shape(x)[0], tf.shape(x)[1]
         if position_ids is None:
+            self.check_length(x.shape[1], past)
             position_ids = self.positions(input_ids, batch, length, past)
         if token_type_ids is None:
             token_type_ids = tf.zeros(tf.stack([batch, length]), tf.int32)

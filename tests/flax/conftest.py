@@ -1,9 +1,5 @@
 """Shared fixtures: tiny encoder-decoder pairs with canonical weights, and the
 transformers 4.57 oracles (PyTorch and Flax) loaded with the same weights."""
-import os
-
-os.environ.setdefault("USE_TF", "0")  # transformers must not import TensorFlow here
-
 import numpy as np
 import pytest
 
