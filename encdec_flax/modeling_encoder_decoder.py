@@ -24,7 +24,7 @@ from encdec.checkpoint import match_state
 from encdec.configuration import EncoderDecoderConfig
 from encdec.generation import GenerationConfig
 from encdec.hub import HUB_KWARGS
-from encdec.init import init_weights
+from encdec.init import init_model_weights
 from encdec.labels import IGNORE_INDEX, shift_tokens_right
 from encdec.layout import from_backend, to_backend
 from encdec.outputs import BaseModelOutput, CausalLMOutputWithCrossAttentions, ModelOutput, Seq2SeqLMOutput
@@ -180,7 +180,7 @@ class FlaxEncoderDecoderModel:
             if tied.startswith("decoder.") and source.startswith("encoder.")
         ]
         if _do_init:
-            self.load_canonical(init_weights(self.spec, seed=seed, std=float(config.decoder.initializer_range)))
+            self.load_canonical(init_model_weights(config, seed=seed))
 
     # --- weights -------------------------------------------------------------------------
     def canonical_state(self, params: Any = None) -> dict[str, np.ndarray]:
@@ -373,7 +373,7 @@ class FlaxEncoderDecoderModel:
         weights = {f"encoder.{k}": v for k, v in parts["encoder"].weights.items()}
         weights.update({f"decoder.{k}": v for k, v in parts["decoder"].weights.items()})
         if needs_projection(config):
-            proj = init_weights(model.spec, seed=seed, std=float(config.decoder.initializer_range))
+            proj = init_model_weights(config, seed=seed)
             weights.update({k: v for k, v in proj.items() if k.startswith("enc_to_dec_proj.")})
             initialized += ["enc_to_dec_proj.weight", "enc_to_dec_proj.bias"]
         if initialized:

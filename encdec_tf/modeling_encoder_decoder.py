@@ -87,9 +87,9 @@ class TFEncoderDecoderModel(keras.Model):
         self.generation_config = GenerationConfig.from_model_config(config)
         self.built = True
         if _init:
-            from encdec.init import init_weights
+            from encdec.init import init_model_weights
 
-            fresh = init_weights(self.spec, seed=seed, std=float(config.encoder.initializer_range))
+            fresh = init_model_weights(config, seed=seed)
             self._assign_canonical(fresh, only=set(self.store.variables) if parts_given else None)
 
     # --- weights -----------------------------------------------------------------------

@@ -18,6 +18,7 @@ from torch import nn
 from encdec.configuration import EncoderDecoderConfig
 from encdec.generation import GenerationConfig
 from encdec.hub import split_hub_kwargs
+from encdec.init import init_model_weights
 from encdec.labels import IGNORE_INDEX, shift_tokens_right
 from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
@@ -54,8 +55,13 @@ class EncoderDecoderModel(SpecModule):
         config: Optional[EncoderDecoderConfig] = None,
         encoder: Optional[nn.Module] = None,
         decoder: Optional[nn.Module] = None,
+        seed: Optional[int] = None,
     ) -> None:
+        """``seed``: draw every weight from the core's portable init instead of torch's
+        generator, so the TF and Flax backends built with the same seed hold the same weights."""
         super().__init__()
+        if seed is not None and (encoder is not None or decoder is not None):
+            raise ValueError("`seed` initialises a model built from a config; it cannot be combined with encoder/decoder instances")
         if config is None:
             if encoder is None or decoder is None:
                 raise ValueError("EncoderDecoderModel needs either a `config` or both an `encoder` and a `decoder`")
@@ -94,6 +100,8 @@ class EncoderDecoderModel(SpecModule):
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
         self.tie_weights()
         self.generation_config = GenerationConfig.from_model_config(config)
+        if seed is not None:
+            self.load_canonical(init_model_weights(config, seed=seed))
 
     def init_std(self, name: str) -> float:
         part = self.config.encoder if name.startswith("encoder.") else self.config.decoder
