@@ -73,28 +73,37 @@ def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
 
 # --- convert --------------------------------------------------------------------------------
 def cmd_convert(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
     from encdec.pretrained import save_pretrained
     from encdec.runner import Runner, sample_inputs
 
     dst = Path(args.dst)
     if dst.exists() and any(dst.iterdir()) and not args.force:
         raise CliError(f"destination {dst} is not empty; pass --force to overwrite it")
+    backends = [] if args.no_verify else _backends(args.backends)
+    # one step per stage; tqdm hides the bar when stderr is not a terminal (disable=None)
+    bar = tqdm(total=2 + len(backends), desc="convert", unit="step", disable=True if args.quiet else None)
+    bar.set_postfix_str("read")
     config, weights, generation_config = _load(args.src, _hub_kwargs(args))
     if args.dtype:
         weights = {k: v.astype(args.dtype) if v.dtype.kind == "f" else v for k, v in weights.items()}
+    bar.update()
+    bar.set_postfix_str(f"write {args.to}")
     save_pretrained(dst, config, weights, generation_config=generation_config, format=args.to)
+    bar.update()
     _say(args, f"wrote {args.to} checkpoint to {dst}")
-    if args.no_verify:
-        return EXIT_OK
-    backends = _backends(args.backends)
     inputs = sample_inputs(config, labels=False)
     worst = 0.0
     for backend in backends:
+        bar.set_postfix_str(f"verify {backend}")
         src = Runner.from_weights(backend, config, weights).forward(**inputs)["logits"]
         out = Runner.from_pretrained(backend, str(dst)).forward(**inputs)["logits"]
         delta = _max_abs(src, out)
         worst = max(worst, delta)
+        bar.update()
         _say(args, f"verify [{backend}] max |Δlogits| source vs converted: {delta:.3g}")
+    bar.close()
     return EXIT_OK if worst <= TOLERANCE else EXIT_MISMATCH
 
 
@@ -222,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.quiet:  # huggingface_hub's download bars too
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
     try:
         return args.func(args)
     except Exception as err:  # one clear line unless --debug
