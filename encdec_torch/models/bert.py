@@ -74,9 +74,13 @@ class BertSelfOutput(nn.Module):
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.adapters: Optional[nn.Module] = None
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+        h = self.dropout(self.dense(x))
+        if self.adapters is not None:  # bottleneck adapters: encdec_torch.adapters
+            return self.adapters(h, residual, self.LayerNorm)
+        return self.LayerNorm(h + residual)
 
 
 class BertAttention(nn.Module):
@@ -124,9 +128,13 @@ class BertOutput(nn.Module):
         self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.adapters: Optional[nn.Module] = None
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(x)) + residual)
+        h = self.dropout(self.dense(x))
+        if self.adapters is not None:  # bottleneck adapters: encdec_torch.adapters
+            return self.adapters(h, residual, self.LayerNorm)
+        return self.LayerNorm(h + residual)
 
 
 class BertLayer(nn.Module):

@@ -1,0 +1,342 @@
+"""Adapters (AdapterHub-compatible): configs, parameter spec, portable init and file I/O.
+
+Backend-neutral (numpy only).  Two methods are supported, with the field names and defaults of
+the ``adapters`` library 1.3: a sequential bottleneck adapter (:class:`SeqBnConfig`) and LoRA
+(:class:`LoRAConfig`).  Parameter names equal AdapterHub's PyTorch state-dict names of an
+``EncoderDecoderModel`` (e.g. ``encoder.encoder.layer.0.output.adapters.NAME.adapter_down.0.weight``,
+``decoder.bert.encoder.layer.1.crossattention.self.query.loras.NAME.lora_A``), so AdapterHub's
+``pytorch_adapter.bin`` maps one to one onto ours.  ``leave_out`` counts layer ids separately in
+the encoder and in the decoder, as AdapterHub does.
+
+A backend builds one module per :class:`AdapterSite` (a host module path plus the site's
+parameters) and computes the math documented on the configs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Union
+
+import numpy as np
+
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
+ADAPTERHUB_WEIGHTS_NAME = "pytorch_adapter.bin"
+NON_LINEARITIES = ("relu", "gelu", "gelu_new", "tanh", "swish", "silu")
+
+
+@dataclass(frozen=True)
+class SeqBnConfig:
+    """Sequential bottleneck adapter (Pfeiffer et al. 2020), AdapterHub's ``SeqBnConfig``.
+
+    At a host ``h = dropout(dense(x))`` with residual ``r`` and the host's LayerNorm ``LN``:
+    ``res = h`` if ``residual_before_ln is True``; if ``original_ln_before``: ``h = h + r``
+    (``res = h`` for ``"post_add"``), ``h = LN(h)``; ``res = h`` if ``residual_before_ln`` is
+    False; ``out = up(act(down(h))) * scaling + res``; then ``LN(out + r)`` if
+    ``original_ln_after`` else ``out``.  ``mh_adapter`` places adapters after every attention
+    output (self- and, in decoders, cross-attention), ``output_adapter`` after the FFN output.
+    """
+
+    mh_adapter: bool = False
+    output_adapter: bool = True
+    reduction_factor: Union[float, Mapping[str, float]] = 16
+    non_linearity: str = "relu"
+    original_ln_before: bool = True
+    original_ln_after: bool = True
+    ln_before: bool = False
+    ln_after: bool = False
+    init_weights: str = "bert"
+    init_weights_seed: Optional[int] = None
+    is_parallel: bool = False
+    scaling: Union[float, str] = 1.0
+    use_gating: bool = False
+    residual_before_ln: Union[bool, str] = True
+    adapter_residual_before_ln: bool = False
+    inv_adapter: Optional[str] = None
+    inv_adapter_reduction_factor: Optional[float] = None
+    cross_adapter: bool = False
+    leave_out: list[int] = field(default_factory=list)
+    dropout: float = 0.0
+    phm_layer: bool = False
+    stochastic_depth: float = 0.0
+
+    def __post_init__(self) -> None:
+        refused = {
+            "ln_before": False, "ln_after": False, "is_parallel": False, "use_gating": False,
+            "adapter_residual_before_ln": False, "inv_adapter": None, "cross_adapter": False,
+            "phm_layer": False, "stochastic_depth": 0.0,
+        }
+        _refuse(self, refused, "SeqBnConfig")
+        if self.init_weights != "bert":
+            raise NotImplementedError(f"SeqBnConfig: init_weights={self.init_weights!r} is not supported (only 'bert')")
+        if isinstance(self.scaling, str) or isinstance(self.scaling, bool):
+            raise NotImplementedError(f"SeqBnConfig: scaling={self.scaling!r} is not supported (a float is expected)")
+        if self.non_linearity.lower() not in NON_LINEARITIES:
+            raise ValueError(f"SeqBnConfig: non_linearity={self.non_linearity!r}; expected one of {NON_LINEARITIES}")
+        if self.residual_before_ln not in (True, False, "post_add"):
+            raise ValueError(f"SeqBnConfig: residual_before_ln must be True, False or 'post_add', got {self.residual_before_ln!r}")
+        if self.residual_before_ln == "post_add" and not self.original_ln_before:
+            raise ValueError("SeqBnConfig: residual_before_ln='post_add' needs original_ln_before=True")
+        if not (self.mh_adapter or self.output_adapter):
+            raise ValueError("SeqBnConfig: at least one of mh_adapter / output_adapter must be True")
+        _check_leave_out(self.leave_out, "SeqBnConfig")
+
+    def bottleneck_size(self, hidden_size: int, layer: int) -> int:
+        """Bottleneck width at ``layer``: ``int(hidden_size // reduction_factor)``, at least 1."""
+        factor = self.reduction_factor
+        if isinstance(factor, Mapping):
+            if str(layer) in factor:
+                factor = factor[str(layer)]
+            elif "default" in factor:
+                factor = factor["default"]
+            else:
+                raise ValueError(f"SeqBnConfig: reduction_factor has no entry for layer {layer} and no 'default'")
+        if factor <= 0:
+            raise ValueError(f"SeqBnConfig: reduction_factor must be > 0, got {factor}")
+        return max(1, int(hidden_size // factor))
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """LoRA (Hu et al. 2021), AdapterHub's ``LoRAConfig``: ``y = W x + b + (dropout(x) A^T B^T) * alpha / r``.
+
+    ``selfattn_lora`` adapts the ``attn_matrices`` (q/k/v) of every attention block (self- and,
+    in decoders, cross-attention), ``intermediate_lora`` the FFN up projection,
+    ``output_lora`` the FFN down projection.
+    """
+
+    architecture: str = "lora"
+    selfattn_lora: bool = True
+    intermediate_lora: bool = False
+    output_lora: bool = False
+    leave_out: list[int] = field(default_factory=list)
+    r: int = 8
+    alpha: int = 8
+    dropout: float = 0.0
+    attn_matrices: list[str] = field(default_factory=lambda: ["q", "v"])
+    composition_mode: str = "add"
+    init_weights: str = "lora"
+    init_weights_seed: Optional[int] = None
+    use_gating: bool = False
+    use_dora: bool = False
+    vera_d: Optional[float] = None
+    vera_b: Optional[float] = None
+    dtype: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.architecture != "lora":
+            raise ValueError(f"LoRAConfig: architecture must be 'lora', got {self.architecture!r}")
+        _refuse(self, {"composition_mode": "add", "use_gating": False, "use_dora": False, "vera_d": None,
+                       "vera_b": None, "dtype": None}, "LoRAConfig")
+        if self.init_weights not in ("lora", "bert"):
+            raise NotImplementedError(f"LoRAConfig: init_weights={self.init_weights!r} is not supported ('lora' or 'bert')")
+        if not isinstance(self.r, int) or self.r < 1:
+            raise ValueError(f"LoRAConfig: r must be a positive int, got {self.r!r}")
+        bad = [m for m in self.attn_matrices if m not in ("q", "k", "v")]
+        if bad:
+            raise ValueError(f"LoRAConfig: attn_matrices may contain 'q', 'k', 'v', got {bad}")
+        if not (self.selfattn_lora or self.intermediate_lora or self.output_lora):
+            raise ValueError("LoRAConfig: at least one of selfattn_lora / intermediate_lora / output_lora must be True")
+        _check_leave_out(self.leave_out, "LoRAConfig")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.r
+
+
+AdapterConfig = Union[SeqBnConfig, LoRAConfig]
+
+
+def _refuse(config: Any, allowed: Mapping[str, Any], what: str) -> None:
+    for key, value in allowed.items():
+        if getattr(config, key) != value:
+            raise NotImplementedError(f"{what}: {key}={getattr(config, key)!r} is not supported (only {value!r})")
+
+
+def _check_leave_out(leave_out: Any, what: str) -> None:
+    if not all(isinstance(i, int) and i >= 0 for i in leave_out):
+        raise ValueError(f"{what}: leave_out must be a list of layer ids >= 0, got {leave_out!r}")
+
+
+def config_to_dict(config: AdapterConfig) -> dict[str, Any]:
+    """The config as AdapterHub writes it (``architecture`` only for LoRA)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> AdapterConfig:
+    """Config from an AdapterHub / encdec config dict; refuses keys of methods we do not implement."""
+    data = dict(data)
+    architecture = data.get("architecture")
+    if architecture == "lora":
+        cls: type = LoRAConfig
+    elif architecture in (None, "bottleneck") and "reduction_factor" in data:
+        data.pop("architecture", None)
+        cls = SeqBnConfig
+    else:
+        raise NotImplementedError(f"adapter config: architecture {architecture!r} is not supported (bottleneck or lora)")
+    known = {f.name for f in dataclasses.fields(cls)}
+    # AdapterHub's PHM options only matter with phm_layer=True, which SeqBnConfig refuses.
+    ignored = {k for k in data if k.startswith("phm_") or k in ("factorized_phm_W", "shared_W_phm", "shared_phm_rule",
+                                                                 "factorized_phm_rule", "learn_phm", "hypercomplex_nonlinearity")}
+    unknown = sorted(set(data) - known - (ignored if cls is SeqBnConfig else set()))
+    if unknown:
+        raise NotImplementedError(f"adapter config: unsupported keys {unknown} for {cls.__name__}")
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class AdapterParam:
+    name: str  # canonical (AdapterHub state-dict) name
+    shape: tuple[int, ...]
+    kind: str  # "linear" [out, in], "bias", "lora_a" [r, in], "lora_b" [out, r]
+
+
+@dataclass(frozen=True)
+class AdapterSite:
+    """One adapter module: ``host`` is the canonical path of the module it attaches to.
+
+    method "bottleneck": host is an attention-output / FFN-output block (dense, dropout, LayerNorm);
+    params: ``adapter_down.0.weight/bias``, ``adapter_up.weight/bias``.
+    method "lora": host is a linear layer; params ``lora_A``, ``lora_B``."""
+
+    host: str
+    method: str
+    prefix: str  # host + ".adapters.NAME" or host + ".loras.NAME"
+    params: tuple[AdapterParam, ...]
+
+
+def _bert_layers(part_config: Any, role: str) -> tuple[str, int]:
+    if part_config.model_type != "bert":
+        raise NotImplementedError(
+            f"adapters: {role} model_type {part_config.model_type!r} is not supported yet (bert only)")
+    base = "encoder.encoder.layer" if role == "encoder" else "decoder.bert.encoder.layer"
+    return base, part_config.num_hidden_layers
+
+
+def adapter_sites(model_config: Any, name: str, config: AdapterConfig) -> list[AdapterSite]:
+    """Every adapter module of adapter ``name`` in an encoder-decoder model (``EncoderDecoderConfig``)."""
+    if not name or "." in name:
+        raise ValueError(f"adapter name must be a non-empty string without '.', got {name!r}")
+    sites: list[AdapterSite] = []
+    for role in ("encoder", "decoder"):
+        part = getattr(model_config, role)
+        base, layers = _bert_layers(part, role)
+        h, ffn = part.hidden_size, part.intermediate_size
+        cross = role == "decoder" and part.add_cross_attention
+        kv_in = (part.cross_attention_hidden_size or h) if cross else h
+        for i in range(layers):
+            if i in config.leave_out:
+                continue
+            layer = f"{base}.{i}"
+            attns = ["attention"] + (["crossattention"] if cross else [])
+            if isinstance(config, SeqBnConfig):
+                hosts = ([f"{layer}.{a}.output" for a in attns] if config.mh_adapter else []) + (
+                    [f"{layer}.output"] if config.output_adapter else [])
+                down = config.bottleneck_size(h, i)
+                for host in hosts:
+                    p = f"{host}.adapters.{name}"
+                    sites.append(AdapterSite(host, "bottleneck", p, (
+                        AdapterParam(f"{p}.adapter_down.0.weight", (down, h), "linear"),
+                        AdapterParam(f"{p}.adapter_down.0.bias", (down,), "bias"),
+                        AdapterParam(f"{p}.adapter_up.weight", (h, down), "linear"),
+                        AdapterParam(f"{p}.adapter_up.bias", (h,), "bias"),
+                    )))
+            else:
+                linears: list[tuple[str, int, int]] = []
+                if config.selfattn_lora:
+                    for a in attns:
+                        src = kv_in if a == "crossattention" else h
+                        dims = {"q": ("query", h), "k": ("key", src), "v": ("value", src)}
+                        linears += [(f"{layer}.{a}.self.{dims[m][0]}", dims[m][1], h)
+                                    for m in ("q", "k", "v") if m in config.attn_matrices]
+                if config.intermediate_lora:
+                    linears.append((f"{layer}.intermediate.dense", h, ffn))
+                if config.output_lora:
+                    linears.append((f"{layer}.output.dense", ffn, h))
+                for host, d_in, d_out in linears:
+                    p = f"{host}.loras.{name}"
+                    sites.append(AdapterSite(host, "lora", p, (
+                        AdapterParam(f"{p}.lora_A", (config.r, d_in), "lora_a"),
+                        AdapterParam(f"{p}.lora_B", (d_out, config.r), "lora_b"),
+                    )))
+    return sites
+
+
+def adapter_params(sites: list[AdapterSite]) -> dict[str, tuple[int, ...]]:
+    return {p.name: p.shape for s in sites for p in s.params}
+
+
+def init_adapter_weights(sites: list[AdapterSite], config: AdapterConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Portable init (same seed, same weights in every backend).  Bottleneck ("bert"): matrices
+    N(0, 0.02), biases 0.  LoRA ("lora"): A ~ U(+-1/sqrt(in)) (kaiming-uniform with a=sqrt(5)),
+    B = 0, so a fresh LoRA changes nothing; ("bert"): A, B ~ N(0, 0.02)."""
+    rng = np.random.default_rng(config.init_weights_seed if config.init_weights_seed is not None else seed)
+    out: dict[str, np.ndarray] = {}
+    for site in sites:
+        for p in site.params:
+            if p.kind == "bias" or (p.kind == "lora_b" and config.init_weights == "lora"):
+                arr = np.zeros(p.shape)
+            elif p.kind == "lora_a" and config.init_weights == "lora":
+                bound = 1.0 / np.sqrt(p.shape[1])
+                arr = rng.uniform(-bound, bound, p.shape)
+            else:
+                arr = rng.normal(0.0, 0.02, p.shape)
+            out[p.name] = arr.astype(np.float32)
+    return out
+
+
+def check_adapter_weights(sites: list[AdapterSite], weights: Mapping[str, np.ndarray], where: str) -> None:
+    """Names and shapes of ``weights`` must equal the sites' parameters exactly."""
+    expected = adapter_params(sites)
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{where}: adapter weights do not match the adapter spec: missing {missing[:6]}, unexpected {unexpected[:6]}")
+    for n, shape in expected.items():
+        if tuple(np.shape(weights[n])) != shape:
+            raise ValueError(f"{where}: adapter weight {n!r} has shape {tuple(np.shape(weights[n]))}, expected {shape}")
+
+
+def save_adapter_files(directory: Union[str, os.PathLike], name: str, config: AdapterConfig,
+                       weights: Mapping[str, np.ndarray]) -> None:
+    """Write ``adapter_config.json`` (AdapterHub layout) and ``adapter_model.safetensors``."""
+    from safetensors.numpy import save_file
+
+    os.makedirs(directory, exist_ok=True)
+    meta = {"config": config_to_dict(config), "name": name, "model_type": "encoder-decoder",
+            "version": "encdec", "hidden_size": None, "model_class": "EncoderDecoderModel", "model_name": ""}
+    with open(os.path.join(directory, ADAPTER_CONFIG_NAME), "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2, sort_keys=True)
+    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, os.path.join(directory, ADAPTER_WEIGHTS_NAME))
+
+
+def load_adapter_files(directory: Union[str, os.PathLike]) -> tuple[str, AdapterConfig, dict[str, np.ndarray]]:
+    """Read an adapter saved by any encdec backend (``adapter_model.safetensors``) or by the
+    AdapterHub ``adapters`` library (``pytorch_adapter.bin``, read with ``weights_only=True``).
+    Returns ``(name, config, {canonical name: array})``."""
+    cfg_path = os.path.join(directory, ADAPTER_CONFIG_NAME)
+    if not os.path.isfile(cfg_path):
+        raise FileNotFoundError(f"load_adapter: no {ADAPTER_CONFIG_NAME} in {os.fspath(directory)!r}")
+    with open(cfg_path, encoding="utf-8") as f:
+        meta = json.load(f)
+    if "config" not in meta or "name" not in meta:
+        raise ValueError(f"load_adapter: {cfg_path} needs the keys 'config' and 'name'")
+    if meta.get("model_type", "encoder-decoder") != "encoder-decoder":
+        raise ValueError(f"load_adapter: {cfg_path} is for model_type {meta['model_type']!r}, expected 'encoder-decoder'")
+    config = config_from_dict(meta["config"])
+    st_path = os.path.join(directory, ADAPTER_WEIGHTS_NAME)
+    bin_path = os.path.join(directory, ADAPTERHUB_WEIGHTS_NAME)
+    if os.path.isfile(st_path):
+        from safetensors.numpy import load_file
+
+        weights = dict(load_file(st_path))
+    elif os.path.isfile(bin_path):
+        import torch  # AdapterHub's format is a torch pickle; read safely
+
+        state = torch.load(bin_path, map_location="cpu", weights_only=True)
+        weights = {k: v.detach().float().numpy() if v.dtype.is_floating_point else v.numpy() for k, v in state.items()}
+    else:
+        raise FileNotFoundError(f"load_adapter: neither {ADAPTER_WEIGHTS_NAME} nor {ADAPTERHUB_WEIGHTS_NAME} in {os.fspath(directory)!r}")
+    return meta["name"], config, weights
