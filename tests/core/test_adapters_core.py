@@ -1,0 +1,114 @@
+"""Core adapter configs, spec, init and files (numpy only; the ``adapters`` library is an oracle)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from encdec.adapters import (
+    LoRAConfig,
+    SeqBnConfig,
+    adapter_params,
+    adapter_sites,
+    check_adapter_weights,
+    config_from_dict,
+    config_to_dict,
+    init_adapter_weights,
+    load_adapter_files,
+    save_adapter_files,
+)
+from encdec.configuration import EncoderDecoderConfig, config_class_for
+from tests.core.tiny import part_kwargs
+
+
+def pair_config(dec_type: str = "bert") -> EncoderDecoderConfig:
+    enc = config_class_for("bert")(**part_kwargs("bert"))
+    dec = config_class_for(dec_type)(**part_kwargs(dec_type))
+    return EncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
+
+
+@pytest.mark.parametrize("ours,theirs", [(SeqBnConfig, "SeqBnConfig"), (LoRAConfig, "LoRAConfig")])
+def test_defaults_equal_adapterhub(ours, theirs):
+    hub = pytest.importorskip("adapters")
+    reference = getattr(hub, theirs)()
+    for f in dataclasses.fields(ours):
+        assert getattr(ours(), f.name) == getattr(reference, f.name), f.name
+
+
+@pytest.mark.parametrize("cls,kwargs", [
+    (SeqBnConfig, dict(is_parallel=True)), (SeqBnConfig, dict(ln_after=True)), (SeqBnConfig, dict(scaling="learned")),
+    (SeqBnConfig, dict(phm_layer=True)), (SeqBnConfig, dict(cross_adapter=True)), (LoRAConfig, dict(use_dora=True)),
+    (LoRAConfig, dict(composition_mode="scale")), (LoRAConfig, dict(init_weights="vera")),
+])
+def test_unsupported_options_refused(cls, kwargs):
+    with pytest.raises(NotImplementedError, match=next(iter(kwargs))):
+        cls(**kwargs)
+
+
+def test_invalid_values_refused():
+    with pytest.raises(ValueError, match="attn_matrices"):
+        LoRAConfig(attn_matrices=["q", "o"])
+    with pytest.raises(ValueError, match="post_add"):
+        SeqBnConfig(original_ln_before=False, residual_before_ln="post_add")
+    with pytest.raises(NotImplementedError, match="architecture 'prefix_tuning'"):
+        config_from_dict({"architecture": "prefix_tuning"})
+
+
+def test_config_dict_round_trip_and_adapterhub_json():
+    for config in (SeqBnConfig(mh_adapter=True, leave_out=[1]), LoRAConfig(r=2, intermediate_lora=True)):
+        assert config_from_dict(json.loads(json.dumps(config_to_dict(config)))) == config
+    hub = pytest.importorskip("adapters")
+    for theirs, ours in ((hub.SeqBnConfig(reduction_factor=4), SeqBnConfig(reduction_factor=4)),
+                         (hub.LoRAConfig(alpha=4), LoRAConfig(alpha=4))):
+        assert config_from_dict(theirs.to_dict()) == ours
+
+
+def test_leave_out_counts_encoder_and_decoder_separately():
+    names = adapter_params(adapter_sites(pair_config(), "x", SeqBnConfig(mh_adapter=True, leave_out=[0])))
+    for prefix in ("encoder.encoder.layer", "decoder.bert.encoder.layer"):
+        assert not [n for n in names if n.startswith(f"{prefix}.0.")]
+        assert [n for n in names if n.startswith(f"{prefix}.1.")]
+    assert "decoder.bert.encoder.layer.1.crossattention.output.adapters.x.adapter_down.0.weight" in names
+    assert not [n for n in names if n.startswith("encoder.") and "crossattention" in n]
+
+
+def test_shapes_and_reduction_factor_mapping():
+    names = adapter_params(adapter_sites(pair_config(), "x", SeqBnConfig(reduction_factor={"1": 4, "default": 16})))
+    assert names["encoder.encoder.layer.0.output.adapters.x.adapter_down.0.weight"] == (2, 32)
+    assert names["encoder.encoder.layer.1.output.adapters.x.adapter_up.weight"] == (32, 8)
+    lora = adapter_params(adapter_sites(pair_config(), "y", LoRAConfig(r=3, attn_matrices=["k"], output_lora=True)))
+    assert lora["decoder.bert.encoder.layer.0.crossattention.self.key.loras.y.lora_A"] == (3, 32)
+    assert lora["encoder.encoder.layer.1.output.dense.loras.y.lora_A"] == (3, 37)
+    assert lora["encoder.encoder.layer.1.output.dense.loras.y.lora_B"] == (32, 3)
+    assert not [n for n in lora if ".query." in n or ".value." in n]
+
+
+def test_unsupported_architecture_refused():
+    with pytest.raises(NotImplementedError, match="decoder model_type 'gpt2'"):
+        adapter_sites(pair_config("gpt2"), "x", LoRAConfig())
+    with pytest.raises(ValueError, match="adapter name"):
+        adapter_sites(pair_config(), "a.b", LoRAConfig())
+
+
+def test_init_is_seeded_and_fresh_lora_is_zero():
+    sites = adapter_sites(pair_config(), "x", LoRAConfig())
+    a, b = init_adapter_weights(sites, LoRAConfig(), seed=1), init_adapter_weights(sites, LoRAConfig(), seed=1)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert all(not v.any() for k, v in a.items() if k.endswith("lora_B"))
+    assert all(v.any() for k, v in a.items() if k.endswith("lora_A"))
+
+
+def test_files_round_trip_and_mismatch(tmp_path):
+    config = SeqBnConfig(leave_out=[0])
+    sites = adapter_sites(pair_config(), "x", config)
+    weights = init_adapter_weights(sites, config, seed=2)
+    save_adapter_files(tmp_path, "x", config, weights)
+    name, loaded_config, loaded = load_adapter_files(tmp_path)
+    assert (name, loaded_config) == ("x", config)
+    assert all(np.array_equal(weights[k], loaded[k]) for k in weights) and loaded.keys() == weights.keys()
+    with pytest.raises(ValueError, match="missing"):
+        check_adapter_weights(adapter_sites(pair_config(), "x", SeqBnConfig()), loaded, "test")
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        load_adapter_files(tmp_path / "nowhere")
