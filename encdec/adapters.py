@@ -36,7 +36,8 @@ class SeqBnConfig:
     (``res = h`` for ``"post_add"``), ``h = LN(h)``; ``res = h`` if ``residual_before_ln`` is
     False; ``out = up(act(down(h))) * scaling + res``; then ``LN(out + r)`` if
     ``original_ln_after`` else ``out``.  ``mh_adapter`` places adapters after every attention
-    output (self- and, in decoders, cross-attention), ``output_adapter`` after the FFN output.
+    output (self- and, in BERT decoders, cross-attention), ``output_adapter`` after the FFN
+    output.  At GPT-2 sites (pre-LN) there is no ``LN`` (identity), as in AdapterHub.
     """
 
     mh_adapter: bool = False
@@ -197,7 +198,8 @@ class AdapterParam:
 class AdapterSite:
     """One adapter module: ``host`` is the canonical path of the module it attaches to.
 
-    method "bottleneck": host is an attention-output / FFN-output block (dense, dropout, LayerNorm);
+    method "bottleneck": host is a BERT attention-output / FFN-output block (dense, dropout,
+    LayerNorm) or a GPT-2 block's ``attention_adapters`` / ``output_adapters`` slot (no LayerNorm);
     params: ``adapter_down.0.weight/bias``, ``adapter_up.weight/bias``.
     method "lora": host is a linear layer; params ``lora_A``, ``lora_B``."""
 
@@ -207,12 +209,38 @@ class AdapterSite:
     params: tuple[AdapterParam, ...]
 
 
-def _bert_layers(part_config: Any, role: str) -> tuple[str, int]:
-    if part_config.model_type != "bert":
+def _check_part(part_config: Any, role: str) -> None:
+    supported = ("bert",) if role == "encoder" else ("bert", "gpt2")
+    if part_config.model_type not in supported:
         raise NotImplementedError(
-            f"adapters: {role} model_type {part_config.model_type!r} is not supported yet (bert only)")
-    base = "encoder.encoder.layer" if role == "encoder" else "decoder.bert.encoder.layer"
-    return base, part_config.num_hidden_layers
+            f"adapters: {role} model_type {part_config.model_type!r} is not supported yet ({', '.join(supported)})")
+
+
+def _bottleneck_site(host: str, prefix: str, hidden: int, down: int) -> AdapterSite:
+    return AdapterSite(host, "bottleneck", prefix, (
+        AdapterParam(f"{prefix}.adapter_down.0.weight", (down, hidden), "linear"),
+        AdapterParam(f"{prefix}.adapter_down.0.bias", (down,), "bias"),
+        AdapterParam(f"{prefix}.adapter_up.weight", (hidden, down), "linear"),
+        AdapterParam(f"{prefix}.adapter_up.bias", (hidden,), "bias"),
+    ))
+
+
+def _gpt2_sites(part: Any, name: str, config: AdapterConfig) -> list[AdapterSite]:
+    """GPT-2 decoder (pre-LN): adapters after self-attention and after the MLP, each around
+    its residual sum with no LayerNorm; none at cross-attention (as AdapterHub)."""
+    if isinstance(config, LoRAConfig):
+        raise NotImplementedError("adapters: LoRA on a GPT-2 decoder (merged c_attn) is not supported yet")
+    if config.residual_before_ln == "post_add":
+        raise NotImplementedError("adapters: residual_before_ln='post_add' needs a LayerNorm at the site; GPT-2 has none")
+    sites = []
+    for i in range(part.n_layer):
+        if i in config.leave_out:
+            continue
+        hosts = (["attention_adapters"] if config.mh_adapter else []) + (["output_adapters"] if config.output_adapter else [])
+        for host in hosts:
+            host = f"decoder.transformer.h.{i}.{host}"
+            sites.append(_bottleneck_site(host, f"{host}.adapters.{name}", part.n_embd, config.bottleneck_size(part.n_embd, i)))
+    return sites
 
 
 def adapter_sites(model_config: Any, name: str, config: AdapterConfig) -> list[AdapterSite]:
@@ -222,7 +250,12 @@ def adapter_sites(model_config: Any, name: str, config: AdapterConfig) -> list[A
     sites: list[AdapterSite] = []
     for role in ("encoder", "decoder"):
         part = getattr(model_config, role)
-        base, layers = _bert_layers(part, role)
+        _check_part(part, role)
+        if part.model_type == "gpt2":
+            sites += _gpt2_sites(part, name, config)
+            continue
+        base = "encoder.encoder.layer" if role == "encoder" else "decoder.bert.encoder.layer"
+        layers = part.num_hidden_layers
         h, ffn = part.hidden_size, part.intermediate_size
         cross = role == "decoder" and part.add_cross_attention
         kv_in = (part.cross_attention_hidden_size or h) if cross else h
@@ -235,14 +268,7 @@ def adapter_sites(model_config: Any, name: str, config: AdapterConfig) -> list[A
                 hosts = ([f"{layer}.{a}.output" for a in attns] if config.mh_adapter else []) + (
                     [f"{layer}.output"] if config.output_adapter else [])
                 down = config.bottleneck_size(h, i)
-                for host in hosts:
-                    p = f"{host}.adapters.{name}"
-                    sites.append(AdapterSite(host, "bottleneck", p, (
-                        AdapterParam(f"{p}.adapter_down.0.weight", (down, h), "linear"),
-                        AdapterParam(f"{p}.adapter_down.0.bias", (down,), "bias"),
-                        AdapterParam(f"{p}.adapter_up.weight", (h, down), "linear"),
-                        AdapterParam(f"{p}.adapter_up.bias", (h,), "bias"),
-                    )))
+                sites += [_bottleneck_site(host, f"{host}.adapters.{name}", h, down) for host in hosts]
             else:
                 linears: list[tuple[str, int, int]] = []
                 if config.selfattn_lora:

@@ -42,18 +42,20 @@ class Bottleneck(nn.Module):
         self.act = activation(config.non_linearity.lower(), "SeqBnConfig: non_linearity")
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, h: torch.Tensor, residual: torch.Tensor, layer_norm: nn.Module) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, residual: torch.Tensor, layer_norm: Optional[nn.Module]) -> torch.Tensor:
+        """``layer_norm``: the host's LayerNorm, or ``None`` at a GPT-2 site (plain residual sum)."""
         c = self.config
+        norm = layer_norm if layer_norm is not None else (lambda t: t)
         res = h
         if c.original_ln_before:
             h = h + residual
             if c.residual_before_ln == "post_add":
                 res = h
-            h = layer_norm(h)
+            h = norm(h)
         if c.residual_before_ln is False:
             res = h
         out = self.dropout(self.adapter_up(self.act(self.adapter_down(h))) * c.scaling) + res
-        return layer_norm(out + residual) if c.original_ln_after else out
+        return norm(out + residual) if c.original_ln_after else out
 
 
 class BottleneckSlot(nn.ModuleDict):
@@ -61,10 +63,22 @@ class BottleneckSlot(nn.ModuleDict):
 
     active: Optional[str] = None
 
-    def forward(self, h: torch.Tensor, residual: torch.Tensor, layer_norm: nn.Module) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, residual: torch.Tensor, layer_norm: Optional[nn.Module]) -> torch.Tensor:
         if self.active is None or self.active not in self:
-            return layer_norm(h + residual)
+            return h + residual if layer_norm is None else layer_norm(h + residual)
         return self[self.active](h, residual, layer_norm)
+
+
+class BottleneckHolder(nn.Module):
+    """A GPT-2 block's ``attention_adapters`` / ``output_adapters``: holds the slot ``adapters``
+    (AdapterHub's names) and computes ``residual + out`` through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.adapters = BottleneckSlot()
+
+    def forward(self, h: torch.Tensor, residual: torch.Tensor, layer_norm: None) -> torch.Tensor:
+        return self.adapters(h, residual, layer_norm)
 
 
 class LoRA(nn.Module):
@@ -128,12 +142,16 @@ class AdapterModelMixin:
         sites = adapter_sites(self.config, name, config)
         param = next(self.parameters())
         for site in sites:
-            host = self.get_submodule(site.host)
             if site.method == "bottleneck":
+                parent, _, attr = site.host.rpartition(".")
+                if getattr(self.get_submodule(parent), attr) is None:  # a GPT-2 block's empty slot
+                    setattr(self.get_submodule(parent), attr, BottleneckHolder())
+                host = self.get_submodule(site.host)
                 if getattr(host, "adapters", None) is None:
                     host.adapters = BottleneckSlot()
                 host.adapters[name] = Bottleneck(config, site).to(param.device, param.dtype)
             else:
+                host = self.get_submodule(site.host)
                 if getattr(host, "loras", None) is None:
                     host.loras = LoRASlot()
                     state["hooks"][site.host] = host.register_forward_hook(host.loras.hook)
@@ -193,6 +211,9 @@ class AdapterModelMixin:
                         setattr(module, attr, None)
                         if attr == "loras":
                             state["hooks"].pop(host_name).remove()
+                        if isinstance(module, BottleneckHolder):
+                            parent, _, holder = host_name.rpartition(".")
+                            setattr(self.get_submodule(parent), holder, None)
         del state["configs"][name]
         if state["active"] == name:
             self.set_active_adapters(None)

@@ -108,10 +108,13 @@ class Block(nn.Module):
             self.crossattention = CrossAttention(config)
             self.ln_cross_attn = nn.LayerNorm(d, eps=eps)
         self.mlp = MLP(config)
+        # bottleneck adapters after attention / MLP (encdec_torch.adapters), called as (out, residual, None)
+        self.attention_adapters: Optional[nn.Module] = None
+        self.output_adapters: Optional[nn.Module] = None
 
     def forward(self, x, mask, enc, enc_mask, past: Optional[LayerCache], need_weights: bool):
         a, self_w, (k, v) = self.attn(self.ln_1(x), mask, None if past is None else past[:2], need_weights)
-        x = x + a
+        x = x + a if self.attention_adapters is None else self.attention_adapters(a, x, None)
         cross_w, ck, cv = None, None, None
         if enc is not None:
             if not hasattr(self, "crossattention"):
@@ -119,7 +122,8 @@ class Block(nn.Module):
             cross_past = None if past is None or past[2] is None else past[2:]
             a, cross_w, (ck, cv) = self.crossattention(self.ln_cross_attn(x), enc, enc_mask, cross_past, need_weights)
             x = x + a
-        x = x + self.mlp(self.ln_2(x))
+        m = self.mlp(self.ln_2(x))
+        x = x + m if self.output_adapters is None else self.output_adapters(m, x, None)
         return x, self_w, cross_w, (k, v, ck, cv)
 
 

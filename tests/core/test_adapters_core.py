@@ -85,9 +85,22 @@ def test_shapes_and_reduction_factor_mapping():
     assert not [n for n in lora if ".query." in n or ".value." in n]
 
 
+def test_gpt2_decoder_sites():
+    names = adapter_params(adapter_sites(pair_config("gpt2"), "x", SeqBnConfig(mh_adapter=True, leave_out=[1])))
+    assert names["decoder.transformer.h.0.attention_adapters.adapters.x.adapter_down.0.weight"] == (2, 32)
+    assert "decoder.transformer.h.0.output_adapters.adapters.x.adapter_up.bias" in names
+    assert not [n for n in names if n.startswith("decoder.transformer.h.1.")]
+    assert not [n for n in names if n.startswith("encoder.encoder.layer.1.")]
+    assert [n for n in names if n.startswith("encoder.encoder.layer.0.")]
+
+
 def test_unsupported_architecture_refused():
-    with pytest.raises(NotImplementedError, match="decoder model_type 'gpt2'"):
+    with pytest.raises(NotImplementedError, match="decoder model_type 'bart'"):
+        adapter_sites(pair_config("bart"), "x", SeqBnConfig())
+    with pytest.raises(NotImplementedError, match="LoRA on a GPT-2 decoder"):
         adapter_sites(pair_config("gpt2"), "x", LoRAConfig())
+    with pytest.raises(NotImplementedError, match="post_add"):
+        adapter_sites(pair_config("gpt2"), "x", SeqBnConfig(residual_before_ln="post_add"))
     with pytest.raises(ValueError, match="adapter name"):
         adapter_sites(pair_config(), "a.b", LoRAConfig())
 

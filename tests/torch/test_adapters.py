@@ -39,8 +39,8 @@ def random_adapter(model, name: str, seed: int = 3) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.3)
 
 
-def pair_with_adapter(key: str, name: str = "a"):
-    config, _, ours, theirs = build_pair("bert2bert", attn="eager")
+def pair_with_adapter(key: str, name: str = "a", pair: str = "bert2bert"):
+    config, _, ours, theirs = build_pair(pair, attn="eager")
     ours = ours_adapters.init(ours)
     ours_cfg, hub_cfg = configs(key)
     ours.add_adapter(name, ours_cfg)
@@ -56,9 +56,12 @@ def pair_with_adapter(key: str, name: str = "a"):
     return config, ours, theirs.eval()
 
 
-@pytest.mark.parametrize("key", sorted(CONFIGS))
-def test_logits_match_adapters_library(key):
-    config, ours, theirs = pair_with_adapter(key)
+GPT2_KEYS = ["seqbn", "seqbn-mh-leave0", "seqbn-noln-before"]  # GPT-2: bottleneck only (no LoRA, no post_add)
+
+
+@pytest.mark.parametrize("pair,key", [("bert2bert", k) for k in sorted(CONFIGS)] + [("bert2gpt2", k) for k in GPT2_KEYS])
+def test_logits_match_adapters_library(pair, key):
+    config, ours, theirs = pair_with_adapter(key, pair=pair)
     x = inputs(config)
     with torch.no_grad():
         got, want = ours(**x).logits, theirs(**x).logits
@@ -68,10 +71,11 @@ def test_logits_match_adapters_library(key):
     assert max_diff(got, base) > 1e-3  # the adapter really acts
 
 
-@pytest.mark.parametrize("key", ["seqbn-mh-leave0", "lora-all-leave1"])
-def test_inactive_adapter_is_bit_identical(key):
-    config, _, plain, _ = build_pair("bert2bert")
-    _, _, ours, _ = build_pair("bert2bert")
+@pytest.mark.parametrize("pair,key", [("bert2bert", "seqbn-mh-leave0"), ("bert2bert", "lora-all-leave1"),
+                                      ("bert2gpt2", "seqbn-mh-leave0")])
+def test_inactive_adapter_is_bit_identical(pair, key):
+    config, _, plain, _ = build_pair(pair)
+    _, _, ours, _ = build_pair(pair)
     ours = ours_adapters.init(ours)
     ours.add_adapter("a", configs(key)[0])
     random_adapter(ours, "a")
@@ -85,7 +89,7 @@ def test_inactive_adapter_is_bit_identical(key):
         ours.delete_adapter("a")
         assert torch.equal(ours(**x).logits, plain(**x).logits)
     assert not [k for k, _ in ours.named_parameters() if ".a." in k]
-    assert ours.canonical_state().keys() == plain.canonical_state().keys()
+    assert ours.state_dict().keys() == plain.state_dict().keys()
 
 
 @pytest.mark.parametrize("key", ["seqbn", "lora"])
@@ -134,12 +138,13 @@ def test_save_load_round_trip(tmp_path):
         assert torch.equal(fresh(**x).logits, ours(**x).logits)
 
 
-@pytest.mark.parametrize("key", ["seqbn-mh-leave0", "lora-all-leave1"])
-def test_adapterhub_saved_adapter_loads(tmp_path, key):
-    config, ours, theirs = pair_with_adapter(key)
+@pytest.mark.parametrize("pair,key", [("bert2bert", "seqbn-mh-leave0"), ("bert2bert", "lora-all-leave1"),
+                                      ("bert2gpt2", "seqbn-mh-leave0")])
+def test_adapterhub_saved_adapter_loads(tmp_path, pair, key):
+    config, ours, theirs = pair_with_adapter(key, pair=pair)
     theirs.save_adapter(str(tmp_path), "a")
     assert (tmp_path / "pytorch_adapter.bin").is_file()
-    _, _, fresh, _ = build_pair("bert2bert")
+    _, _, fresh, _ = build_pair(pair)
     fresh = ours_adapters.init(fresh)
     fresh.load_adapter(tmp_path, set_active=True)
     x = inputs(config)
