@@ -112,7 +112,7 @@ class LoRASlot(nn.ModuleDict):
 class AdapterModelMixin:
     """AdapterHub-style adapter methods for ``EncoderDecoderModel`` (see :func:`init`)."""
 
-    def _adapter_state(self) -> dict:
+    def _adapter_registry(self) -> dict:
         if not hasattr(self, "_adapters"):
             self._adapters = {"configs": {}, "active": None, "hooks": {}}
         return self._adapters
@@ -120,14 +120,14 @@ class AdapterModelMixin:
     @property
     def adapter_configs(self) -> dict[str, AdapterConfig]:
         """``{name: config}`` of the adapters in this model."""
-        return dict(self._adapter_state()["configs"])
+        return dict(self._adapter_registry()["configs"])
 
     @property
     def active_adapter(self) -> Optional[str]:
-        return self._adapter_state()["active"]
+        return self._adapter_registry()["active"]
 
     def _config_of(self, name: str) -> AdapterConfig:
-        configs = self._adapter_state()["configs"]
+        configs = self._adapter_registry()["configs"]
         if name not in configs:
             raise KeyError(f"no adapter named {name!r}; this model has {sorted(configs)}")
         return configs[name]
@@ -136,7 +136,7 @@ class AdapterModelMixin:
         """Add adapter ``name`` (inactive) with the core's portable init drawn from ``seed``."""
         if not isinstance(config, (SeqBnConfig, LoRAConfig)):
             raise TypeError(f"add_adapter: config must be a SeqBnConfig or LoRAConfig, got {type(config).__name__}")
-        state = self._adapter_state()
+        state = self._adapter_registry()
         if name in state["configs"]:
             raise ValueError(f"add_adapter: an adapter named {name!r} already exists")
         sites = adapter_sites(self.config, name, config)
@@ -174,7 +174,7 @@ class AdapterModelMixin:
         """Run adapter ``name`` in every forward, or none (``None``: the base model, bit for bit)."""
         if name is not None:
             self._config_of(name)
-        self._adapter_state()["active"] = name
+        self._adapter_registry()["active"] = name
         self._set_slots_active(name)
 
     def adapter_state(self, name: str) -> dict[str, np.ndarray]:
@@ -201,7 +201,7 @@ class AdapterModelMixin:
     def delete_adapter(self, name: str) -> None:
         """Remove adapter ``name`` (and its parameters); deactivates it if it was active."""
         self._config_of(name)
-        state = self._adapter_state()
+        state = self._adapter_registry()
         for host_name, module in list(self.named_modules()):
             for attr in ("adapters", "loras"):
                 slot = getattr(module, attr, None)
@@ -238,7 +238,7 @@ class AdapterModelMixin:
         """Load an adapter saved by any encdec backend or by AdapterHub (``pytorch_adapter.bin``);
         an adapter of the same name must be absent or have the same config.  Returns its name."""
         name, config, weights = load_adapter_files(directory)
-        existing = self._adapter_state()["configs"].get(name)
+        existing = self._adapter_registry()["configs"].get(name)
         if existing is None:
             self.add_adapter(name, config)
         elif existing != config:

@@ -187,3 +187,13 @@ def test_generate_with_adapter_matches_adapters_library(pair, key):
         base = ours.generate(**kwargs)
     assert torch.equal(got, want)
     assert not torch.equal(got, base)
+
+
+def test_only_the_active_adapter_runs():
+    config, ours, theirs = pair_with_adapter("seqbn-mh-leave0")
+    x = inputs(config)
+    ours.add_adapter("other", LoRAConfig(init_weights="bert"))  # non-zero B: it would change outputs
+    with torch.no_grad():
+        assert max_diff(ours(**x).logits, theirs(**x).logits) < 1e-5
+        ours.set_active_adapters("other")
+        assert max_diff(ours(**x).logits, theirs(**x).logits) > 1e-3
