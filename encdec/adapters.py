@@ -207,6 +207,7 @@ class AdapterSite:
     method: str
     prefix: str  # host + ".adapters.NAME" or host + ".loras.NAME"
     params: tuple[AdapterParam, ...]
+    host_transposed: bool = False  # LoRA host weight stored [in, out] (GPT-2 conv1d): merge adds (B A)^T
 
 
 def _check_part(part_config: Any, role: str) -> None:
@@ -225,11 +226,27 @@ def _bottleneck_site(host: str, prefix: str, hidden: int, down: int) -> AdapterS
     ))
 
 
+def _lora_site(host: str, name: str, r: int, d_in: int, d_out: int, host_transposed: bool = False) -> AdapterSite:
+    prefix = f"{host}.loras.{name}"
+    return AdapterSite(host, "lora", prefix, (
+        AdapterParam(f"{prefix}.lora_A", (r, d_in), "lora_a"),
+        AdapterParam(f"{prefix}.lora_B", (d_out, r), "lora_b"),
+    ), host_transposed)
+
+
 def _gpt2_sites(part: Any, name: str, config: AdapterConfig) -> list[AdapterSite]:
-    """GPT-2 decoder (pre-LN): adapters after self-attention and after the MLP, each around
-    its residual sum with no LayerNorm; none at cross-attention (as AdapterHub)."""
+    """GPT-2 decoder (pre-LN): bottleneck adapters after self-attention and after the MLP, each
+    around its residual sum with no LayerNorm, none at cross-attention (as AdapterHub); LoRA on
+    the MLP's ``c_fc`` / ``c_proj``."""
     if isinstance(config, LoRAConfig):
-        raise NotImplementedError("adapters: LoRA on a GPT-2 decoder (merged c_attn) is not supported yet")
+        if config.selfattn_lora:
+            raise NotImplementedError("adapters: LoRA on a GPT-2 decoder's attention (merged c_attn) is not supported "
+                                      "yet; use selfattn_lora=False with intermediate_lora / output_lora")
+        d, inner = part.n_embd, part.n_inner or 4 * part.n_embd
+        linears = ([("c_fc", d, inner)] if config.intermediate_lora else []) + (
+            [("c_proj", inner, d)] if config.output_lora else [])
+        return [_lora_site(f"decoder.transformer.h.{i}.mlp.{m}", name, config.r, d_in, d_out, host_transposed=True)
+                for i in range(part.n_layer) if i not in config.leave_out for m, d_in, d_out in linears]
     if config.residual_before_ln == "post_add":
         raise NotImplementedError("adapters: residual_before_ln='post_add' needs a LayerNorm at the site; GPT-2 has none")
     sites = []
@@ -281,12 +298,7 @@ def adapter_sites(model_config: Any, name: str, config: AdapterConfig) -> list[A
                     linears.append((f"{layer}.intermediate.dense", h, ffn))
                 if config.output_lora:
                     linears.append((f"{layer}.output.dense", ffn, h))
-                for host, d_in, d_out in linears:
-                    p = f"{host}.loras.{name}"
-                    sites.append(AdapterSite(host, "lora", p, (
-                        AdapterParam(f"{p}.lora_A", (config.r, d_in), "lora_a"),
-                        AdapterParam(f"{p}.lora_B", (d_out, config.r), "lora_b"),
-                    )))
+                sites += [_lora_site(host, name, config.r, d_in, d_out) for host, d_in, d_out in linears]
     return sites
 
 

@@ -224,10 +224,10 @@ class AdapterModelMixin:
         if not isinstance(self._config_of(name), LoRAConfig):
             raise ValueError(f"merge_adapter: {name!r} is a bottleneck adapter; only LoRA adapters can be merged")
         with torch.no_grad():
-            for module in list(self.modules()):
-                slot = getattr(module, "loras", None)
-                if isinstance(slot, LoRASlot) and name in slot:
-                    module.weight += slot[name].delta()
+            for site in adapter_sites(self.config, name, self._config_of(name)):
+                module = self.get_submodule(site.host)
+                delta = module.loras[name].delta()
+                module.weight += delta.t() if site.host_transposed else delta
         self.delete_adapter(name)
 
     def save_adapter(self, save_directory: Union[str, os.PathLike], name: str) -> None:

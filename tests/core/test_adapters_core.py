@@ -92,12 +92,16 @@ def test_gpt2_decoder_sites():
     assert not [n for n in names if n.startswith("decoder.transformer.h.1.")]
     assert not [n for n in names if n.startswith("encoder.encoder.layer.1.")]
     assert [n for n in names if n.startswith("encoder.encoder.layer.0.")]
+    lora = adapter_sites(pair_config("gpt2"), "y", LoRAConfig(r=2, selfattn_lora=False, intermediate_lora=True))
+    decoder = [s for s in lora if s.host.startswith("decoder.")]
+    assert [s.host for s in decoder] == ["decoder.transformer.h.0.mlp.c_fc", "decoder.transformer.h.1.mlp.c_fc"]
+    assert decoder[0].host_transposed and decoder[0].params[1].shape == (128, 2)
 
 
 def test_unsupported_architecture_refused():
     with pytest.raises(NotImplementedError, match="decoder model_type 'bart'"):
         adapter_sites(pair_config("bart"), "x", SeqBnConfig())
-    with pytest.raises(NotImplementedError, match="LoRA on a GPT-2 decoder"):
+    with pytest.raises(NotImplementedError, match="merged c_attn"):
         adapter_sites(pair_config("gpt2"), "x", LoRAConfig())
     with pytest.raises(NotImplementedError, match="post_add"):
         adapter_sites(pair_config("gpt2"), "x", SeqBnConfig(residual_before_ln="post_add"))

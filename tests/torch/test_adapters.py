@@ -56,7 +56,10 @@ def pair_with_adapter(key: str, name: str = "a", pair: str = "bert2bert"):
     return config, ours, theirs.eval()
 
 
-GPT2_KEYS = ["seqbn", "seqbn-mh-leave0", "seqbn-noln-before"]  # GPT-2: bottleneck only (no LoRA, no post_add)
+CONFIGS["lora-mlp-leave0"] = dict(cls="LoRA", r=2, alpha=4, selfattn_lora=False, intermediate_lora=True,
+                                 output_lora=True, leave_out=[0])
+# GPT-2: no post_add (no LayerNorm at its sites) and LoRA only on the MLP
+GPT2_KEYS = ["seqbn", "seqbn-mh-leave0", "seqbn-noln-before", "lora-mlp-leave0"]
 
 
 @pytest.mark.parametrize("pair,key", [("bert2bert", k) for k in sorted(CONFIGS)] + [("bert2gpt2", k) for k in GPT2_KEYS])
@@ -115,8 +118,9 @@ def test_train_adapter_reduces_loss_and_freezes_base(key):
     assert all(np.array_equal(base[k], after[k]) for k in base)
 
 
-def test_merge_lora_keeps_outputs():
-    config, ours, _ = pair_with_adapter("lora-all-leave1")
+@pytest.mark.parametrize("pair,key", [("bert2bert", "lora-all-leave1"), ("bert2gpt2", "lora-mlp-leave0")])
+def test_merge_lora_keeps_outputs(pair, key):
+    config, ours, _ = pair_with_adapter(key, pair=pair)
     x = inputs(config)
     with torch.no_grad():
         before = ours(**x).logits
