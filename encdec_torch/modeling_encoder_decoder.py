@@ -24,6 +24,7 @@ from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
 from encdec.routing import split_forward_kwargs, split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec_torch.adapters import AdapterModelMixin
 from encdec_torch.generation import generate
 from encdec_torch.models.common import SpecModule, no_init, tensor_to_numpy
 
@@ -45,7 +46,7 @@ def _torch_dtype(value: Any, config: EncoderDecoderConfig) -> Optional[torch.dty
     return value
 
 
-class EncoderDecoderModel(SpecModule):
+class EncoderDecoderModel(AdapterModelMixin, SpecModule):
     """Encoder-decoder model built from two registered parts (see :mod:`encdec_torch.models`)."""
 
     main_input_name = "input_ids"
