@@ -65,6 +65,19 @@ class BaseModelOutputWithPooling(ModelOutput):
 
 
 @dataclass
+class BaseModelOutputWithPoolingAndCrossAttentions(ModelOutput):
+    """What a part's base model returns (pooler output for encoders, cache and
+    cross-attentions for decoders)."""
+
+    last_hidden_state: Any = None
+    pooler_output: Any = None
+    past_key_values: Any = None
+    hidden_states: Any = None
+    attentions: Any = None
+    cross_attentions: Any = None
+
+
+@dataclass
 class CausalLMOutputWithCrossAttentions(ModelOutput):
     loss: Any = None
     logits: Any = None

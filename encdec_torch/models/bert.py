@@ -10,10 +10,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from encdec.outputs import CausalLMOutputWithCrossAttentions
+from encdec.outputs import BaseModelOutputWithPoolingAndCrossAttentions, CausalLMOutputWithCrossAttentions
 from encdec.specs.bert import bert_lm_head_spec, bert_model_spec
 from encdec_torch.models.common import (
-    BaseOutput,
     LayerCache,
     SpecModule,
     activation,
@@ -245,7 +244,7 @@ class BertModel(SpecModule):
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, checkpointing=checkpointing,
         )
         x = stack.last
-        out = BaseOutput(
+        out = BaseModelOutputWithPoolingAndCrossAttentions(
             last_hidden_state=x,
             pooler_output=self.pooler(x) if self.pooler is not None else None,
             past_key_values=stack.past_key_values,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+from typing import Callable, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -20,22 +20,9 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from encdec.layout import TORCH_LAYOUT, from_backend, to_backend
-from encdec.outputs import ModelOutput
 from encdec.specs import BIAS, NORM_BIAS, NORM_SCALE, ModelSpec
 
 LayerCache = tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]
-
-
-@dataclass
-class BaseOutput(ModelOutput):
-    """What a part's base model returns (HF ``BaseModelOutputWithPoolingAndCrossAttentions``)."""
-
-    last_hidden_state: Any = None
-    pooler_output: Any = None
-    past_key_values: Any = None
-    hidden_states: Any = None
-    attentions: Any = None
-    cross_attentions: Any = None
 
 
 def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,7 @@
 """Checkpoints both ways with transformers 4.57, and composite models from part checkpoints."""
 from __future__ import annotations
 
-import json
 import logging
-import os
 
 import pytest
 import torch
