@@ -65,3 +65,19 @@ def test_python_dash_m(tmp_path):
 
     proc = subprocess.run([sys.executable, "-m", "encdec", "--version"], capture_output=True, text=True, env={**os.environ})
     assert proc.returncode == 0 and proc.stdout.startswith("encdec ")
+
+
+def test_compare_two_backends_with_plot(tmp_path, capsys):
+    from encdec.registry import available_backends
+
+    backends = [b for b in ("torch", "flax", "tf") if b in available_backends()][:2]
+    if len(backends) < 2:
+        pytest.skip("compare needs two installed backends")
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "deltas.png"
+    code = cli.main(["compare", "--backends", ",".join(backends), "--plot", str(png)])
+    out = capsys.readouterr().out
+    assert code == cli.EXIT_OK, out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    row = next(line for line in out.splitlines() if line.startswith(backends[0]))
+    assert row.split()[-3] == "yes"  # greedy ids equal
