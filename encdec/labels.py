@@ -34,3 +34,15 @@ def shift_tokens_right(labels: Any, pad_token_id: int | None, decoder_start_toke
     start = xp.full_like(labels[:, :1], decoder_start_token_id)
     shifted = xp.concatenate([start, labels[:, :-1]], axis=-1)
     return xp.where(shifted == IGNORE_INDEX, xp.full_like(shifted, pad_token_id), shifted)
+
+
+def decoder_inputs_from_labels(labels: Any, pad_token_id: int | None, decoder_start_token_id: int | None,
+                               decoder_attention_mask: Any = None, xp: Any = np) -> tuple[Any, Any]:
+    """``(decoder_input_ids, decoder_attention_mask)`` built from ``labels`` when the
+    caller passed no decoder inputs: the shifted labels, and unless given a mask that
+    ignores pad positions (transformers 4.57's ``EncoderDecoderModel`` rule). Both have
+    the labels' integer dtype."""
+    ids = shift_tokens_right(labels, pad_token_id, decoder_start_token_id, xp=xp)
+    if decoder_attention_mask is None:
+        decoder_attention_mask = xp.where(ids != pad_token_id, xp.ones_like(ids), xp.zeros_like(ids))
+    return ids, decoder_attention_mask

@@ -25,7 +25,7 @@ from encdec.configuration import EncoderDecoderConfig
 from encdec.generation import GenerationConfig
 from encdec.hub import HUB_KWARGS
 from encdec.init import init_model_weights
-from encdec.labels import IGNORE_INDEX, shift_tokens_right
+from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels
 from encdec.layout import from_backend, to_backend
 from encdec.outputs import BaseModelOutput, CausalLMOutputWithCrossAttentions, ModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
@@ -285,9 +285,8 @@ class FlaxEncoderDecoderModel:
         if labels is not None:
             labels = jnp.asarray(labels)
             if decoder_input_ids is None:
-                decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id, xp=jnp)
-                if decoder_attention_mask is None:
-                    decoder_attention_mask = (decoder_input_ids != self.config.pad_token_id).astype(jnp.int32)
+                decoder_input_ids, decoder_attention_mask = decoder_inputs_from_labels(
+                    labels, self.config.pad_token_id, self.config.decoder_start_token_id, decoder_attention_mask, xp=jnp)
         if decoder_input_ids is None:
             raise ValueError("pass decoder_input_ids, or labels to build them from")
         enc, dec = self._apply(params, "__call__", input_ids, attention_mask, jnp.asarray(decoder_input_ids),

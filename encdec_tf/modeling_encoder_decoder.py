@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from encdec.configuration import EncoderDecoderConfig
 from encdec.generation import GenerationConfig
-from encdec.labels import IGNORE_INDEX, shift_tokens_right
+from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels
 from encdec.layout import from_backend, to_backend
 from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
@@ -143,10 +143,9 @@ class TFEncoderDecoderModel(keras.Model):
         if labels is not None:
             labels = as_int(labels)
             if decoder_input_ids is None and decoder_inputs_embeds is None:
-                decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id,
-                                                       xp=tf.experimental.numpy)
-                if decoder_attention_mask is None:
-                    decoder_attention_mask = tf.cast(decoder_input_ids != self.config.pad_token_id, tf.int32)
+                decoder_input_ids, decoder_attention_mask = decoder_inputs_from_labels(
+                    labels, self.config.pad_token_id, self.config.decoder_start_token_id, decoder_attention_mask,
+                    xp=tf.experimental.numpy)
         out = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask, encoder_hidden_states=enc_h,
                            encoder_attention_mask=attention_mask, inputs_embeds=decoder_inputs_embeds,
                            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,

@@ -19,7 +19,7 @@ from encdec.configuration import EncoderDecoderConfig
 from encdec.generation import GenerationConfig
 from encdec.hub import split_hub_kwargs
 from encdec.init import init_model_weights
-from encdec.labels import IGNORE_INDEX, shift_tokens_right
+from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels, shift_tokens_right
 from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
 from encdec.routing import split_forward_kwargs, split_pretrained_kwargs
@@ -209,11 +209,9 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         encoder_hidden_states = self.project(encoder_outputs[0])
 
         if labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
-            decoder_input_ids = shift_tokens_right(
-                labels, self.config.pad_token_id, self.config.decoder_start_token_id, xp=torch
+            decoder_input_ids, decoder_attention_mask = decoder_inputs_from_labels(
+                labels, self.config.pad_token_id, self.config.decoder_start_token_id, decoder_attention_mask, xp=torch
             )
-            if decoder_attention_mask is None:
-                decoder_attention_mask = (decoder_input_ids != self.config.pad_token_id).long()
 
         dec = self.decoder(
             input_ids=decoder_input_ids,

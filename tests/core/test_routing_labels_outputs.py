@@ -57,3 +57,14 @@ def test_output_access_modes():
     assert out["loss"] == 3.0
     with pytest.raises(KeyError):
         out["cross_attentions"]
+
+
+def test_decoder_inputs_from_labels_masks_pads():
+    from encdec.labels import decoder_inputs_from_labels
+
+    labels = np.array([[5, 6, -100], [7, 1, 8]])
+    ids, mask = decoder_inputs_from_labels(labels, pad_token_id=1, decoder_start_token_id=2)
+    np.testing.assert_array_equal(ids, [[2, 5, 6], [2, 7, 1]])
+    np.testing.assert_array_equal(mask, [[1, 1, 1], [1, 1, 0]])
+    given = np.ones((2, 3), np.int64)
+    assert decoder_inputs_from_labels(labels, 1, 2, given)[1] is given
