@@ -64,3 +64,14 @@ def test_cached_equals_uncached(case, backend):
         logits = run.forward(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)["logits"]
         dec = np.concatenate([dec, logits[:, -1].argmax(-1)[:, None]], axis=1)
     np.testing.assert_array_equal(cached, dec)
+
+
+def test_default_mask_masks_pads(case, backend):
+    """Without an attention_mask, pads in input_ids are masked (transformers' rule).
+    Uses the greedy setting, whose compiled program the other tests already built."""
+    require(backend)
+    ids, mask = gen_inputs(case.config)
+    assert (mask == 0).any()  # the inputs do carry padding
+    run = runner(case, backend)
+    greedy = SETTINGS["greedy"]
+    np.testing.assert_array_equal(run.generate(ids, **greedy), run.generate(ids, attention_mask=mask, **greedy))

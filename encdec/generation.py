@@ -266,3 +266,14 @@ def resolve_generation(
         forced_eos_token_ids=tuple(cfg.forced_eos_token_ids),
     )
     return plan, rest
+
+
+def default_attention_mask(input_ids: Any, plan: DecodePlan, xp: Any) -> Any:
+    """The encoder mask ``generate`` uses when none is given, as transformers does: pad
+    tokens are masked unless the pad id is also an eos id.  (Where no pad occurs this is
+    all ones, so no data-dependent branch is needed and it traces under jit/XLA.)
+    ``xp`` is a NumPy-like namespace; the mask has the ids' dtype."""
+    ones = xp.ones_like(input_ids)
+    if plan.pad_token_id in plan.eos_token_ids:
+        return ones
+    return xp.where(input_ids != plan.pad_token_id, ones, xp.zeros_like(input_ids))

@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from encdec.generation import DecodePlan, GenerationConfig, resolve_generation
+from encdec.generation import DecodePlan, GenerationConfig, default_attention_mask, resolve_generation
 from encdec.outputs import GenerateOutput
 
 _NEG = -1.0e9  # transformers' "very large negative" for beam bookkeeping
@@ -260,7 +260,8 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     input_ids = jnp.asarray(input_ids, jnp.int32)
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}")
-    attention_mask = jnp.ones_like(input_ids) if attention_mask is None else jnp.asarray(attention_mask, jnp.int32)
+    attention_mask = (default_attention_mask(input_ids, plan, xp=jnp) if attention_mask is None
+                      else jnp.asarray(attention_mask, jnp.int32))
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask shape {attention_mask.shape} differs from input_ids shape {input_ids.shape}")
     key = jax.random.PRNGKey(0) if prng_key is None else prng_key

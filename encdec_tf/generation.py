@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from encdec.generation import DecodePlan, GenerationConfig, resolve_generation
+from encdec.generation import DecodePlan, GenerationConfig, default_attention_mask, resolve_generation
 from encdec_tf.models.common import as_int
 
 NEG_INF = float("-inf")
@@ -45,7 +45,7 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     check_positions(model.config.decoder, plan.max_length)
     input_ids = as_int(input_ids)
     if attention_mask is None:
-        attention_mask = default_attention_mask(input_ids, plan)
+        attention_mask = default_attention_mask(input_ids, plan, xp=tf.experimental.numpy)
     attention_mask = as_int(attention_mask)
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1))
@@ -69,13 +69,6 @@ def check_positions(decoder_config: Any, max_length: int) -> None:
         limit -= decoder_config.pad_token_id + 1
     if max_length > limit:
         raise ValueError(f"max_length ({max_length}) exceeds the decoder's {limit} position embeddings")
-
-
-def default_attention_mask(input_ids: tf.Tensor, plan: DecodePlan) -> tf.Tensor:
-    """As transformers: mask pad tokens unless the pad id is also an eos id."""
-    if plan.pad_token_id in plan.eos_token_ids:
-        return tf.ones_like(input_ids)
-    return tf.cast(input_ids != plan.pad_token_id, tf.int32)
 
 
 def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: tf.Tensor, seed: tf.Tensor):

@@ -12,7 +12,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from encdec.generation import DecodePlan, GenerationConfig, resolve_generation
+from encdec.generation import DecodePlan, GenerationConfig, default_attention_mask, resolve_generation
 from encdec.outputs import GenerateOutput
 
 #: score given to continuations a beam must not take (transformers' constant).
@@ -109,14 +109,6 @@ class _Decoder:
         self.cache = tuple((k.index_select(0, index), v.index_select(0, index), ck, cv) for k, v, ck, cv in self.cache)
 
 
-def _default_attention_mask(input_ids: torch.Tensor, plan: DecodePlan) -> torch.Tensor:
-    """transformers' rule: mask pads only when the pad id occurs and is not an eos id."""
-    pad = plan.pad_token_id
-    if input_ids.dtype in (torch.int32, torch.int64) and bool((input_ids == pad).any()) and pad not in plan.eos_token_ids:
-        return (input_ids != pad).long()
-    return torch.ones(input_ids.shape[:2], dtype=torch.long, device=input_ids.device)
-
-
 def generate(model, input_ids: Optional[torch.Tensor], attention_mask: Optional[torch.Tensor],
              generation_config: Optional[GenerationConfig], **kwargs: Any):
     """Generate ``[batch * num_return_sequences, length]`` ids starting with the decoder start token.
@@ -138,7 +130,7 @@ def generate(model, input_ids: Optional[torch.Tensor], attention_mask: Optional[
     if input_ids is None and "inputs_embeds" not in rest:
         raise ValueError("generate needs `input_ids` (or `inputs_embeds`)")
     if attention_mask is None and input_ids is not None:
-        attention_mask = _default_attention_mask(input_ids, plan)
+        attention_mask = default_attention_mask(input_ids, plan, xp=torch)
     with torch.no_grad():
         enc = model.project(model.encode(input_ids, attention_mask, **rest).last_hidden_state)
         expand = plan.num_beams if plan.mode == "beam" else plan.num_return_sequences

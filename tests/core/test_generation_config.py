@@ -80,3 +80,15 @@ def test_forced_ids_come_from_the_decoder_config():
     assert plan.forced_bos_token_id == 5
     with pytest.raises(ValueError, match="forced_bos_token_id"):
         GenerationConfig.from_dict({"forced_bos_token_id": "0"})
+
+
+def test_default_attention_mask_rule():
+    import numpy as np
+
+    from encdec.generation import default_attention_mask
+
+    plan, _ = resolve_generation(model_config(decoder_start_token_id=1, pad_token_id=0), None, {})
+    ids = np.array([[5, 6, 0], [7, 8, 9]])
+    np.testing.assert_array_equal(default_attention_mask(ids, plan, np), [[1, 1, 0], [1, 1, 1]])
+    plan, _ = resolve_generation(model_config(decoder_start_token_id=1, pad_token_id=0), None, {"eos_token_id": 0})
+    np.testing.assert_array_equal(default_attention_mask(ids, plan, np), np.ones((2, 3)))  # pad is eos: no masking
