@@ -9,7 +9,10 @@ the ``adapters`` library 1.3: a sequential bottleneck adapter (:class:`SeqBnConf
 the encoder and in the decoder, as AdapterHub does.
 
 A backend builds one module per :class:`AdapterSite` (a host module path plus the site's
-parameters) and computes the math documented on the configs.
+parameters), computes the adapter's own layers, and leaves everything else to this module:
+:func:`bottleneck_compose` (where a bottleneck adapter sits around a host's residual and
+LayerNorm) and :class:`AdapterMethods` (the public API -- add, activate, train, delete, merge,
+save, load -- written once over a handful of backend hooks).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, TypeVar, Union
 
 import numpy as np
 
@@ -378,3 +381,204 @@ def load_adapter_files(directory: Union[str, os.PathLike]) -> tuple[str, Adapter
     else:
         raise FileNotFoundError(f"load_adapter: neither {ADAPTER_WEIGHTS_NAME} nor {ADAPTERHUB_WEIGHTS_NAME} in {os.fspath(directory)!r}")
     return meta["name"], config, weights
+
+
+T = TypeVar("T")
+
+
+def bottleneck_compose(config: SeqBnConfig, h: T, residual: T, layer_norm: Optional[Callable[[T], T]],
+                       adapter: Callable[[T], T]) -> T:
+    """A bottleneck adapter at its host, for any array type: ``h`` is the host's sub-layer output
+    (after its dense and dropout), ``residual`` the block input, ``layer_norm`` the host's
+    LayerNorm (``None`` at a pre-LN GPT-2 site) and ``adapter(x)`` the adapter's own
+    ``dropout(up(act(down(x))) * scaling)``.  Placement follows AdapterHub's ``SeqBnConfig``
+    (``original_ln_before``, ``residual_before_ln``, ``original_ln_after``)."""
+    norm = layer_norm if layer_norm is not None else (lambda t: t)
+    res = h
+    if config.original_ln_before:
+        h = h + residual
+        if config.residual_before_ln == "post_add":
+            res = h
+        h = norm(h)
+    if config.residual_before_ln is False:
+        res = h
+    out = adapter(h) + res
+    return norm(out + residual) if config.original_ln_after else out
+
+
+def lora_delta(site: AdapterSite, lora_a: np.ndarray, lora_b: np.ndarray, config: LoRAConfig) -> np.ndarray:
+    """The LoRA update of ``site``'s host weight in canonical (PyTorch) layout: ``B A * alpha / r``,
+    transposed for a GPT-2 Conv1D host (stored [in, out])."""
+    delta = (np.asarray(lora_b, np.float64) @ np.asarray(lora_a, np.float64)) * config.scaling
+    return delta.T if site.host_transposed else delta
+
+
+def adapter_backend_names(sites: list[AdapterSite], layout: Any) -> dict[str, tuple[str, bool]]:
+    """``{canonical name: (backend name, transposed)}`` under a backend :class:`~encdec.layout.Layout`:
+    bottleneck matrices and biases follow the layout's ``linear`` / ``bias`` rules; LoRA factors keep
+    AdapterHub's names and orientation (``lora_A`` [r, in], ``lora_B`` [out, r]) in every backend."""
+    out = {}
+    for site in sites:
+        for p in site.params:
+            if p.kind in ("lora_a", "lora_b"):
+                out[p.name] = (p.name, False)
+            else:
+                out[p.name] = (layout.backend_name(p.name, p.kind), p.kind in layout.transpose and len(p.shape) == 2)
+    return out
+
+
+class AdapterMethods:
+    """The AdapterHub-style adapter API of every backend's model, written once.
+
+    A backend model mixes this in and implements the hooks (``_build_adapter``,
+    ``_remove_adapter``, ``_read_adapter``, ``_write_adapter``, ``_activate_adapter``,
+    ``_freeze_all_but``, ``_read_base``, ``_write_base``); names, configs, validation, the
+    portable init, merging and files stay here, so the three backends cannot drift apart.
+    Only one adapter runs at a time; with none active a model computes exactly its base model.
+    """
+
+    config: Any
+
+    # --- backend hooks ------------------------------------------------------------------------
+    def _build_adapter(self, name: str, config: AdapterConfig, sites: list[AdapterSite]) -> None:
+        """Create the parameters of every site (any values; written right after)."""
+        raise NotImplementedError
+
+    def _remove_adapter(self, name: str, sites: list[AdapterSite]) -> None:
+        raise NotImplementedError
+
+    def _read_adapter(self, sites: list[AdapterSite]) -> dict[str, np.ndarray]:
+        """``{canonical name: array}`` (canonical layout) of the sites' parameters."""
+        raise NotImplementedError
+
+    def _write_adapter(self, sites: list[AdapterSite], weights: Mapping[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def _activate_adapter(self, name: Optional[str], config: Optional[AdapterConfig],
+                          sites: list[AdapterSite]) -> None:
+        """Make adapter ``name`` (or none) the one every forward and ``generate`` runs."""
+        raise NotImplementedError
+
+    def _freeze_all_but(self, name: str, sites: list[AdapterSite]) -> None:
+        """Make the sites' parameters the only trainable ones."""
+        raise NotImplementedError
+
+    def _read_base(self, names: list[str]) -> dict[str, np.ndarray]:
+        """Canonical base weights ``names`` (canonical layout)."""
+        raise NotImplementedError
+
+    def _write_base(self, weights: Mapping[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    # --- public API ---------------------------------------------------------------------------
+    def _adapter_registry(self) -> dict:
+        return vars(self).setdefault("_encdec_adapters", {"configs": {}, "active": None})
+
+    @property
+    def adapter_configs(self) -> dict[str, AdapterConfig]:
+        """``{name: config}`` of the adapters in this model."""
+        return dict(self._adapter_registry()["configs"])
+
+    @property
+    def active_adapter(self) -> Optional[str]:
+        """The adapter every forward runs, or ``None``."""
+        return self._adapter_registry()["active"]
+
+    def _config_of(self, name: str) -> AdapterConfig:
+        configs = self._adapter_registry()["configs"]
+        if name not in configs:
+            raise KeyError(f"no adapter named {name!r}; this model has {sorted(configs)}")
+        return configs[name]
+
+    def _sites_of(self, name: str) -> list[AdapterSite]:
+        return adapter_sites(self.config, name, self._config_of(name))
+
+    def _reactivate(self) -> None:
+        active = self.active_adapter
+        config = None if active is None else self._config_of(active)
+        self._activate_adapter(active, config, [] if active is None else self._sites_of(active))
+
+    def add_adapter(self, name: str, config: AdapterConfig, seed: int = 0) -> None:
+        """Add adapter ``name`` (inactive) with the core's portable init drawn from ``seed``
+        (``config.init_weights_seed`` wins when set): the same seed gives the same adapter in
+        every backend."""
+        if not isinstance(config, (SeqBnConfig, LoRAConfig)):
+            raise TypeError(f"add_adapter: config must be a SeqBnConfig or LoRAConfig, got {type(config).__name__}")
+        registry = self._adapter_registry()
+        if name in registry["configs"]:
+            raise ValueError(f"add_adapter: an adapter named {name!r} already exists")
+        sites = adapter_sites(self.config, name, config)
+        self._build_adapter(name, config, sites)
+        registry["configs"][name] = config
+        self._write_adapter(sites, init_adapter_weights(sites, config, seed))
+        self._reactivate()
+
+    def set_active_adapters(self, name: Optional[str]) -> None:
+        """Run adapter ``name`` in every forward and ``generate``, or none (``None``: the base
+        model, bit for bit)."""
+        if name is not None:
+            self._config_of(name)
+        self._adapter_registry()["active"] = name
+        self._reactivate()
+
+    def adapter_state(self, name: str) -> dict[str, np.ndarray]:
+        """``{canonical name: array}`` of adapter ``name`` (AdapterHub's names and layout)."""
+        return self._read_adapter(self._sites_of(name))
+
+    def load_adapter_state(self, name: str, weights: Mapping[str, np.ndarray]) -> None:
+        """Set adapter ``name``'s weights from canonical arrays (names and shapes must match)."""
+        sites = self._sites_of(name)
+        check_adapter_weights(sites, weights, f"adapter {name!r}")
+        self._write_adapter(sites, weights)
+
+    def train_adapter(self, name: str) -> None:
+        """Activate adapter ``name`` and make its parameters the only trainable ones."""
+        self.set_active_adapters(name)
+        self._freeze_all_but(name, self._sites_of(name))
+
+    def delete_adapter(self, name: str) -> None:
+        """Remove adapter ``name`` and its parameters; deactivates it if it was active."""
+        sites = self._sites_of(name)
+        registry = self._adapter_registry()
+        self._remove_adapter(name, sites)
+        del registry["configs"][name]
+        if registry["active"] == name:
+            registry["active"] = None
+        self._reactivate()
+
+    def merge_adapter(self, name: str) -> None:
+        """Fold LoRA ``name`` into the base weights (``W += B A * alpha / r``) and remove it;
+        outputs equal those with the adapter active, up to float rounding."""
+        config = self._config_of(name)
+        if not isinstance(config, LoRAConfig):
+            raise ValueError(f"merge_adapter: {name!r} is a bottleneck adapter; only LoRA adapters can be merged")
+        sites = self._sites_of(name)
+        lora = self._read_adapter(sites)
+        base = self._read_base([f"{s.host}.weight" for s in sites])
+        for s in sites:
+            key = f"{s.host}.weight"
+            merged = base[key].astype(np.float64) + lora_delta(s, lora[s.params[0].name], lora[s.params[1].name], config)
+            base[key] = merged.astype(base[key].dtype)
+        self._write_base(base)
+        self.delete_adapter(name)
+
+    def save_adapter(self, save_directory: Union[str, os.PathLike], name: str) -> None:
+        """Write ``adapter_config.json`` + ``adapter_model.safetensors`` (canonical names),
+        readable by every backend."""
+        save_adapter_files(save_directory, name, self._config_of(name), self.adapter_state(name))
+
+    def load_adapter(self, directory: Union[str, os.PathLike], set_active: bool = False) -> str:
+        """Load an adapter saved by any encdec backend or by AdapterHub (``pytorch_adapter.bin``);
+        an adapter of the same name must be absent or have the same config.  Returns its name."""
+        name, config, weights = load_adapter_files(directory)
+        existing = self._adapter_registry()["configs"].get(name)
+        if existing is None:
+            check_adapter_weights(adapter_sites(self.config, name, config), weights, os.fspath(directory))
+            self.add_adapter(name, config)
+        elif existing != config:
+            raise ValueError(f"load_adapter: {os.fspath(directory)!r} holds adapter {name!r} with config {config}, "
+                             f"but this model's {name!r} has {existing}")
+        self.load_adapter_state(name, weights)
+        if set_active:
+            self.set_active_adapters(name)
+        return name
