@@ -34,9 +34,11 @@ CONFIGS = {
     "lora-mlp-leave0": (LoRAConfig, dict(r=2, alpha=4, selfattn_lora=False, intermediate_lora=True, output_lora=True,
                                          leave_out=[0])),
 }
-#: GPT-2 sites have no LayerNorm (no post_add); LoRA there covers the MLP only
+#: GPT-2 sites have no LayerNorm (no post_add); its LoRA covers the fused self-attention c_attn
+#: (q/k/v groups) and the MLP
 CASES = [("bert2bert", k) for k in CONFIGS if k != "lora-mlp-leave0"] + [
-    ("bert2gpt2", k) for k in ("seqbn", "seqbn-mh-leave0", "seqbn-noln-before", "lora-mlp-leave0")]
+    ("bert2gpt2", k) for k in ("seqbn", "seqbn-mh-leave0", "seqbn-noln-before", "lora", "lora-all-leave1",
+                               "lora-mlp-leave0")]
 TOL = 1e-5  # fp32, same math in a different order
 
 
@@ -158,7 +160,8 @@ def test_same_seed_same_adapter_in_every_backend(backend):
     assert all(np.array_equal(got[k], want[k]) for k in want)
 
 
-@pytest.mark.parametrize("pair_name,key", [("bert2bert", "lora-all-leave1"), ("bert2gpt2", "lora-mlp-leave0")])
+@pytest.mark.parametrize("pair_name,key", [("bert2bert", "lora-all-leave1"), ("bert2gpt2", "lora"),
+                                           ("bert2gpt2", "lora-all-leave1")])
 def test_merge_lora_keeps_outputs(backend, pair_name, key):
     runner = with_adapter(backend, pair_name, key)
     before = logits(runner, pair_name)
@@ -198,7 +201,7 @@ def test_adapterhub_saved_adapter_loads(tmp_path, backend, pair_name, key):
 
 
 @pytest.mark.parametrize("pair_name,key", [("bert2bert", "seqbn-mh-leave0"), ("bert2bert", "lora-all-leave1"),
-                                           ("bert2gpt2", "seqbn")])
+                                           ("bert2gpt2", "seqbn"), ("bert2gpt2", "lora")])
 def test_generate_runs_the_active_adapter(backend, pair_name, key):
     """Greedy ids equal the ``adapters`` library's: the cached decode path (cross-attention keys and
     values computed once) runs the adapter too."""

@@ -17,6 +17,7 @@ save, load -- written once over a handful of backend hooks).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 ADAPTERHUB_WEIGHTS_NAME = "pytorch_adapter.bin"
 NON_LINEARITIES = ("relu", "gelu", "gelu_new", "tanh", "swish", "silu")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,9 @@ class AdapterSite:
     prefix: str  # host + ".adapters.NAME" or host + ".loras.NAME"
     params: tuple[AdapterParam, ...]
     host_transposed: bool = False  # LoRA host weight stored [in, out] (GPT-2 conv1d): merge adds (B A)^T
+    #: LoRA on a fused q/k/v projection (GPT-2 ``c_attn``): the output blocks (0 q, 1 k, 2 v) the
+    #: adapter updates, one rank-r group each; ``None`` for a plain linear.  See :func:`expand_lora_b`.
+    lora_blocks: Optional[tuple[int, ...]] = None
 
 
 def _check_part(part_config: Any, role: str) -> None:
@@ -229,27 +234,55 @@ def _bottleneck_site(host: str, prefix: str, hidden: int, down: int) -> AdapterS
     ))
 
 
-def _lora_site(host: str, name: str, r: int, d_in: int, d_out: int, host_transposed: bool = False) -> AdapterSite:
+def _lora_site(host: str, name: str, r: int, d_in: int, d_out: int, host_transposed: bool = False,
+               blocks: Optional[tuple[int, ...]] = None) -> AdapterSite:
+    """A LoRA site; with ``blocks`` (fused q/k/v host of width ``d_out = 3 d``) A is [r n, in] and
+    B [d n, r] for ``n = len(blocks)`` groups, as AdapterHub's ``LoRAMergedLinear``."""
     prefix = f"{host}.loras.{name}"
+    n = 1 if blocks is None else len(blocks)
+    d_b = d_out if blocks is None else d_out // 3 * n
     return AdapterSite(host, "lora", prefix, (
-        AdapterParam(f"{prefix}.lora_A", (r, d_in), "lora_a"),
-        AdapterParam(f"{prefix}.lora_B", (d_out, r), "lora_b"),
-    ), host_transposed)
+        AdapterParam(f"{prefix}.lora_A", (r * n, d_in), "lora_a"),
+        AdapterParam(f"{prefix}.lora_B", (d_b, r), "lora_b"),
+    ), host_transposed, blocks)
+
+
+@functools.lru_cache(maxsize=None)
+def _merged_lora_constants(blocks: tuple[int, ...], d: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = len(blocks)
+    tile = np.tile(np.eye(r, dtype=np.float32), (1, n))  # [r, r n]: B @ tile repeats B's columns per group
+    group = np.kron(np.eye(n, dtype=np.float32), np.ones((d, r), np.float32))  # [d n, r n] block diagonal
+    place = np.zeros((3 * d, d * n), np.float32)  # group g's rows go to output block blocks[g]
+    for g, block in enumerate(blocks):
+        place[block * d:(block + 1) * d, g * d:(g + 1) * d] = np.eye(d, dtype=np.float32)
+    return place, tile, group
+
+
+def expand_lora_b(site: AdapterSite, lora_b: T, asarray: Callable[[np.ndarray], T] = np.asarray) -> T:
+    """The [out, r n] matrix ``B'`` with ``delta(x) = x A^T B'^T``: ``lora_B`` itself for a plain
+    LoRA; for a fused q/k/v site, group ``g``'s rows of B (rank-r columns ``g``) placed in output
+    block ``blocks[g]`` and zeros elsewhere -- AdapterHub's grouped conv1d plus padding, written as
+    ``place @ ((B @ tile) * group)`` so every backend computes it with two matmuls (and gradients
+    flow to B's entries only).  ``asarray`` turns the numpy constants into the backend's arrays."""
+    if site.lora_blocks is None:
+        return lora_b
+    d_n, r = site.params[1].shape
+    place, tile, group = (asarray(c) for c in _merged_lora_constants(site.lora_blocks, d_n // len(site.lora_blocks), r))
+    return place @ ((lora_b @ tile) * group)
 
 
 def _gpt2_sites(part: Any, name: str, config: AdapterConfig) -> list[AdapterSite]:
     """GPT-2 decoder (pre-LN): bottleneck adapters after self-attention and after the MLP, each
-    around its residual sum with no LayerNorm, none at cross-attention (as AdapterHub); LoRA on
-    the MLP's ``c_fc`` / ``c_proj``."""
+    around its residual sum with no LayerNorm; LoRA on the self-attention's fused ``c_attn`` and
+    the MLP's ``c_fc`` / ``c_proj``; nothing at cross-attention (as AdapterHub)."""
     if isinstance(config, LoRAConfig):
-        if config.selfattn_lora:
-            raise NotImplementedError("adapters: LoRA on a GPT-2 decoder's attention (merged c_attn) is not supported "
-                                      "yet; use selfattn_lora=False with intermediate_lora / output_lora")
         d, inner = part.n_embd, part.n_inner or 4 * part.n_embd
-        linears = ([("c_fc", d, inner)] if config.intermediate_lora else []) + (
-            [("c_proj", inner, d)] if config.output_lora else [])
-        return [_lora_site(f"decoder.transformer.h.{i}.mlp.{m}", name, config.r, d_in, d_out, host_transposed=True)
-                for i in range(part.n_layer) if i not in config.leave_out for m, d_in, d_out in linears]
+        blocks = tuple(i for i, m in enumerate("qkv") if m in config.attn_matrices)
+        hosts = ([("attn.c_attn", d, 3 * d, blocks)] if config.selfattn_lora and blocks else []) + (
+            [("mlp.c_fc", d, inner, None)] if config.intermediate_lora else []) + (
+            [("mlp.c_proj", inner, d, None)] if config.output_lora else [])
+        return [_lora_site(f"decoder.transformer.h.{i}.{m}", name, config.r, d_in, d_out, True, b)
+                for i in range(part.n_layer) if i not in config.leave_out for m, d_in, d_out, b in hosts]
     if config.residual_before_ln == "post_add":
         raise NotImplementedError("adapters: residual_before_ln='post_add' needs a LayerNorm at the site; GPT-2 has none")
     sites = []
@@ -383,8 +416,6 @@ def load_adapter_files(directory: Union[str, os.PathLike]) -> tuple[str, Adapter
     return meta["name"], config, weights
 
 
-T = TypeVar("T")
-
 
 def bottleneck_compose(config: SeqBnConfig, h: T, residual: T, layer_norm: Optional[Callable[[T], T]],
                        adapter: Callable[[T], T]) -> T:
@@ -409,7 +440,8 @@ def bottleneck_compose(config: SeqBnConfig, h: T, residual: T, layer_norm: Optio
 def lora_delta(site: AdapterSite, lora_a: np.ndarray, lora_b: np.ndarray, config: LoRAConfig) -> np.ndarray:
     """The LoRA update of ``site``'s host weight in canonical (PyTorch) layout: ``B A * alpha / r``,
     transposed for a GPT-2 Conv1D host (stored [in, out])."""
-    delta = (np.asarray(lora_b, np.float64) @ np.asarray(lora_a, np.float64)) * config.scaling
+    b = expand_lora_b(site, np.asarray(lora_b, np.float64), lambda c: c.astype(np.float64))
+    delta = (b @ np.asarray(lora_a, np.float64)) * config.scaling
     return delta.T if site.host_transposed else delta
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from encdec.adapters import AdapterConfig, AdapterMethods, AdapterSite, LoRAConfig, SeqBnConfig, bottleneck_compose
+from encdec.adapters import (AdapterConfig, AdapterMethods, AdapterSite, LoRAConfig, SeqBnConfig, bottleneck_compose,
+                            expand_lora_b)
 from encdec_torch.models.common import activation, tensor_to_numpy
 
 
@@ -61,17 +62,20 @@ class BottleneckHolder(nn.Module):
 
 
 class LoRA(nn.Module):
-    """``lora_A`` [r, in], ``lora_B`` [out, r]; adds ``(dropout(x) A^T B^T) * alpha / r``."""
+    """``lora_A`` [r, in], ``lora_B`` [out, r]; adds ``(dropout(x) A^T B^T) * alpha / r`` (B expanded
+    by the core for a fused q/k/v host)."""
 
     def __init__(self, config: LoRAConfig, site: AdapterSite) -> None:
         super().__init__()
+        self.site = site
         self.lora_A = nn.Parameter(torch.zeros(site.params[0].shape))
         self.lora_B = nn.Parameter(torch.zeros(site.params[1].shape))
         self.scaling = config.scaling
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.dropout(x) @ self.lora_A.t() @ self.lora_B.t()) * self.scaling
+        b = expand_lora_b(self.site, self.lora_B, lambda c: torch.from_numpy(c).to(self.lora_B.device, self.lora_B.dtype))
+        return (self.dropout(x) @ self.lora_A.t() @ b.t()) * self.scaling
 
 
 class LoRASlot(nn.ModuleDict):

@@ -15,8 +15,10 @@ from encdec.adapters import (
     check_adapter_weights,
     config_from_dict,
     config_to_dict,
+    expand_lora_b,
     init_adapter_weights,
     load_adapter_files,
+    lora_delta,
     save_adapter_files,
 )
 from encdec.configuration import EncoderDecoderConfig, config_class_for
@@ -101,12 +103,30 @@ def test_gpt2_decoder_sites():
 def test_unsupported_architecture_refused():
     with pytest.raises(NotImplementedError, match="decoder model_type 'bart'"):
         adapter_sites(pair_config("bart"), "x", SeqBnConfig())
-    with pytest.raises(NotImplementedError, match="merged c_attn"):
-        adapter_sites(pair_config("gpt2"), "x", LoRAConfig())
     with pytest.raises(NotImplementedError, match="post_add"):
         adapter_sites(pair_config("gpt2"), "x", SeqBnConfig(residual_before_ln="post_add"))
     with pytest.raises(ValueError, match="adapter name"):
         adapter_sites(pair_config(), "a.b", LoRAConfig())
+
+
+def test_fused_qkv_lora_expansion_by_hand():
+    """GPT-2's c_attn with attn_matrices q, v: A [2r, in], B [2d, r]; group 0 updates the q block,
+    group 1 the v block, the k block is untouched (AdapterHub's grouped conv1d + padding)."""
+    config = pair_config("gpt2")
+    d, r = config.decoder.n_embd, 3
+    sites = [s for s in adapter_sites(config, "x", LoRAConfig(r=r, alpha=6, attn_matrices=["v", "q"])) if "c_attn" in s.host]
+    assert len(sites) == config.decoder.n_layer
+    site = sites[0]
+    assert site.lora_blocks == (0, 2) and site.host_transposed
+    assert [p.shape for p in site.params] == [(2 * r, d), (2 * d, r)]
+    rng = np.random.default_rng(0)
+    a, b, x = rng.standard_normal((2 * r, d)), rng.standard_normal((2 * d, r)), rng.standard_normal((4, d))
+    want = np.zeros((4, 3 * d))
+    want[:, :d] = x @ a[:r].T @ b[:d].T
+    want[:, 2 * d:] = x @ a[r:].T @ b[d:].T
+    np.testing.assert_allclose(x @ a.T @ expand_lora_b(site, b).T, want, rtol=0, atol=1e-12)
+    # merge: the canonical Conv1D weight [in, out] gains the same update, times alpha / r
+    np.testing.assert_allclose(x @ lora_delta(site, a, b, LoRAConfig(r=r, alpha=6)), want * 2, rtol=0, atol=1e-12)
 
 
 def test_init_is_seeded_and_fresh_lora_is_zero():
