@@ -31,6 +31,7 @@ from encdec.outputs import BaseModelOutput, CausalLMOutputWithCrossAttentions, M
 from encdec.registry import part_class
 from encdec.routing import split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec_flax.adapters import ActiveAdapter, FlaxAdapterMixin, adapter_scope
 from encdec_flax.models import FLAX_LAYOUT
 from encdec_flax.models.layers import dense
 
@@ -72,10 +73,12 @@ def check_config(config: Any) -> None:
 
 
 class FlaxEncoderDecoderModule(nn.Module):
-    """``encoder`` + optional ``enc_to_dec_proj`` + ``decoder`` (names = canonical roots)."""
+    """``encoder`` + optional ``enc_to_dec_proj`` + ``decoder`` (names = canonical roots).
+    ``adapter``: the adapter ``encode`` / ``decode`` / ``init_cache`` run, or ``None``."""
 
     config: Any
     dtype: Any = jnp.float32
+    adapter: ActiveAdapter | None = None
 
     def setup(self) -> None:
         c = self.config
@@ -86,14 +89,15 @@ class FlaxEncoderDecoderModule(nn.Module):
 
     def encode(self, input_ids, attention_mask=None, position_ids=None, deterministic: bool = True,
                output_attentions: bool = False, output_hidden_states: bool = False) -> tuple:
-        out = self.encoder(
-            input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            deterministic=deterministic,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
+        with adapter_scope(self.adapter, deterministic):
+            out = self.encoder(
+                input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                deterministic=deterministic,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+            )
         return out[:3]
 
     def project(self, encoder_hidden_states):
@@ -102,24 +106,26 @@ class FlaxEncoderDecoderModule(nn.Module):
         return self.enc_to_dec_proj(encoder_hidden_states)
 
     def init_cache(self, encoder_hidden_states, max_length: int) -> dict:
-        return self.decoder.init_cache(self.project(encoder_hidden_states), max_length)
+        with adapter_scope(self.adapter, deterministic=True):
+            return self.decoder.init_cache(self.project(encoder_hidden_states), max_length)
 
     def decode(self, decoder_input_ids, encoder_hidden_states=None, encoder_attention_mask=None, decoder_attention_mask=None,
                decoder_position_ids=None, cache=None, deterministic: bool = True, output_attentions: bool = False,
                output_hidden_states: bool = False) -> tuple:
         """Returns ``(logits, hidden_states, attentions, cross_attentions, cache)``; with a
         cache the cross-attention keys/values come from it (computed in ``init_cache``)."""
-        return self.decoder(
-            decoder_input_ids,
-            attention_mask=decoder_attention_mask,
-            position_ids=decoder_position_ids,
-            encoder_hidden_states=None if cache is not None else self.project(encoder_hidden_states),
-            encoder_attention_mask=encoder_attention_mask,
-            cache=cache,
-            deterministic=deterministic,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
-        )
+        with adapter_scope(self.adapter, deterministic):
+            return self.decoder(
+                decoder_input_ids,
+                attention_mask=decoder_attention_mask,
+                position_ids=decoder_position_ids,
+                encoder_hidden_states=None if cache is not None else self.project(encoder_hidden_states),
+                encoder_attention_mask=encoder_attention_mask,
+                cache=cache,
+                deterministic=deterministic,
+                output_attentions=output_attentions,
+                output_hidden_states=output_hidden_states,
+            )
 
     def __call__(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask=None, position_ids=None,
                  decoder_position_ids=None, deterministic: bool = True, output_attentions: bool = False,
@@ -149,8 +155,9 @@ def _cast_floats(params: Any, dtype: Any, mask: Any = None) -> Any:
     return jax.tree_util.tree_map(cast, params, mask)
 
 
-class FlaxEncoderDecoderModel:
-    """Encoder-decoder model with transformers' Flax API, plus labels/loss.
+class FlaxEncoderDecoderModel(FlaxAdapterMixin):
+    """Encoder-decoder model with transformers' Flax API, plus labels/loss and adapters
+    (:mod:`encdec_flax.adapters`).
 
     ``dtype`` is the computation dtype (float32, bfloat16, float16); parameters keep
     their own dtype (see :meth:`to_bf16`).  ``input_shape`` is accepted for
@@ -191,10 +198,11 @@ class FlaxEncoderDecoderModel:
 
     def load_canonical(self, weights: Mapping[str, np.ndarray]) -> None:
         """Set ``params`` from canonical weights; names and shapes must match the spec
-        exactly (tie targets optional).  Arrays keep their dtype."""
+        exactly (tie targets optional).  Arrays keep their dtype; adapters are kept."""
         weights, _ = match_state(weights, self.spec)
-        flat = to_backend(weights, self.spec, FLAX_LAYOUT)
-        self.params = unflatten_dict({tuple(k.split(".")): jnp.asarray(v) for k, v in flat.items()})
+        flat = {tuple(k.split(".")): jnp.asarray(v) for k, v in to_backend(weights, self.spec, FLAX_LAYOUT).items()}
+        flat.update(self._adapter_leaves())
+        self.params = unflatten_dict(flat)
 
     def module_params(self, params: Any = None) -> dict:
         """``params`` (default ``self.params``) as the module reads them: with

@@ -17,6 +17,7 @@ from encdec.specs.gpt2 import check_gpt2
 from encdec_flax.models.layers import (
     LayerStack,
     Conv1D,
+    Residual,
     activation,
     attention,
     dense,
@@ -95,6 +96,9 @@ class GPT2Block(nn.Module):
             self.crossattention = GPT2Attention(c, True, self.dtype)
             self.ln_cross_attn = layer_norm(eps, self.dtype)
         self.mlp = GPT2MLP(c, self.dtype)
+        # residual sums after attention / MLP: where bottleneck adapters attach (encdec_flax.adapters)
+        self.attention_adapters = Residual()
+        self.output_adapters = Residual()
 
     def cross_kv(self, encoder_hidden_states: jnp.ndarray) -> dict:
         return self.crossattention.kv(encoder_hidden_states)
@@ -102,12 +106,12 @@ class GPT2Block(nn.Module):
     def __call__(self, hidden, mask, cross_mask, cross_kv, cache, index, deterministic: bool):
         self_cache = None if cache is None else cache["self"]
         out, self_w, self_cache = self.attn(self.ln_1(hidden), mask, None, self_cache, index, deterministic)
-        hidden = hidden + out
+        hidden = self.attention_adapters(out, hidden)
         cross_w = None
         if cross_kv is not None:
             out, cross_w, _ = self.crossattention(self.ln_cross_attn(hidden), cross_mask, cross_kv, None, index, deterministic)
             hidden = hidden + out
-        hidden = hidden + self.mlp(self.ln_2(hidden), deterministic)
+        hidden = self.output_adapters(self.mlp(self.ln_2(hidden), deterministic), hidden)
         layer_cache = None if cache is None else {"self": self_cache, "cross": cache["cross"]}
         return hidden, self_w, cross_w, layer_cache
 

@@ -55,6 +55,15 @@ class Conv1D(nn.Module):
         return jnp.dot(x, kernel.astype(self.dtype).T) + bias.astype(self.dtype)
 
 
+class Residual(nn.Module):
+    """``residual + h``: a parameter-free residual sum with its own module path, so an
+    adapter can attach there (GPT-2's ``attention_adapters`` / ``output_adapters``,
+    see :mod:`encdec_flax.adapters`)."""
+
+    def __call__(self, h: jnp.ndarray, residual: jnp.ndarray) -> jnp.ndarray:
+        return residual + h
+
+
 def dense(features: int, dtype: Any, use_bias: bool = True) -> nn.Dense:
     return nn.Dense(features, use_bias=use_bias, dtype=dtype, kernel_init=nn.initializers.normal(0.02))
 
