@@ -62,6 +62,11 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     return sequences[:, : int(length)]
 
 
+def forget_compiled(model: Any) -> None:
+    """Drop ``model``'s compiled decode programs (they trace its adapter state)."""
+    _COMPILED.pop(model, None)
+
+
 def check_positions(decoder_config: Any, max_length: int) -> None:
     """Refuse lengths beyond the decoder's position table (XLA gathers would clamp silently)."""
     limit = decoder_config.max_position_embeddings

@@ -17,6 +17,7 @@ from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
 from encdec.routing import check_no_unknown, split_forward_kwargs, split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec_tf.adapters import TFAdapterMixin
 from encdec_tf.models.common import TF_LAYOUT, Dense, ParamStore, as_int
 
 logger = logging.getLogger(__name__)
@@ -34,10 +35,11 @@ def assign_weights(variables: Mapping[str, keras.Variable], backend_weights: Map
         var.assign(value)
 
 
-class TFEncoderDecoderModel(keras.Model):
+class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
     """Encoder-decoder model: ``TFEncoderDecoderModel(config)`` builds both parts from the
     registry with the portable random init; ``TFEncoderDecoderModel(encoder=, decoder=)``
-    wraps existing parts.  All variables exist after construction."""
+    wraps existing parts.  All variables exist after construction.  Adapters (AdapterHub's
+    bottleneck and LoRA): ``add_adapter``, ``train_adapter``, ... (:mod:`encdec_tf.adapters`)."""
 
     def __init__(self, config: EncoderDecoderConfig | None = None, encoder: keras.layers.Layer | None = None,
                  decoder: keras.layers.Layer | None = None, seed: int = 0, _init: bool = True, **kwargs: Any) -> None:
@@ -167,11 +169,19 @@ class TFEncoderDecoderModel(keras.Model):
             loss = self(**batch, use_cache=False, training=True).loss
         grads = tape.gradient(loss, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
-        return {"loss": loss}
+        return self._step_logs(loss)
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
         batch = data[0] if isinstance(data, tuple) else data
-        return {"loss": self(**batch, use_cache=False, training=False).loss}
+        return self._step_logs(self(**batch, use_cache=False, training=False).loss)
+
+    def _step_logs(self, loss: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Feed ``compile``'s ``loss`` mean, which Keras reports per epoch (``fit`` history,
+        ``evaluate``) in place of the step's own logs."""
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss)
+        return {"loss": loss}
 
     # --- accessors ---------------------------------------------------------------------
     def get_encoder(self) -> keras.layers.Layer:

@@ -19,6 +19,7 @@ from encdec_tf.models.common import (
     Embedding,
     LayerNorm,
     ParamStore,
+    Residual,
     activation,
     as_int,
     attend,
@@ -85,7 +86,8 @@ class BertAttention:
         self.key = Dense(store, f"{prefix}.self.key")
         self.value = Dense(store, f"{prefix}.self.value")
         self.out = Dense(store, f"{prefix}.output.dense")
-        self.norm = LayerNorm(store, f"{prefix}.output.LayerNorm", config.layer_norm_eps)
+        norm = LayerNorm(store, f"{prefix}.output.LayerNorm", config.layer_norm_eps)
+        self.add_norm = Residual(store, f"{prefix}.output", norm)  # bottleneck adapter host
         self.heads = config.num_attention_heads
         self.cross = cross
         self.attn_rate = config.attention_probs_dropout_prob
@@ -96,11 +98,11 @@ class BertAttention:
         return attention_kv(self.key, self.value, None, states, None, None, self.heads, True)
 
     def __call__(self, h, bias, states=None, past=None, cache_index=None, training=False):
-        q = split_heads(self.query(h), self.heads)
-        k, v = attention_kv(self.key, self.value, h, states, past, cache_index, self.heads, self.cross)
+        q = split_heads(self.query(h, training), self.heads)
+        k, v = attention_kv(self.key, self.value, h, states, past, cache_index, self.heads, self.cross, training)
         ctx, probs = attend(q, k, v, bias, self.attn_rate, training)
         out = dropout(self.out(merge_heads(ctx)), self.rate, training)
-        return self.norm(out + h), (k, v), probs
+        return self.add_norm(out, h, training), (k, v), probs
 
 
 class BertLayer:
@@ -109,7 +111,8 @@ class BertLayer:
         self.crossattention = BertAttention(store, f"{prefix}.crossattention", config, cross=True) if cross else None
         self.intermediate = Dense(store, f"{prefix}.intermediate.dense")
         self.output = Dense(store, f"{prefix}.output.dense")
-        self.norm = LayerNorm(store, f"{prefix}.output.LayerNorm", config.layer_norm_eps)
+        norm = LayerNorm(store, f"{prefix}.output.LayerNorm", config.layer_norm_eps)
+        self.add_norm = Residual(store, f"{prefix}.output", norm)  # bottleneck adapter host
         self.act = activation(config.hidden_act)
         self.rate = config.hidden_dropout_prob
 
@@ -120,8 +123,8 @@ class BertLayer:
         if self.crossattention is not None and (enc is not None or cross_past is not None):
             h, cross_kv, cross_probs = self.crossattention(h, enc_bias, states=enc, past=cross_past, training=training)
             present = self_kv + cross_kv
-        ff = dropout(self.output(self.act(self.intermediate(h))), self.rate, training)
-        return self.norm(ff + h), present, self_probs, cross_probs
+        ff = dropout(self.output(self.act(self.intermediate(h, training)), training), self.rate, training)
+        return self.add_norm(ff, h, training), present, self_probs, cross_probs
 
 
 class BertStack:

@@ -33,7 +33,8 @@ class ParamStore:
 
     ``tied`` maps part-relative canonical names to variables owned elsewhere (e.g. the
     encoder's under ``tie_encoder_decoder``); spec ties inside the part share the source.
-    ``variables`` is ``{backend name: variable}`` for the variables this part owns.
+    ``variables`` is ``{backend name: variable}`` for the variables this part owns;
+    ``hosts`` is ``{canonical module path: module}`` of the modules that can hold an adapter.
     """
 
     def __init__(self, owner: keras.layers.Layer, spec: ModelSpec, tied: Mapping[str, Any] | None = None) -> None:
@@ -41,6 +42,7 @@ class ParamStore:
         self.spec = spec
         self.tied = dict(tied or {})
         self.variables: dict[str, keras.Variable] = {}
+        self.hosts: dict[str, Any] = {}
 
     def get(self, name: str) -> keras.Variable:
         if name in self.tied:
@@ -55,6 +57,12 @@ class ParamStore:
             shape = p.shape[::-1] if p.kind in TF_LAYOUT.transpose else p.shape
             self.variables[key] = self.owner.add_weight(shape=shape, initializer="zeros", dtype="float32", name=key)
         return self.variables[key]
+
+    def add_host(self, prefix: str, module: Any) -> None:
+        """Register ``module`` (with an ``adapter`` slot) under its canonical path ``prefix``."""
+        if prefix in self.hosts:
+            raise RuntimeError(f"{type(self.owner).__name__}: two modules at {prefix!r}")
+        self.hosts[prefix] = module
 
     def is_tied(self, name: str) -> bool:
         """True when ``name`` shares another parameter's variable."""
@@ -72,18 +80,39 @@ class ParamStore:
 
 
 class Dense:
-    """``x @ kernel + bias`` for a linear or Conv1D parameter pair at ``prefix``."""
+    """``x @ kernel + bias`` for a linear or Conv1D parameter pair at ``prefix``; ``adapter``
+    (a LoRA from :mod:`encdec_tf.adapters`, or ``None``) adds ``adapter(x, training)``."""
 
     def __init__(self, store: ParamStore, prefix: str) -> None:
         self.kernel = store.get(f"{prefix}.weight")
         self.bias = store.get(f"{prefix}.bias") if store.has(f"{prefix}.bias") else None
+        self.adapter: Any = None
+        store.add_host(prefix, self)
 
-    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+    def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         shape = tf.shape(x)
         y = tf.matmul(tf.reshape(x, [-1, shape[-1]]), self.kernel)
         if self.bias is not None:
             y = y + self.bias
-        return tf.reshape(y, tf.concat([shape[:-1], [self.kernel.shape[-1]]], 0))
+        y = tf.reshape(y, tf.concat([shape[:-1], [self.kernel.shape[-1]]], 0))
+        return y if self.adapter is None else y + self.adapter(x, training)
+
+
+class Residual:
+    """The end of a sub-layer: ``h + residual``, then ``norm`` if given (BERT's post-LN
+    ``...attention.output`` / ``...output``; GPT-2's ``attention_adapters`` / ``output_adapters``
+    have none).  ``adapter`` (a bottleneck from :mod:`encdec_tf.adapters`, or ``None``) replaces
+    the sum as :func:`encdec.adapters.bottleneck_compose` places it."""
+
+    def __init__(self, store: ParamStore, prefix: str, norm: LayerNorm | None = None) -> None:
+        self.norm = norm
+        self.adapter: Any = None
+        store.add_host(prefix, self)
+
+    def __call__(self, h: tf.Tensor, residual: tf.Tensor, training: bool = False) -> tf.Tensor:
+        if self.adapter is not None:
+            return self.adapter(h, residual, self.norm, training)
+        return h + residual if self.norm is None else self.norm(h + residual)
 
 
 class LayerNorm:
@@ -244,13 +273,14 @@ def update_cache(
     )
 
 
-def attention_kv(key: Dense, value: Dense, h: tf.Tensor, states: Any, past: Any, cache_index: Any, heads: int, cross: bool):
+def attention_kv(key: Dense, value: Dense, h: tf.Tensor, states: Any, past: Any, cache_index: Any, heads: int, cross: bool,
+                 training: bool = False):
     """Keys and values of one attention: cross-attention projects the encoder states once
     (a cache holds them afterwards); self-attention extends the cache."""
     if cross and past is not None:
         return past
     src = states if cross else h
-    k, v = split_heads(key(src), heads), split_heads(value(src), heads)
+    k, v = split_heads(key(src, training), heads), split_heads(value(src, training), heads)
     return (k, v) if cross else update_cache(past, k, v, cache_index)
 
 

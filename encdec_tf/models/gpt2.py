@@ -18,6 +18,7 @@ from encdec_tf.models.common import (
     Embedding,
     LayerNorm,
     ParamStore,
+    Residual,
     activation,
     as_int,
     attend,
@@ -51,7 +52,7 @@ class GPT2Attention:
             q = split_heads(self.q_attn(h), self.heads)
             k, v = past if past is not None else self.kv(states)
         else:
-            q, k, v = tf.split(self.c_attn(h), 3, axis=-1)
+            q, k, v = tf.split(self.c_attn(h, training), 3, axis=-1)
             q = split_heads(q, self.heads)
             k, v = update_cache(past, split_heads(k, self.heads), split_heads(v, self.heads), cache_index)
         ctx, probs = attend(q, k, v, bias, self.attn_rate, training)
@@ -70,19 +71,23 @@ class GPT2Block:
         self.ln_2 = LayerNorm(store, f"{prefix}.ln_2", eps)
         self.c_fc = Dense(store, f"{prefix}.mlp.c_fc")
         self.c_proj = Dense(store, f"{prefix}.mlp.c_proj")
+        # bottleneck adapter hosts (AdapterHub's names): h + sub-layer, after self-attention and after the MLP
+        self.attention_adapters = Residual(store, f"{prefix}.attention_adapters")
+        self.output_adapters = Residual(store, f"{prefix}.output_adapters")
         self.act = activation(config.activation_function)
         self.rate = config.resid_pdrop
 
     def __call__(self, h, bias, enc=None, enc_bias=None, past=None, cache_index=None, training=False):
         self_past, cross_past = split_past(past)
         a, present, probs = self.attn(self.ln_1(h), bias, past=self_past, cache_index=cache_index, training=training)
-        h = h + a
+        h = self.attention_adapters(a, h, training)
         cross_probs = None
         if self.cross and (enc is not None or cross_past is not None):
             a, cross_kv, cross_probs = self.crossattention(self.ln_cross_attn(h), enc_bias, states=enc, past=cross_past, training=training)
             h = h + a
             present = present + cross_kv
-        h = h + dropout(self.c_proj(self.act(self.c_fc(self.ln_2(h)))), self.rate, training)
+        m = dropout(self.c_proj(self.act(self.c_fc(self.ln_2(h), training)), training), self.rate, training)
+        h = self.output_adapters(m, h, training)
         return h, present, probs, cross_probs
 
 
