@@ -29,7 +29,6 @@ from encdec.adapters import (
     AdapterConfig,
     AdapterMethods,
     AdapterSite,
-    LoRAConfig,
     adapter_backend_names,
     bottleneck_compose,
     expand_lora_b,
@@ -63,10 +62,18 @@ def _dropout(module: nn.Module, x: jnp.ndarray, rate: float, deterministic: bool
 def _interceptor(active: ActiveAdapter, deterministic: bool) -> Callable:
     config, name = active.config, active.name
 
+    def weights(module: nn.Module, group: str) -> Any:
+        params = module.variables.get("params", {})
+        if name not in params.get(group, {}):
+            raise ValueError(f"adapter {name!r} is active but the params given lack its weights at "
+                             f"{'.'.join((*module.path, group, name))}; pass params that hold the model's adapter "
+                             "leaves (model.params, or a pytree derived from it)")
+        return params[group][name]
+
     def lora(module: nn.Module, site: AdapterSite, out: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
         """``out + (dropout(x) A^T B^T) * alpha / r`` at a linear (or GPT-2 Conv1D) host; B
         expanded by the core at a fused q/k/v host (GPT-2 ``c_attn``)."""
-        w = module.variables["params"]["loras"][name]
+        w = weights(module, "loras")
         a = w["lora_A"].astype(out.dtype)
         b = expand_lora_b(site, w["lora_B"].astype(out.dtype), lambda c: jnp.asarray(c, out.dtype))
         x = _dropout(module, x, config.dropout, deterministic).astype(out.dtype)
@@ -82,7 +89,7 @@ def _interceptor(active: ActiveAdapter, deterministic: bool) -> Callable:
             hidden, residual = args[0], args[1]
             h = module.dropout(module.dense(hidden), deterministic=deterministic)
             layer_norm = module.LayerNorm
-        w = module.variables["params"]["adapters"][name]
+        w = weights(module, "adapters")
         down, up = w["adapter_down"]["0"], w["adapter_up"]
         act = activation(config.non_linearity.lower(), "SeqBnConfig.non_linearity")
 

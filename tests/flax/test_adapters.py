@@ -12,7 +12,7 @@ import pytest
 import torch
 from flax.traverse_util import flatten_dict
 
-from encdec.adapters import LoRAConfig, SeqBnConfig
+from encdec.adapters import LoRAConfig
 from encdec_flax import FlaxEncoderDecoderModel
 from encdec_torch import EncoderDecoderModel
 from conformance_tests.test_adapters import CASES, ours_config
@@ -107,14 +107,15 @@ def test_parameters_live_at_canonical_paths_and_survive_load_canonical():
 
 
 def test_jit_forward_reads_adapter_from_params():
-    config, ours, ref = build("bert2bert", "lora-all-leave1")
+    _, ours, ref = build("bert2bert", "lora-all-leave1")
     x = batch("bert2bert")
     fwd = jax.jit(lambda params: ours(**x, params=params).logits)
     assert maxdiff(fwd(ours.params), run_torch(ref, x).logits) < TOL
     zeroed = jax.tree_util.tree_map_with_path(
         lambda path, leaf: jnp.zeros_like(leaf) if any(getattr(k, "key", None) == "lora_B" for k in path) else leaf, ours.params)
+    without = fwd(zeroed)  # adapter still active: B = 0 must give the base model (B is an input, not a constant)
     ours.set_active_adapters(None)
-    assert maxdiff(fwd(zeroed), ours(**x).logits) < TOL  # the traced adapter leaves, not constants
+    assert maxdiff(without, ours(**x).logits) < TOL
 
 
 @pytest.mark.parametrize("pair,key", [("bert2bert", "seqbn"), ("bert2bert", "lora"), ("bert2gpt2", "seqbn-mh-leave0")])
@@ -204,3 +205,12 @@ def test_generate_with_adapter_equals_torch(pair, key, beams):
     base, want_base = both()
     np.testing.assert_array_equal(base, want_base)
     assert not np.array_equal(base, got)  # the adapter changes the ids
+
+
+def test_params_without_the_active_adapter_are_refused():
+    config, ours, _ = build("bert2bert", "lora")
+    plain = FlaxEncoderDecoderModel(config, _do_init=False)
+    plain.load_canonical(ours.canonical_state())
+    with pytest.raises(ValueError, match="adapter 'a' is active but the params given lack its weights at "
+                                         r"encoder\.encoder\.layer\.0\.attention\.self\.query\.loras\.a"):
+        ours(**batch("bert2bert"), params=plain.params)
