@@ -106,13 +106,13 @@ class AdapterModelMixin(AdapterMethods):
                 host = self.get_submodule(site.host)
                 if getattr(host, "adapters", None) is None:
                     host.adapters = BottleneckSlot()
-                host.adapters[name] = Bottleneck(config, site).to(param.device, param.dtype)
+                host.adapters[name] = Bottleneck(config, site).to(param.device, param.dtype).train(self.training)
             else:
                 host = self.get_submodule(site.host)
                 if getattr(host, "loras", None) is None:
                     host.loras = LoRASlot()
                     self._lora_hooks()[site.host] = host.register_forward_hook(host.loras.hook)
-                host.loras[name] = LoRA(config, site).to(param.device, param.dtype)
+                host.loras[name] = LoRA(config, site).to(param.device, param.dtype).train(self.training)
 
     def _remove_adapter(self, name: str, sites: list[AdapterSite]) -> None:
         for site in sites:
@@ -138,7 +138,7 @@ class AdapterModelMixin(AdapterMethods):
         with torch.no_grad():
             for p in (p for s in sites for p in s.params):
                 target = params[p.name]
-                target.copy_(torch.from_numpy(np.ascontiguousarray(weights[p.name])).to(target.dtype))
+                target.copy_(torch.from_numpy(np.array(weights[p.name])).to(target.dtype))  # a copy: may be read-only
 
     def _activate_adapter(self, name: Optional[str], config: Optional[AdapterConfig], sites: list[AdapterSite]) -> None:
         for module in self.modules():
@@ -158,7 +158,7 @@ class AdapterModelMixin(AdapterMethods):
         params = dict(self.named_parameters())
         with torch.no_grad():
             for n, arr in weights.items():
-                params[n].copy_(torch.from_numpy(np.ascontiguousarray(arr)).to(params[n].dtype))
+                params[n].copy_(torch.from_numpy(np.array(arr)).to(params[n].dtype))  # a copy: arr may be read-only
 
 
 _ADAPTER_CLASSES: dict[type, type] = {}

@@ -67,3 +67,14 @@ def test_adapter_follows_model_dtype():
     x = inputs(cfg)
     with torch.no_grad():
         assert model(**x).logits.dtype == torch.bfloat16
+
+
+def test_adapter_added_to_an_eval_model_does_not_drop():
+    """A model in eval mode gets adapters in eval mode: dropout > 0 must not act at inference."""
+    cfg, _, model, _ = build_pair("bert2bert")
+    model.eval()
+    model.add_adapter("a", LoRAConfig(dropout=0.5, init_weights="bert"))
+    model.set_active_adapters("a")
+    x = inputs(cfg)
+    with torch.no_grad():
+        assert torch.equal(model(**x).logits, model(**x).logits)
