@@ -12,7 +12,9 @@ active adapter every slot is empty and the model computes its base expressions b
 
 Compiled programs bake the active adapter in, so every adapter change drops the model's XLA
 ``generate`` programs and Keras' train / test / predict functions.  A ``tf.function`` the
-user wrapped around the model keeps what it traced: wrap it again after a change.
+user wrapped around the model keeps what it traced: wrap it again after a change.  Training
+another adapter after ``fit`` needs a new optimizer (``compile`` again), as Keras requires
+for a new set of variables.
 """
 from __future__ import annotations
 
