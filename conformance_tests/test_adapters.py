@@ -229,6 +229,18 @@ def test_only_the_active_adapter_runs(backend):
     assert max_abs(logits(runner, "bert2bert"), oracle_logits("bert2bert", "seqbn-mh-leave0")) > 1e-3
 
 
+def test_merge_into_tied_weights_is_refused(backend):
+    """With ``tie_encoder_decoder`` an encoder LoRA host is also a decoder weight: merging would
+    change both parts, so every backend refuses it (through the core)."""
+    runner = base_runner(backend, "bert2bert-tied")
+    runner.model.add_adapter("a", LoRAConfig(init_weights="bert"))
+    before = runner.model.canonical_state()
+    with pytest.raises(NotImplementedError, match="shared"):
+        runner.model.merge_adapter("a")
+    after = runner.model.canonical_state()
+    assert "a" in runner.model.adapter_configs and all(np.array_equal(before[k], after[k]) for k in before)
+
+
 def test_errors(tmp_path, backend):
     model = with_adapter(backend, "bert2bert", "lora").model
     with pytest.raises(ValueError, match="already exists"):

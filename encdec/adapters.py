@@ -25,6 +25,8 @@ from typing import Any, Callable, Mapping, Optional, TypeVar, Union
 
 import numpy as np
 
+from encdec.specs import encoder_decoder_spec
+
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 ADAPTERHUB_WEIGHTS_NAME = "pytorch_adapter.bin"
@@ -585,6 +587,11 @@ class AdapterMethods:
         if not isinstance(config, LoRAConfig):
             raise ValueError(f"merge_adapter: {name!r} is a bottleneck adapter; only LoRA adapters can be merged")
         sites = self._sites_of(name)
+        ties = encoder_decoder_spec(self.config).ties
+        shared = sorted({f"{s.host}.weight" for s in sites} & (set(ties) | set(ties.values())))
+        if shared:
+            raise NotImplementedError(f"merge_adapter: {shared[0]!r} is shared with another part (tied weights, e.g. "
+                                      "tie_encoder_decoder); merging would change both, so it is refused")
         lora = self._read_adapter(sites)
         base = self._read_base([f"{s.host}.weight" for s in sites])
         for s in sites:

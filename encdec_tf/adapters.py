@@ -108,6 +108,11 @@ class TFAdapterMixin(AdapterMethods):
     def _adapter_params(self) -> dict[str, tuple[keras.Variable, bool]]:
         return {k: v for layer in self._adapter_layers().values() for k, v in layer.params.items()}
 
+    def adapter_variables(self, name: str) -> list[keras.Variable]:
+        """The Keras variables of adapter ``name`` (what ``train_adapter(name)`` leaves trainable)."""
+        self._config_of(name)
+        return list(self._adapter_layers()[name].variables)
+
     def _invalidate_compiled(self) -> None:
         """Drop compiled programs that traced the previous adapter state."""
         from encdec_tf.generation import forget_compiled
@@ -164,9 +169,5 @@ class TFAdapterMixin(AdapterMethods):
         return {n: state[n] for n in names}
 
     def _write_base(self, weights: Mapping[str, np.ndarray]) -> None:
-        tied = sorted(n for n in weights if n in self.spec.ties)
-        if tied:
-            raise NotImplementedError(f"merge_adapter: {tied[0]!r} shares its variable with {self.spec.ties[tied[0]]!r}; "
-                                      "merging into tied weights is not supported")
         only = {TF_LAYOUT.backend_name(n, self.spec[n].kind) for n in weights}
         self._assign_canonical({**self.canonical_state(), **weights}, only=only)

@@ -118,7 +118,7 @@ def test_train_adapter_fit_trains_only_the_adapter(pair, key):
     add((ours,), key)
     ours.add_adapter("other", SeqBnConfig())
     ours.train_adapter("a")
-    own = {id(v) for v in ours._adapter_layers()["a"].variables}
+    own = {id(v) for v in ours.adapter_variables("a")}
     assert own and {id(v) for v in ours.trainable_variables} == own
     if pair == "bert48-gpt2-proj":
         assert ours.enc_to_dec_proj is not None and not any(v.trainable for v in ours.store.variables.values())
