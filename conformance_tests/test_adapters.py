@@ -38,7 +38,9 @@ CONFIGS = {
 #: (q/k/v groups) and the MLP
 CASES = [("bert2bert", k) for k in CONFIGS if k != "lora-mlp-leave0"] + [
     ("bert2gpt2", k) for k in ("seqbn", "seqbn-mh-leave0", "seqbn-noln-before", "lora", "lora-all-leave1",
-                               "lora-mlp-leave0")]
+                               "lora-mlp-leave0")] + [
+    ("roberta2roberta", "seqbn-mh-leave0"), ("roberta2roberta", "lora-all-leave1"),
+    ("electra2gpt2", "seqbn-mh-leave0"), ("electra2gpt2", "lora-all-leave1")]
 TOL = 1e-5  # fp32, same math in a different order
 
 

@@ -221,7 +221,7 @@ class AdapterSite:
 
 
 def _check_part(part_config: Any, role: str) -> None:
-    supported = ("bert",) if role == "encoder" else ("bert", "gpt2")
+    supported = ("bert", "roberta", "electra") if role == "encoder" else ("bert", "roberta", "gpt2")
     if part_config.model_type not in supported:
         raise NotImplementedError(
             f"adapters: {role} model_type {part_config.model_type!r} is not supported yet ({', '.join(supported)})")
@@ -309,7 +309,8 @@ def adapter_sites(model_config: Any, name: str, config: AdapterConfig) -> list[A
         if part.model_type == "gpt2":
             sites += _gpt2_sites(part, name, config)
             continue
-        base = "encoder.encoder.layer" if role == "encoder" else "decoder.bert.encoder.layer"
+        # BERT-like stacks (BERT, RoBERTa, ELECTRA): the decoder's base model prefix is its model_type
+        base = "encoder.encoder.layer" if role == "encoder" else f"decoder.{part.model_type}.encoder.layer"
         layers = part.num_hidden_layers
         h, ffn = part.hidden_size, part.intermediate_size
         cross = role == "decoder" and part.add_cross_attention
