@@ -40,7 +40,9 @@ CASES = [("bert2bert", k) for k in CONFIGS if k != "lora-mlp-leave0"] + [
     ("bert2gpt2", k) for k in ("seqbn", "seqbn-mh-leave0", "seqbn-noln-before", "lora", "lora-all-leave1",
                                "lora-mlp-leave0")] + [
     ("roberta2roberta", "seqbn-mh-leave0"), ("roberta2roberta", "lora-all-leave1"),
-    ("electra2gpt2", "seqbn-mh-leave0"), ("electra2gpt2", "lora-all-leave1")]
+    ("electra2gpt2", "seqbn-mh-leave0"), ("electra2gpt2", "lora-all-leave1"),
+    ("bert2bart-decoder", "seqbn-mh-leave0"), ("bert2bart-decoder", "seqbn-post-add"),
+    ("bert2bart-decoder", "lora-all-leave1")]
 TOL = 1e-5  # fp32, same math in a different order
 
 
@@ -129,7 +131,8 @@ def test_logits_match_adapters_library(backend, pair_name, key):
 
 
 @pytest.mark.parametrize("pair_name,key", [("bert2bert", "seqbn-mh-leave0"), ("bert2bert", "lora-all-leave1"),
-                                           ("bert2gpt2", "seqbn-mh-leave0"), ("bert2gpt2", "lora-mlp-leave0")])
+                                           ("bert2gpt2", "seqbn-mh-leave0"), ("bert2gpt2", "lora-mlp-leave0"),
+                                           ("bert2bart-decoder", "seqbn-mh-leave0")])
 def test_inactive_adapter_is_bit_identical(backend, pair_name, key):
     runner = base_runner(backend, pair_name)
     plain = logits(runner, pair_name)

@@ -221,7 +221,7 @@ class AdapterSite:
 
 
 def _check_part(part_config: Any, role: str) -> None:
-    supported = ("bert", "roberta", "electra") if role == "encoder" else ("bert", "roberta", "gpt2")
+    supported = ("bert", "roberta", "electra") if role == "encoder" else ("bert", "roberta", "gpt2", "bart")
     if part_config.model_type not in supported:
         raise NotImplementedError(
             f"adapters: {role} model_type {part_config.model_type!r} is not supported yet ({', '.join(supported)})")
@@ -298,6 +298,39 @@ def _gpt2_sites(part: Any, name: str, config: AdapterConfig) -> list[AdapterSite
     return sites
 
 
+def _bart_sites(part: Any, name: str, config: AdapterConfig) -> list[AdapterSite]:
+    """BART decoder (``BartForCausalLM``, post-LN): bottleneck adapters after self-attention
+    (``attention_adapters``, around ``self_attn_layer_norm``) and after the FFN
+    (``output_adapters``, around ``final_layer_norm``), none at cross-attention (AdapterHub puts
+    its ``cross_attention_adapters`` there only for ``cross_adapter``, which is refused); LoRA on
+    q/k/v of self- and cross-attention and on ``fc1`` / ``fc2``."""
+    d, ffn = part.d_model, part.decoder_ffn_dim
+    kv_in = part.cross_attention_hidden_size or d
+    sites = []
+    for i in range(part.decoder_layers):
+        if i in config.leave_out:
+            continue
+        layer = f"decoder.model.decoder.layers.{i}"
+        if isinstance(config, SeqBnConfig):
+            hosts = (["attention_adapters"] if config.mh_adapter else []) + (["output_adapters"] if config.output_adapter else [])
+            sites += [_bottleneck_site(f"{layer}.{h}", f"{layer}.{h}.adapters.{name}", d, config.bottleneck_size(d, i))
+                      for h in hosts]
+            continue
+        linears: list[tuple[str, int, int]] = []
+        if config.selfattn_lora:
+            for attn, src in (("self_attn", d), ("encoder_attn", kv_in)):
+                if attn == "encoder_attn" and not part.add_cross_attention:
+                    continue
+                dims = {"q": d, "k": src, "v": src}
+                linears += [(f"{layer}.{attn}.{m}_proj", dims[m], d) for m in ("q", "k", "v") if m in config.attn_matrices]
+        if config.intermediate_lora:
+            linears.append((f"{layer}.fc1", d, ffn))
+        if config.output_lora:
+            linears.append((f"{layer}.fc2", ffn, d))
+        sites += [_lora_site(host, name, config.r, d_in, d_out) for host, d_in, d_out in linears]
+    return sites
+
+
 def adapter_sites(model_config: Any, name: str, config: AdapterConfig) -> list[AdapterSite]:
     """Every adapter module of adapter ``name`` in an encoder-decoder model (``EncoderDecoderConfig``)."""
     if not name or "." in name:
@@ -306,8 +339,8 @@ def adapter_sites(model_config: Any, name: str, config: AdapterConfig) -> list[A
     for role in ("encoder", "decoder"):
         part = getattr(model_config, role)
         _check_part(part, role)
-        if part.model_type == "gpt2":
-            sites += _gpt2_sites(part, name, config)
+        if part.model_type in ("gpt2", "bart"):
+            sites += (_gpt2_sites if part.model_type == "gpt2" else _bart_sites)(part, name, config)
             continue
         # BERT-like stacks (BERT, RoBERTa, ELECTRA): the decoder's base model prefix is its model_type
         base = "encoder.encoder.layer" if role == "encoder" else f"decoder.{part.model_type}.encoder.layer"

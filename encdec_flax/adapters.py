@@ -81,10 +81,10 @@ def _interceptor(active: ActiveAdapter, deterministic: bool) -> Callable:
 
     def bottleneck(module: nn.Module, args: tuple) -> jnp.ndarray:
         """A BERT ``BertSelfOutput`` host ``(hidden, residual, deterministic)`` (its dense,
-        dropout and LayerNorm) or a GPT-2 :class:`Residual` host ``(h, residual)``."""
-        if isinstance(module, Residual):
-            h, residual = args
-            layer_norm = None
+        dropout and LayerNorm) or a :class:`Residual` host ``(h, residual[, norm])``."""
+        if isinstance(module, Residual):  # GPT-2 (no norm) or BART (its post-LN LayerNorm)
+            h, residual = args[:2]
+            layer_norm = args[2] if len(args) > 2 else None
         else:
             hidden, residual = args[0], args[1]
             h = module.dropout(module.dense(hidden), deterministic=deterministic)

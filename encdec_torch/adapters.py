@@ -50,14 +50,15 @@ class BottleneckSlot(nn.ModuleDict):
 
 
 class BottleneckHolder(nn.Module):
-    """A GPT-2 block's ``attention_adapters`` / ``output_adapters``: holds the slot ``adapters``
-    (AdapterHub's names) and computes ``residual + out`` through it."""
+    """A GPT-2 block's or BART decoder layer's ``attention_adapters`` / ``output_adapters``: holds
+    the slot ``adapters`` (AdapterHub's names) and computes ``residual + out`` (then BART's
+    LayerNorm) through it."""
 
     def __init__(self) -> None:
         super().__init__()
         self.adapters = BottleneckSlot()
 
-    def forward(self, h: torch.Tensor, residual: torch.Tensor, layer_norm: None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, residual: torch.Tensor, layer_norm: Optional[nn.Module]) -> torch.Tensor:
         return self.adapters(h, residual, layer_norm)
 
 
@@ -101,7 +102,7 @@ class AdapterModelMixin(AdapterMethods):
         for site in sites:
             if site.method == "bottleneck":
                 parent, _, attr = site.host.rpartition(".")
-                if getattr(self.get_submodule(parent), attr) is None:  # a GPT-2 block's empty slot
+                if getattr(self.get_submodule(parent), attr) is None:  # a GPT-2 / BART layer's empty slot
                     setattr(self.get_submodule(parent), attr, BottleneckHolder())
                 host = self.get_submodule(site.host)
                 if getattr(host, "adapters", None) is None:

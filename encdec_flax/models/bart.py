@@ -16,6 +16,7 @@ import flax.linen as nn
 from encdec.specs.bart import BART_POSITION_OFFSET
 from encdec_flax.models.layers import (
     LayerStack,
+    Residual,
     activation,
     attention,
     dense,
@@ -78,6 +79,9 @@ class BartDecoderLayer(nn.Module):
         self.act = activation(c.activation_function, "bart.activation_function")
         self.dropout = nn.Dropout(c.dropout)
         self.activation_dropout = nn.Dropout(c.activation_dropout)
+        # bottleneck adapter hosts (AdapterHub's names): LayerNorm(h + sub-layer) after self-attention and the FFN
+        self.attention_adapters = Residual()
+        self.output_adapters = Residual()
 
     def cross_kv(self, encoder_hidden_states: jnp.ndarray) -> dict:
         return self.encoder_attn.kv(encoder_hidden_states)
@@ -85,13 +89,13 @@ class BartDecoderLayer(nn.Module):
     def __call__(self, hidden, mask, cross_mask, cross_kv, cache, index, deterministic: bool):
         self_cache = None if cache is None else cache["self"]
         out, self_w, self_cache = self.self_attn(hidden, mask, None, self_cache, index, deterministic)
-        hidden = self.self_attn_layer_norm(hidden + self.dropout(out, deterministic=deterministic))
+        hidden = self.attention_adapters(self.dropout(out, deterministic=deterministic), hidden, self.self_attn_layer_norm)
         cross_w = None
         if cross_kv is not None:
             out, cross_w, _ = self.encoder_attn(hidden, cross_mask, cross_kv, None, index, deterministic)
             hidden = self.encoder_attn_layer_norm(hidden + self.dropout(out, deterministic=deterministic))
         out = self.activation_dropout(self.act(self.fc1(hidden)), deterministic=deterministic)
-        hidden = self.final_layer_norm(hidden + self.dropout(self.fc2(out), deterministic=deterministic))
+        hidden = self.output_adapters(self.dropout(self.fc2(out), deterministic=deterministic), hidden, self.final_layer_norm)
         layer_cache = None if cache is None else {"self": self_cache, "cross": cache["cross"]}
         return hidden, self_w, cross_w, layer_cache
 

@@ -56,12 +56,12 @@ class Conv1D(nn.Module):
 
 
 class Residual(nn.Module):
-    """``residual + h``: a parameter-free residual sum with its own module path, so an
-    adapter can attach there (GPT-2's ``attention_adapters`` / ``output_adapters``,
-    see :mod:`encdec_flax.adapters`)."""
+    """``residual + h``, then ``norm`` when given: a parameter-free residual sum with its own
+    module path, so an adapter can attach there (GPT-2's and BART's ``attention_adapters`` /
+    ``output_adapters``, see :mod:`encdec_flax.adapters`)."""
 
-    def __call__(self, h: jnp.ndarray, residual: jnp.ndarray) -> jnp.ndarray:
-        return residual + h
+    def __call__(self, h: jnp.ndarray, residual: jnp.ndarray, norm: Any = None) -> jnp.ndarray:
+        return residual + h if norm is None else norm(residual + h)
 
 
 def dense(features: int, dtype: Any, use_bias: bool = True) -> nn.Dense:

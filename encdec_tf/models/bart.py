@@ -20,6 +20,7 @@ from encdec_tf.models.common import (
     Embedding,
     LayerNorm,
     ParamStore,
+    Residual,
     activation,
     as_int,
     attend,
@@ -52,8 +53,8 @@ class BartAttention:
         return attention_kv(self.k_proj, self.v_proj, None, states, None, None, self.heads, True)
 
     def __call__(self, h, bias, states=None, past=None, cache_index=None, training=False):
-        q = split_heads(self.q_proj(h), self.heads)
-        k, v = attention_kv(self.k_proj, self.v_proj, h, states, past, cache_index, self.heads, self.cross)
+        q = split_heads(self.q_proj(h, training), self.heads)
+        k, v = attention_kv(self.k_proj, self.v_proj, h, states, past, cache_index, self.heads, self.cross, training)
         ctx, probs = attend(q, k, v, bias, self.rate, training)
         return self.out_proj(merge_heads(ctx)), (k, v), probs
 
@@ -69,20 +70,23 @@ class BartDecoderLayer:
         self.fc1 = Dense(store, f"{prefix}.fc1")
         self.fc2 = Dense(store, f"{prefix}.fc2")
         self.final_layer_norm = LayerNorm(store, f"{prefix}.final_layer_norm", BART_NORM_EPS)
+        # bottleneck adapter hosts (AdapterHub's names): LayerNorm(h + sub-layer) after self-attention and the FFN
+        self.attention_adapters = Residual(store, f"{prefix}.attention_adapters", self.self_attn_layer_norm)
+        self.output_adapters = Residual(store, f"{prefix}.output_adapters", self.final_layer_norm)
         self.act = activation(config.activation_function)
         self.rate, self.act_rate = config.dropout, config.activation_dropout
 
     def __call__(self, h, bias, enc=None, enc_bias=None, past=None, cache_index=None, training=False):
         self_past, cross_past = split_past(past)
         a, present, probs = self.self_attn(h, bias, past=self_past, cache_index=cache_index, training=training)
-        h = self.self_attn_layer_norm(h + dropout(a, self.rate, training))
+        h = self.attention_adapters(dropout(a, self.rate, training), h, training)
         cross_probs = None
         if self.cross and (enc is not None or cross_past is not None):
             a, cross_kv, cross_probs = self.encoder_attn(h, enc_bias, states=enc, past=cross_past, training=training)
             h = self.encoder_attn_layer_norm(h + dropout(a, self.rate, training))
             present = present + cross_kv
-        ff = self.fc2(dropout(self.act(self.fc1(h)), self.act_rate, training))
-        return self.final_layer_norm(h + dropout(ff, self.rate, training)), present, probs, cross_probs
+        ff = self.fc2(dropout(self.act(self.fc1(h, training)), self.act_rate, training), training)
+        return self.output_adapters(dropout(ff, self.rate, training), h, training), present, probs, cross_probs
 
 
 class TFBartForCausalLM(keras.layers.Layer):

@@ -72,6 +72,9 @@ class BartDecoderLayer(nn.Module):
         self.fc2 = nn.Linear(config.decoder_ffn_dim, d)
         self.act = activation(config.activation_function, "bart: activation_function")
         self.final_layer_norm = nn.LayerNorm(d)
+        # bottleneck adapters after self-attention / the FFN (encdec_torch.adapters), called as (out, residual, norm)
+        self.attention_adapters: Optional[nn.Module] = None
+        self.output_adapters: Optional[nn.Module] = None
 
     def _drop(self, x: torch.Tensor, p: float) -> torch.Tensor:
         return nn.functional.dropout(x, p=p, training=self.training)
@@ -80,7 +83,11 @@ class BartDecoderLayer(nn.Module):
         a, self_w, (k, v) = self.self_attn(
             x, mask, past=None if past is None else past[:2], causal=True, need_weights=need_weights
         )
-        x = self.self_attn_layer_norm(x + self._drop(a, self.dropout))
+        a = self._drop(a, self.dropout)
+        if self.attention_adapters is None:
+            x = self.self_attn_layer_norm(x + a)
+        else:
+            x = self.attention_adapters(a, x, self.self_attn_layer_norm)
         cross_w, ck, cv = None, None, None
         if enc is not None:
             if not hasattr(self, "encoder_attn"):
@@ -89,7 +96,8 @@ class BartDecoderLayer(nn.Module):
             a, cross_w, (ck, cv) = self.encoder_attn(x, enc_mask, kv=enc, past=cross_past, need_weights=need_weights)
             x = self.encoder_attn_layer_norm(x + self._drop(a, self.dropout))
         h = self._drop(self.act(self.fc1(x)), self.activation_dropout)
-        x = self.final_layer_norm(x + self._drop(self.fc2(h), self.dropout))
+        f = self._drop(self.fc2(h), self.dropout)
+        x = self.final_layer_norm(x + f) if self.output_adapters is None else self.output_adapters(f, x, self.final_layer_norm)
         return x, self_w, cross_w, (k, v, ck, cv)
 
 

@@ -101,8 +101,8 @@ def test_gpt2_decoder_sites():
 
 
 def test_unsupported_architecture_refused():
-    with pytest.raises(NotImplementedError, match="decoder model_type 'bart'"):
-        adapter_sites(pair_config("bart"), "x", SeqBnConfig())
+    with pytest.raises(NotImplementedError, match="decoder model_type 'electra'"):
+        adapter_sites(pair_config("electra"), "x", SeqBnConfig())
     with pytest.raises(NotImplementedError, match="post_add"):
         adapter_sites(pair_config("gpt2"), "x", SeqBnConfig(residual_before_ln="post_add"))
     with pytest.raises(ValueError, match="adapter name"):
