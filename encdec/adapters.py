@@ -298,6 +298,22 @@ def _gpt2_sites(part: Any, name: str, config: AdapterConfig) -> list[AdapterSite
     return sites
 
 
+def _layer_lora_sites(config: LoRAConfig, name: str, d: int, ffn: int, attentions: list[tuple[dict[str, str], int]],
+                      fc_in: str, fc_out: str) -> list[AdapterSite]:
+    """LoRA sites of one post-LN layer: per attention (``({"q"|"k"|"v": host}, key/value input
+    width)``) the ``attn_matrices`` when ``selfattn_lora``, the FFN's up projection ``fc_in``
+    (``intermediate_lora``) and down projection ``fc_out`` (``output_lora``)."""
+    linears: list[tuple[str, int, int]] = []
+    if config.selfattn_lora:
+        for hosts, kv_in in attentions:
+            linears += [(hosts[m], d if m == "q" else kv_in, d) for m in "qkv" if m in config.attn_matrices]
+    if config.intermediate_lora:
+        linears.append((fc_in, d, ffn))
+    if config.output_lora:
+        linears.append((fc_out, ffn, d))
+    return [_lora_site(host, name, config.r, d_in, d_out) for host, d_in, d_out in linears]
+
+
 def _bart_sites(part: Any, name: str, config: AdapterConfig) -> list[AdapterSite]:
     """BART decoder (``BartForCausalLM``, post-LN): bottleneck adapters after self-attention
     (``attention_adapters``, around ``self_attn_layer_norm``) and after the FFN
@@ -316,18 +332,9 @@ def _bart_sites(part: Any, name: str, config: AdapterConfig) -> list[AdapterSite
             sites += [_bottleneck_site(f"{layer}.{h}", f"{layer}.{h}.adapters.{name}", d, config.bottleneck_size(d, i))
                       for h in hosts]
             continue
-        linears: list[tuple[str, int, int]] = []
-        if config.selfattn_lora:
-            for attn, src in (("self_attn", d), ("encoder_attn", kv_in)):
-                if attn == "encoder_attn" and not part.add_cross_attention:
-                    continue
-                dims = {"q": d, "k": src, "v": src}
-                linears += [(f"{layer}.{attn}.{m}_proj", dims[m], d) for m in ("q", "k", "v") if m in config.attn_matrices]
-        if config.intermediate_lora:
-            linears.append((f"{layer}.fc1", d, ffn))
-        if config.output_lora:
-            linears.append((f"{layer}.fc2", ffn, d))
-        sites += [_lora_site(host, name, config.r, d_in, d_out) for host, d_in, d_out in linears]
+        attns = [("self_attn", d)] + ([("encoder_attn", kv_in)] if part.add_cross_attention else [])
+        sites += _layer_lora_sites(config, name, d, ffn, [({m: f"{layer}.{a}.{m}_proj" for m in "qkv"}, src)
+                                                          for a, src in attns], f"{layer}.fc1", f"{layer}.fc2")
     return sites
 
 
@@ -359,18 +366,9 @@ def adapter_sites(model_config: Any, name: str, config: AdapterConfig) -> list[A
                 down = config.bottleneck_size(h, i)
                 sites += [_bottleneck_site(host, f"{host}.adapters.{name}", h, down) for host in hosts]
             else:
-                linears: list[tuple[str, int, int]] = []
-                if config.selfattn_lora:
-                    for a in attns:
-                        src = kv_in if a == "crossattention" else h
-                        dims = {"q": ("query", h), "k": ("key", src), "v": ("value", src)}
-                        linears += [(f"{layer}.{a}.self.{dims[m][0]}", dims[m][1], h)
-                                    for m in ("q", "k", "v") if m in config.attn_matrices]
-                if config.intermediate_lora:
-                    linears.append((f"{layer}.intermediate.dense", h, ffn))
-                if config.output_lora:
-                    linears.append((f"{layer}.output.dense", ffn, h))
-                sites += [_lora_site(host, name, config.r, d_in, d_out) for host, d_in, d_out in linears]
+                hosts = [({m: f"{layer}.{a}.self.{n}" for m, n in zip("qkv", ("query", "key", "value"))},
+                          kv_in if a == "crossattention" else h) for a in attns]
+                sites += _layer_lora_sites(config, name, h, ffn, hosts, f"{layer}.intermediate.dense", f"{layer}.output.dense")
     return sites
 
 
