@@ -73,9 +73,16 @@ class LoRA(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(site.params[1].shape))
         self.scaling = config.scaling
         self.dropout = nn.Dropout(config.dropout)
+        self._constants: dict = {}  # the fused-q/k/v expansion's constants, per (id, device, dtype)
+
+    def _constant(self, c: np.ndarray) -> torch.Tensor:
+        key = (id(c), self.lora_B.device, self.lora_B.dtype)  # the core caches c: its id is stable
+        if key not in self._constants:
+            self._constants[key] = torch.from_numpy(c).to(self.lora_B.device, self.lora_B.dtype)
+        return self._constants[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = expand_lora_b(self.site, self.lora_B, lambda c: torch.from_numpy(c).to(self.lora_B.device, self.lora_B.dtype))
+        b = expand_lora_b(self.site, self.lora_B, self._constant)
         return (self.dropout(x) @ self.lora_A.t() @ b.t()) * self.scaling
 
 
