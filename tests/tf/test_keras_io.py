@@ -24,6 +24,7 @@ def test_import_refuses_other_keras_backend():
 def test_fit_reduces_loss():
     import keras
 
+    keras.utils.set_random_seed(0)  # fit runs dropout: fixed masks, not ones drawn from whatever ran before
     ours, _, _ = make_pair(PAIRS[1], hf=False)
     feed, labels = inputs(0)
     batch = {"input_ids": feed["input_ids"].astype(np.int32), "attention_mask": feed["attention_mask"].astype(np.int32),
@@ -33,7 +34,7 @@ def test_fit_reduces_loss():
     ds = tf.data.Dataset.from_tensors(batch).repeat(8)
     history = ours.fit(ds, epochs=1, verbose=0)
     after = float(ours(**batch).loss)
-    assert np.isfinite(history.history["loss"][-1])
+    assert np.isfinite(history.history["loss"][-1]) and history.history["loss"][-1] < before  # the tracker is fed
     assert after < before - 0.5
 
 
