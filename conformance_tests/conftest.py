@@ -6,6 +6,7 @@ backends.  Under CI (``CI=true``) a backend that is not installed fails the run.
 """
 from __future__ import annotations
 
+import importlib
 import os
 
 import numpy as np
@@ -81,6 +82,17 @@ def require(backend: str) -> None:
         if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"backend {backend} is not installed in CI; the conformance suite needs all three")
         pytest.skip(f"backend {backend} is not installed")
+
+
+def require_module(name: str):
+    """Import ``name`` (a test-only oracle such as ``adapters``): skip the calling module when it
+    is missing -- or fail under CI, where the test extras install it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            raise RuntimeError(f"{name} is not installed in CI; pip install -c constraints.txt -e '.[test]'") from None
+        pytest.skip(f"{name} is not installed", allow_module_level=True)
 
 
 def max_abs(a, b) -> float:

@@ -15,7 +15,7 @@ from flax.traverse_util import flatten_dict
 from encdec.adapters import LoRAConfig
 from encdec_flax import FlaxEncoderDecoderModel
 from encdec_torch import EncoderDecoderModel
-from conformance_tests.test_adapters import CASES, ours_config
+from conformance_tests.adapter_cases import CASES, ours_config
 from tests.flax.conftest import canonical_weights, inputs, make_config
 
 TOL = 1e-5

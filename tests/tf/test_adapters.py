@@ -8,30 +8,18 @@ import pytest
 import tensorflow as tf
 import torch
 
-from encdec.adapters import LoRAConfig, SeqBnConfig, adapter_params, adapter_sites
+from encdec.adapters import SeqBnConfig, adapter_params, adapter_sites
 from encdec.init import init_weights
 from encdec.specs import encoder_decoder_spec
 from encdec_tf import TFEncoderDecoderModel
 from encdec_torch import EncoderDecoderModel
+from conformance_tests.adapter_cases import CASES as SHARED_CASES, TOL, ours_config
 from tests.torch.helpers import inputs, make_config
 
-TOL = 1e-5  # fp32, same math in a different order
 GREEDY = dict(max_length=8, do_sample=False, num_beams=1)
 
-CONFIGS = {
-    "seqbn": SeqBnConfig(),
-    "seqbn-mh-leave0": SeqBnConfig(mh_adapter=True, leave_out=[0], reduction_factor=8, non_linearity="gelu"),
-    "seqbn-noln-before": SeqBnConfig(mh_adapter=True, original_ln_before=False, residual_before_ln=False),
-    "seqbn-post-add": SeqBnConfig(residual_before_ln="post_add", original_ln_after=False),
-    "lora": LoRAConfig(r=4, alpha=8),
-    "lora-all-leave1": LoRAConfig(r=2, alpha=3, attn_matrices=["q", "k", "v"], intermediate_lora=True, output_lora=True,
-                                  leave_out=[1]),
-    "lora-mlp-leave0": LoRAConfig(r=2, alpha=4, selfattn_lora=False, intermediate_lora=True, output_lora=True,
-                                  leave_out=[0]),
-}
-#: GPT-2 sites have no LayerNorm (no post_add); its LoRA covers the fused c_attn and the MLP
-CASES = [("bert2bert", k) for k in CONFIGS if k != "lora-mlp-leave0"] + [
-    ("bert2gpt2", k) for k in ("seqbn", "seqbn-mh-leave0", "seqbn-noln-before", "lora", "lora-mlp-leave0")]
+#: the shared cases on the pairs tests/torch/helpers.py builds
+CASES = [(pair, key) for pair, key in SHARED_CASES if pair in ("bert2bert", "bert2gpt2")]
 
 
 def build(pair: str, seed: int = 0) -> tuple[TFEncoderDecoderModel, EncoderDecoderModel, dict]:
@@ -48,7 +36,7 @@ def build(pair: str, seed: int = 0) -> tuple[TFEncoderDecoderModel, EncoderDecod
 def random_adapter(model, name: str, key: str, seed: int = 3) -> dict[str, np.ndarray]:
     """Every adapter entry random (a fresh LoRA's B is zero, which would hide bugs)."""
     rng = np.random.default_rng(seed)
-    shapes = adapter_params(adapter_sites(model.config, name, CONFIGS[key]))
+    shapes = adapter_params(adapter_sites(model.config, name, ours_config(key)))
     return {n: (rng.standard_normal(s) * 0.3).astype(np.float32) for n, s in sorted(shapes.items())}
 
 
@@ -56,7 +44,7 @@ def add(models, key: str, name: str = "a") -> None:
     """Add adapter ``name`` with the same random weights to every model and activate it."""
     weights = random_adapter(models[0], name, key)
     for m in models:
-        m.add_adapter(name, CONFIGS[key])
+        m.add_adapter(name, ours_config(key))
         m.load_adapter_state(name, weights)
         m.set_active_adapters(name)
 
