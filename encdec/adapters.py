@@ -110,9 +110,10 @@ class SeqBnConfig:
 class LoRAConfig:
     """LoRA (Hu et al. 2021), AdapterHub's ``LoRAConfig``: ``y = W x + b + (dropout(x) A^T B^T) * alpha / r``.
 
-    ``selfattn_lora`` adapts the ``attn_matrices`` (q/k/v) of every attention block (self- and,
-    in decoders, cross-attention), ``intermediate_lora`` the FFN up projection,
-    ``output_lora`` the FFN down projection.
+    ``selfattn_lora`` adapts the ``attn_matrices`` (q/k/v) of the self-attention and, in BERT,
+    RoBERTa and BART decoders, of the cross-attention (GPT-2: its fused self-attention ``c_attn``
+    only, as AdapterHub); ``intermediate_lora`` the FFN up projection, ``output_lora`` the FFN
+    down projection.
     """
 
     architecture: str = "lora"
