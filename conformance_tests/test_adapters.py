@@ -224,6 +224,8 @@ def test_errors(tmp_path, backend):
         model.add_adapter("a", LoRAConfig())
     with pytest.raises(TypeError, match="SeqBnConfig or LoRAConfig"):
         model.add_adapter("b", {"r": 8})
+    with pytest.raises(TypeError, match="one adapter name"):
+        model.set_active_adapters(["a", "b"])
     for method in (model.set_active_adapters, model.delete_adapter, model.train_adapter, model.merge_adapter):
         with pytest.raises(KeyError, match="no adapter named 'b'"):
             method("b")

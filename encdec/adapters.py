@@ -583,6 +583,9 @@ class AdapterMethods:
     def set_active_adapters(self, name: Optional[str]) -> None:
         """Run adapter ``name`` in every forward and ``generate``, or none (``None``: the base
         model, bit for bit)."""
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"set_active_adapters takes one adapter name or None, got {name!r}; running several "
+                            "adapters at once (AdapterHub's Stack, Parallel, Fuse) is not supported")
         if name is not None:
             self._config_of(name)
         self._adapter_registry()["active"] = name
