@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from encdec.adapters import LoRAConfig, SeqBnConfig, adapter_params, adapter_sites
+from encdec.adapters import (LoRAConfig, SeqBnConfig, adapter_params, adapter_sites, init_adapter_weights,
+                             save_adapter_files)
 from encdec.init import init_weights
 from encdec.runner import Runner, sample_inputs
 from encdec.specs import encoder_decoder_spec
@@ -125,8 +126,6 @@ def test_inactive_adapter_is_bit_identical(backend, pair_name, key):
 
 def test_same_seed_same_adapter_in_every_backend(backend):
     """The core's portable init: ``add_adapter(seed=...)`` gives identical arrays everywhere."""
-    from encdec.adapters import init_adapter_weights
-
     config = pair("bert2bert")[0]
     lora = LoRAConfig(attn_matrices=["q", "k", "v"], intermediate_lora=True)
     model = base_runner(backend, "bert2bert").model
@@ -241,3 +240,9 @@ def test_errors(tmp_path, backend):
         model.merge_adapter("bn")
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         model.load_adapter(tmp_path / "missing")
+    lora = LoRAConfig()
+    bad = init_adapter_weights(adapter_sites(model.config, "c", lora), lora)
+    save_adapter_files(tmp_path / "bad", "c", lora, {k: v[..., :1] for k, v in bad.items()})
+    with pytest.raises(ValueError, match="shape"):
+        model.load_adapter(tmp_path / "bad")
+    assert "c" not in model.adapter_configs  # a bad file adds nothing

@@ -255,23 +255,28 @@ def _merged_lora_constants(blocks: tuple[int, ...], d: int, r: int) -> tuple[np.
     n = len(blocks)
     tile = np.tile(np.eye(r, dtype=np.float32), (1, n))  # [r, r n]: B @ tile repeats B's columns per group
     group = np.kron(np.eye(n, dtype=np.float32), np.ones((d, r), np.float32))  # [d n, r n] block diagonal
-    place = np.zeros((3 * d, d * n), np.float32)  # group g's rows go to output block blocks[g]
-    for g, block in enumerate(blocks):
-        place[block * d:(block + 1) * d, g * d:(g + 1) * d] = np.eye(d, dtype=np.float32)
+    place = np.zeros((3, n), np.float32)  # group g goes to output block blocks[g]
+    place[list(blocks), range(n)] = 1.0
     return place, tile, group
 
 
-def expand_lora_b(site: AdapterSite, lora_b: T, asarray: Callable[[np.ndarray], T] = np.asarray) -> T:
+def expand_lora_b(site: AdapterSite, lora_b: T, asarray: Callable[[np.ndarray], T] = np.asarray,
+                  reshape: Callable[[T, tuple[int, ...]], T] = np.reshape) -> T:
     """The [out, r n] matrix ``B'`` with ``delta(x) = x A^T B'^T``: ``lora_B`` itself for a plain
     LoRA; for a fused q/k/v site, group ``g``'s rows of B (rank-r columns ``g``) placed in output
-    block ``blocks[g]`` and zeros elsewhere -- AdapterHub's grouped conv1d plus padding, written as
-    ``place @ ((B @ tile) * group)`` so every backend computes it with two matmuls (and gradients
-    flow to B's entries only).  ``asarray`` turns the numpy constants into the backend's arrays."""
+    block ``blocks[g]`` and zeros elsewhere -- AdapterHub's grouped conv1d plus padding.  Written
+    with matmuls and reshapes only (the block diagonal ``(B @ tile) * group``, then a [3, n]
+    placement over whole blocks), so every backend computes it the same way at a cost of
+    O(d n^2 r) and gradients flow to B's entries only.  ``asarray`` turns the numpy constants into
+    the backend's arrays; ``reshape(x, shape)`` is the backend's reshape."""
     if site.lora_blocks is None:
         return lora_b
     d_n, r = site.params[1].shape
-    place, tile, group = (asarray(c) for c in _merged_lora_constants(site.lora_blocks, d_n // len(site.lora_blocks), r))
-    return place @ ((lora_b @ tile) * group)
+    n = len(site.lora_blocks)
+    d = d_n // n
+    place, tile, group = (asarray(c) for c in _merged_lora_constants(site.lora_blocks, d, r))
+    blocks = reshape((lora_b @ tile) * group, (n, d * r * n))  # row g: group g's block, flattened
+    return reshape(place @ blocks, (3 * d, r * n))
 
 
 def _gpt2_sites(part: Any, name: str, config: AdapterConfig) -> list[AdapterSite]:
@@ -647,13 +652,14 @@ class AdapterMethods:
         an adapter of the same name must be absent or have the same config.  Returns its name."""
         name, config, weights = load_adapter_files(directory)
         existing = self._adapter_registry()["configs"].get(name)
-        if existing is None:
-            check_adapter_weights(adapter_sites(self.config, name, config), weights, os.fspath(directory))
-            self.add_adapter(name, config)
-        elif existing != config:
+        if existing is not None and existing != config:
             raise ValueError(f"load_adapter: {os.fspath(directory)!r} holds adapter {name!r} with config {config}, "
                              f"but this model's {name!r} has {existing}")
-        self.load_adapter_state(name, weights)
+        sites = adapter_sites(self.config, name, config)
+        check_adapter_weights(sites, weights, os.fspath(directory))  # before adding: a bad file adds nothing
+        if existing is None:
+            self.add_adapter(name, config)
+        self._write_adapter(sites, weights)
         if set_active:
             self.set_active_adapters(name)
         return name

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, ContextManager, Mapping, Optional
+from typing import Any, Callable, ContextManager, Iterable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
@@ -75,7 +75,7 @@ def _interceptor(active: ActiveAdapter, deterministic: bool) -> Callable:
         expanded by the core at a fused q/k/v host (GPT-2 ``c_attn``)."""
         w = weights(module, "loras")
         a = w["lora_A"].astype(out.dtype)
-        b = expand_lora_b(site, w["lora_B"].astype(out.dtype), lambda c: jnp.asarray(c, out.dtype))
+        b = expand_lora_b(site, w["lora_B"].astype(out.dtype), lambda c: jnp.asarray(c, out.dtype), jnp.reshape)
         x = _dropout(module, x, config.dropout, deterministic).astype(out.dtype)
         return out + (x @ a.T @ b.T) * config.scaling
 
@@ -158,20 +158,28 @@ class FlaxAdapterMixin(AdapterMethods):
         if self.__dict__.get("_encdec_trained") == name:
             del self.__dict__["_encdec_trained"]
 
-    def _read_adapter(self, sites: list[AdapterSite]) -> dict[str, np.ndarray]:
+    def _read_paths(self, paths: Mapping[str, tuple[Path, bool]]) -> dict[str, np.ndarray]:
+        """``{canonical name: array}`` (canonical layout) of the leaves at ``{name: (path, transposed)}``."""
         flat = flatten_dict(self.params)
         out = {}
-        for canonical, (path, transposed) in self._adapter_paths(sites).items():
+        for canonical, (path, transposed) in paths.items():
             arr = np.array(flat[path])  # a writable copy
             out[canonical] = arr.T if transposed else arr
         return out
 
-    def _write_adapter(self, sites: list[AdapterSite], weights: Mapping[str, np.ndarray]) -> None:
+    def _write_paths(self, paths: Mapping[str, tuple[Path, bool]], weights: Mapping[str, np.ndarray]) -> None:
+        """Set the leaves at ``paths`` from canonical ``weights`` (each leaf keeps its dtype)."""
         flat = flatten_dict(self.params)
-        for canonical, (path, transposed) in self._adapter_paths(sites).items():
+        for canonical, (path, transposed) in paths.items():
             arr = np.asarray(weights[canonical])
             flat[path] = jnp.asarray(arr.T if transposed else arr, dtype=flat[path].dtype)
         self.params = unflatten_dict(flat)
+
+    def _read_adapter(self, sites: list[AdapterSite]) -> dict[str, np.ndarray]:
+        return self._read_paths(self._adapter_paths(sites))
+
+    def _write_adapter(self, sites: list[AdapterSite], weights: Mapping[str, np.ndarray]) -> None:
+        self._write_paths(self._adapter_paths(sites), weights)
 
     def _activate_adapter(self, name: Optional[str], config: Optional[AdapterConfig], sites: list[AdapterSite]) -> None:
         active = None if name is None else ActiveAdapter.of(name, config, sites)
@@ -181,26 +189,16 @@ class FlaxAdapterMixin(AdapterMethods):
     def _freeze_all_but(self, name: str, sites: list[AdapterSite]) -> None:
         self.__dict__["_encdec_trained"] = name
 
-    def _base_path(self, name: str) -> tuple[Path, bool]:
-        kind = self.spec[name].kind
-        return tuple(FLAX_LAYOUT.backend_name(name, kind).split(".")), kind in FLAX_LAYOUT.transpose
+    def _base_paths(self, names: Iterable[str]) -> dict[str, tuple[Path, bool]]:
+        """``{canonical name: (params path, transposed)}`` of base weights under FLAX_LAYOUT."""
+        kinds = {n: self.spec[n].kind for n in names}
+        return {n: (tuple(FLAX_LAYOUT.backend_name(n, k).split(".")), k in FLAX_LAYOUT.transpose) for n, k in kinds.items()}
 
     def _read_base(self, names: list[str]) -> dict[str, np.ndarray]:
-        flat = flatten_dict(self.params)
-        out = {}
-        for name in names:
-            path, transposed = self._base_path(name)
-            arr = np.array(flat[path])
-            out[name] = arr.T if transposed and arr.ndim == 2 else arr
-        return out
+        return self._read_paths(self._base_paths(names))
 
     def _write_base(self, weights: Mapping[str, np.ndarray]) -> None:
-        flat = flatten_dict(self.params)
-        for name, arr in weights.items():
-            path, transposed = self._base_path(name)
-            arr = np.asarray(arr)
-            flat[path] = jnp.asarray(arr.T if transposed and arr.ndim == 2 else arr, dtype=flat[path].dtype)
-        self.params = unflatten_dict(flat)
+        self._write_paths(self._base_paths(weights), weights)
 
     def adapter_param_labels(self, params: Any = None) -> dict:
         """A pytree shaped like ``params`` (default ``self.params``) labelling the leaves of the

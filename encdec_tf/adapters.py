@@ -63,7 +63,7 @@ class LoRA:
         self.lora_a, self.lora_b = lora_a, lora_b
 
     def __call__(self, x: tf.Tensor, training: bool) -> tf.Tensor:
-        b = expand_lora_b(self.site, tf.convert_to_tensor(self.lora_b), tf.constant)
+        b = expand_lora_b(self.site, tf.convert_to_tensor(self.lora_b), tf.constant, tf.reshape)
         x = dropout(x, self.config.dropout, training)
         return project(project(x, self.lora_a, True), b, True) * self.config.scaling
 

@@ -82,7 +82,7 @@ class LoRA(nn.Module):
         return self._constants[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = expand_lora_b(self.site, self.lora_B, self._constant)
+        b = expand_lora_b(self.site, self.lora_B, self._constant, torch.reshape)
         return (self.dropout(x) @ self.lora_A.t() @ b.t()) * self.scaling
 
 
@@ -138,15 +138,10 @@ class AdapterModelMixin(AdapterMethods):
                 setattr(self.get_submodule(parent), holder, None)
 
     def _read_adapter(self, sites: list[AdapterSite]) -> dict[str, np.ndarray]:
-        params = dict(self.named_parameters())
-        return {p.name: tensor_to_numpy(params[p.name]) for s in sites for p in s.params}
+        return self._read_base([p.name for s in sites for p in s.params])  # canonical names are torch's
 
     def _write_adapter(self, sites: list[AdapterSite], weights: Mapping[str, np.ndarray]) -> None:
-        params = dict(self.named_parameters())
-        with torch.no_grad():
-            for p in (p for s in sites for p in s.params):
-                target = params[p.name]
-                target.copy_(torch.from_numpy(np.array(weights[p.name])).to(target.dtype))  # a copy: may be read-only
+        self._write_base({p.name: weights[p.name] for s in sites for p in s.params})
 
     def _activate_adapter(self, name: Optional[str], config: Optional[AdapterConfig], sites: list[AdapterSite]) -> None:
         for module in self.modules():
@@ -169,15 +164,9 @@ class AdapterModelMixin(AdapterMethods):
                 params[n].copy_(torch.from_numpy(np.array(arr)).to(params[n].dtype))  # a copy: arr may be read-only
 
 
-_ADAPTER_CLASSES: dict[type, type] = {}
-
-
 def init(model: nn.Module) -> nn.Module:
-    """Give ``model`` (an encdec_torch ``EncoderDecoderModel``) the adapter methods, in place,
-    as AdapterHub's ``adapters.init(model)`` does; returns the model."""
-    cls = type(model)
+    """AdapterHub's entry point ``adapters.init(model)``, kept for code written against it:
+    ``EncoderDecoderModel`` has the adapter methods built in, so this checks and returns the model."""
     if not isinstance(model, AdapterModelMixin):
-        if cls not in _ADAPTER_CLASSES:
-            _ADAPTER_CLASSES[cls] = type(f"{cls.__name__}WithAdapters", (AdapterModelMixin, cls), {})
-        model.__class__ = _ADAPTER_CLASSES[cls]
+        raise TypeError(f"adapters.init expects an encdec_torch EncoderDecoderModel, got {type(model).__name__}")
     return model

@@ -44,6 +44,8 @@ def test_init_entry_point_and_parameter_names():
     AdapterHub's state-dict names and leave the base state dict untouched when deleted."""
     _, _, model, _ = build_pair("bert2gpt2")
     assert ours_adapters.init(model) is model
+    with pytest.raises(TypeError, match="EncoderDecoderModel"):
+        ours_adapters.init(torch.nn.Linear(2, 2))
     keys = set(model.state_dict())
     model.add_adapter("a", SeqBnConfig(mh_adapter=True))
     model.add_adapter("l", LoRAConfig(selfattn_lora=False, output_lora=True))
