@@ -12,31 +12,19 @@ each side's overhead against its own adapter-free forward.
 """
 from __future__ import annotations
 
-import argparse
-
 import torch
 
-from bench_torch import BATCH, SOURCE, TARGET, build, timed
+from bench_torch import BATCH, TARGET, parser_for, setup, timed
 
 from encdec.adapters import LoRAConfig, SeqBnConfig
 
 
 def main() -> None:
     import adapters
-    import transformers
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    transformers.logging.set_verbosity_error()
-    torch.manual_seed(0)
-    ours, theirs = build()
+    args = parser_for(__doc__).parse_args()
+    ours, theirs, ids, mask = setup(args)
     adapters.init(theirs)
-    ids = torch.randint(1000, 30000, (BATCH, SOURCE))
-    mask = torch.ones_like(ids)
     labels = torch.randint(1000, 50000, (BATCH, TARGET))
 
     def forward(model):

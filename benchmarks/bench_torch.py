@@ -55,22 +55,35 @@ def timed(ours, theirs, repeats: int) -> tuple[float, float]:
     return statistics.median(a), statistics.median(b)
 
 
-def main() -> None:
-    import transformers
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser_for(doc: str) -> argparse.ArgumentParser:
+    """The options every torch benchmark takes: ``--repeats`` and ``--threads``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
-    parser.add_argument("--skip-load", action="store_true", help="skip the checkpoint-loading timing")
-    parser.add_argument("--bf16", action="store_true", help="also time ours in bfloat16 (opt-in) against fp32 transformers")
-    args = parser.parse_args()
+    return parser
+
+
+def setup(args: argparse.Namespace):
+    """Threads, quiet transformers, seed; then ``(ours, theirs, input_ids, attention_mask)``."""
+    import transformers
+
     if args.threads:
         torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
     ours, theirs = build()
     ids = torch.randint(1000, 30000, (BATCH, SOURCE))
-    mask = torch.ones_like(ids)
+    return ours, theirs, ids, torch.ones_like(ids)
+
+
+def main() -> None:
+    import transformers
+
+    parser = parser_for(__doc__)
+    parser.add_argument("--skip-load", action="store_true", help="skip the checkpoint-loading timing")
+    parser.add_argument("--bf16", action="store_true", help="also time ours in bfloat16 (opt-in) against fp32 transformers")
+    args = parser.parse_args()
+    ours, theirs, ids, mask = setup(args)
     dec = torch.randint(1000, 50000, (BATCH, TARGET))
     gen = dict(max_new_tokens=NEW, min_new_tokens=NEW)
 
