@@ -331,6 +331,114 @@ class BartConfig(PretrainedConfig):
         return self.init_std
 
 
+class RemBertConfig(PretrainedConfig):
+    """RemBERT: BERT layers over decoupled input embeddings (``input_embedding_size``,
+    mapped to ``hidden_size`` by ``encoder.embedding_hidden_mapping_in``) and an LM head
+    with its own output embedding (``output_embedding_size``); never tied, as in
+    transformers, which forces ``tie_word_embeddings=False``."""
+
+    model_type = "rembert"
+    defaults = {
+        "vocab_size": 250300,
+        "hidden_size": 1152,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 18,
+        "input_embedding_size": 256,
+        "output_embedding_size": 1664,
+        "intermediate_size": 4608,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "classifier_dropout_prob": 0.1,
+        "max_position_embeddings": 512,
+        "type_vocab_size": 2,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0,
+        "bos_token_id": 312,
+        "eos_token_id": 313,
+        "tie_word_embeddings": False,
+    }
+    types = {**BertConfig.types, "input_embedding_size": _INT, "output_embedding_size": _INT,
+             "classifier_dropout_prob": _FLOAT}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tie_word_embeddings = False  # transformers' RemBertConfig overrides any value
+
+
+class ProphetNetConfig(PretrainedConfig):
+    """ProphetNet (transformers' field names and defaults).  encdec implements its decoder
+    (``ProphetNetForCausalLM``): a main stream plus ``ngram`` predict streams with
+    ``num_buckets`` relative-position buckets up to ``relative_max_distance``."""
+
+    model_type = "prophetnet"
+    defaults = {
+        "activation_dropout": 0.1,
+        "activation_function": "gelu",
+        "vocab_size": 30522,
+        "hidden_size": 1024,
+        "encoder_ffn_dim": 4096,
+        "num_encoder_layers": 12,
+        "num_encoder_attention_heads": 16,
+        "decoder_ffn_dim": 4096,
+        "num_decoder_layers": 12,
+        "num_decoder_attention_heads": 16,
+        "attention_dropout": 0.1,
+        "dropout": 0.1,
+        "max_position_embeddings": 512,
+        "init_std": 0.02,
+        "is_encoder_decoder": True,
+        "add_cross_attention": True,
+        "decoder_start_token_id": 0,
+        "ngram": 2,
+        "num_buckets": 32,
+        "relative_max_distance": 128,
+        "disable_ngram_loss": False,
+        "eps": 0.0,
+        "pad_token_id": 0,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
+    types = {
+        "activation_dropout": _FLOAT,
+        "activation_function": _STR,
+        "vocab_size": _INT,
+        "hidden_size": _INT,
+        "encoder_ffn_dim": _INT,
+        "num_encoder_layers": _INT,
+        "num_encoder_attention_heads": _INT,
+        "decoder_ffn_dim": _INT,
+        "num_decoder_layers": _INT,
+        "num_decoder_attention_heads": _INT,
+        "attention_dropout": _FLOAT,
+        "dropout": _FLOAT,
+        "max_position_embeddings": _INT,
+        "init_std": _FLOAT,
+        "ngram": _INT,
+        "num_buckets": _INT,
+        "relative_max_distance": _INT,
+        "disable_ngram_loss": _BOOL,
+        "eps": _FLOAT,
+        "is_decoder": _BOOL,
+        "add_cross_attention": _BOOL,
+        "use_cache": _BOOL,
+        "cross_attention_hidden_size": _INT,
+    }
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.num_decoder_layers if self.is_decoder else self.num_encoder_layers
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.num_decoder_attention_heads if self.is_decoder else self.num_encoder_attention_heads
+
+    @property
+    def initializer_range(self) -> float:
+        return self.init_std
+
+
 class EncoderDecoderConfig(PretrainedConfig):
     """Composite config holding full ``encoder`` and ``decoder`` sub-configs."""
 
@@ -380,6 +488,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     c.model_type: c
     for c in (BertConfig, RobertaConfig, ElectraConfig, GPT2Config, BartConfig, EncoderDecoderConfig)
 }
+CONFIG_CLASSES.update({c.model_type: c for c in (ProphetNetConfig, RemBertConfig)})
 
 
 def config_class_for(model_type: Any, where: str = "config") -> type[PretrainedConfig]:

@@ -88,6 +88,23 @@ class CausalLMOutputWithCrossAttentions(ModelOutput):
 
 
 @dataclass
+class ProphetNetDecoderLMOutput(ModelOutput):
+    """What ``ProphetNetForCausalLM`` returns: ``logits`` of the first predict stream (the
+    next token), ``logits_ngram`` of the others; ``hidden_states`` / ``attentions`` are the
+    main stream's, ``*_ngram`` the predict streams'."""
+
+    loss: Any = None
+    logits: Any = None
+    logits_ngram: Any = None
+    past_key_values: Any = None
+    hidden_states: Any = None
+    hidden_states_ngram: Any = None
+    attentions: Any = None
+    ngram_attentions: Any = None
+    cross_attentions: Any = None
+
+
+@dataclass
 class Seq2SeqLMOutput(ModelOutput):
     loss: Any = None
     logits: Any = None

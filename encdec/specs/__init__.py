@@ -183,6 +183,7 @@ DECODER_BASE_PREFIX: dict[str, str] = {}
 
 def _register() -> None:
     from encdec.specs import bart, bert, gpt2  # noqa: F401  (modules register themselves)
+    from encdec.specs import prophetnet, rembert  # noqa: F401
 
 
 _register()

@@ -14,11 +14,16 @@ from encdec_flax.models.bert import BertLMHeadModel, BertModel
 from encdec_flax.models.electra import ElectraModel
 from encdec_flax.models.gpt2 import GPT2LMHeadModel
 from encdec_flax.models.layers import FLAX_LAYOUT
+from encdec_flax.models.prophetnet import ProphetNetForCausalLM
+from encdec_flax.models.rembert import RemBertForCausalLM, RemBertModel
 
 register("flax", "bert", encoder=BertModel, decoder=BertLMHeadModel)
 register("flax", "roberta", encoder=BertModel, decoder=BertLMHeadModel)
 register("flax", "electra", encoder=ElectraModel)
 register("flax", "gpt2", decoder=GPT2LMHeadModel)
 register("flax", "bart", decoder=BartForCausalLM)
+register("flax", "prophetnet", decoder=ProphetNetForCausalLM)
+register("flax", "rembert", encoder=RemBertModel, decoder=RemBertForCausalLM)
 
-__all__ = ["BartForCausalLM", "BertLMHeadModel", "BertModel", "ElectraModel", "GPT2LMHeadModel", "FLAX_LAYOUT"]
+__all__ = ["BartForCausalLM", "BertLMHeadModel", "BertModel", "ElectraModel", "GPT2LMHeadModel", "FLAX_LAYOUT",
+           "ProphetNetForCausalLM", "RemBertForCausalLM", "RemBertModel"]

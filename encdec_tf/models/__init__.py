@@ -4,11 +4,16 @@ from encdec_tf.models.bart import TFBartForCausalLM
 from encdec_tf.models.bert import TFBertLMHeadModel, TFBertModel
 from encdec_tf.models.electra import TFElectraModel
 from encdec_tf.models.gpt2 import TFGPT2LMHeadModel
+from encdec_tf.models.prophetnet import TFProphetNetForCausalLM
+from encdec_tf.models.rembert import TFRemBertForCausalLM, TFRemBertModel
 
 register("tf", "bert", encoder=TFBertModel, decoder=TFBertLMHeadModel)
 register("tf", "roberta", encoder=TFBertModel, decoder=TFBertLMHeadModel)
 register("tf", "electra", encoder=TFElectraModel)
 register("tf", "gpt2", decoder=TFGPT2LMHeadModel)
 register("tf", "bart", decoder=TFBartForCausalLM)
+register("tf", "prophetnet", decoder=TFProphetNetForCausalLM)
+register("tf", "rembert", encoder=TFRemBertModel, decoder=TFRemBertForCausalLM)
 
-__all__ = ["TFBartForCausalLM", "TFBertLMHeadModel", "TFBertModel", "TFElectraModel", "TFGPT2LMHeadModel"]
+__all__ = ["TFBartForCausalLM", "TFBertLMHeadModel", "TFBertModel", "TFElectraModel", "TFGPT2LMHeadModel",
+           "TFProphetNetForCausalLM", "TFRemBertForCausalLM", "TFRemBertModel"]

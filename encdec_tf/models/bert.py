@@ -150,12 +150,14 @@ def check_bert_options(config: Any) -> None:
 class TFBertModel(keras.layers.Layer):
     """``BertModel`` / ``RobertaModel`` (with pooler), used as the encoder."""
 
+    embeddings_class = BertEmbeddings
+
     def __init__(self, config: Any, tied: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_bert_options(config)
         self.config = config
         self.store = ParamStore(self, encoder_spec(config), tied)
-        self.embeddings = BertEmbeddings(self.store, "embeddings", config)
+        self.embeddings = self.embeddings_class(self.store, "embeddings", config)
         self.stack = BertStack(self.store, "encoder", config)
         self.pooler = Dense(self.store, "pooler.dense") if self.store.has("pooler.dense.weight") else None
         self.store.check_complete()
@@ -194,7 +196,7 @@ class LMHead:
 class TFBertLMHeadModel(keras.layers.Layer):
     """``BertLMHeadModel`` / ``RobertaForCausalLM``: the decoder role."""
     is_causal_lm = True
-
+    embeddings_class = BertEmbeddings
 
     def __init__(self, config: Any, tied: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -206,14 +208,17 @@ class TFBertLMHeadModel(keras.layers.Layer):
         self.cache_layout = (config.num_hidden_layers, config.num_attention_heads, config.hidden_size // config.num_attention_heads)
         self.store = ParamStore(self, decoder_spec(config), tied)
         base = config.model_type  # "bert" or "roberta": HF's base_model_prefix
-        self.embeddings = BertEmbeddings(self.store, f"{base}.embeddings", config)
+        self.embeddings = self.embeddings_class(self.store, f"{base}.embeddings", config)
         self.stack = BertStack(self.store, f"{base}.encoder", config)
-        if base == "roberta":
-            self.head = LMHead(self.store, "lm_head", "", "layer_norm", "gelu", config.layer_norm_eps)
-        else:
-            self.head = LMHead(self.store, "cls.predictions", "transform.", "LayerNorm", config.hidden_act, config.layer_norm_eps)
+        self.head = self.build_head(config)
         self.store.check_complete()
         self.built = True
+
+    def build_head(self, config: Any) -> Any:
+        """The LM head on the final hidden states (RoBERTa's ``lm_head`` or BERT's ``cls.predictions``)."""
+        if config.model_type == "roberta":
+            return LMHead(self.store, "lm_head", "", "layer_norm", "gelu", config.layer_norm_eps)
+        return LMHead(self.store, "cls.predictions", "transform.", "LayerNorm", config.hidden_act, config.layer_norm_eps)
 
     def cross_cache(self, encoder_hidden_states: tf.Tensor) -> tuple[tuple[tf.Tensor, tf.Tensor], ...]:
         """Per layer, the cross-attention (keys, values): the last two entries of a layer's cache."""
