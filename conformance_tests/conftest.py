@@ -53,8 +53,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 class Case:
     """A config with its canonical weights, shared by every backend in one test module."""
 
-    def __init__(self, name: str, config, weights) -> None:
-        self.name, self.config, self.weights = name, config, weights
+    def __init__(self, name: str, config, weights, light: bool = False) -> None:
+        self.name, self.config, self.weights, self.light = name, config, weights, light
+
+    def skip_if_light(self, what: str) -> None:
+        """Skip a check a light pair (see :class:`~conformance_tests.pairs.Pair`) does not run."""
+        if self.light:
+            pytest.skip(f"{what}: not run for light pairs")
 
 
 _CASES: dict[str, Case] = {}
@@ -72,7 +77,7 @@ def case(request: pytest.FixtureRequest) -> Case:
             pair = next(p for p in PAIRS if p.id == name)
             config = pair.config()
             weights = init_weights(encoder_decoder_spec(config), seed=7, randomize_all=True)
-        _CASES[name] = Case(name, config, weights)
+        _CASES[name] = Case(name, config, weights, light=name != "checkpoint" and pair.light)
     return _CASES[name]
 
 

@@ -54,7 +54,11 @@ def test_generate_matches_transformers(case, backend, setting):
 
 
 def test_cached_equals_uncached(case, backend):
+    case.skip_if_light("cached vs uncached decoding")
     require(backend)
+    if case.config.decoder.model_type == "prophetnet":
+        pytest.skip("transformers' ProphetNet reads the predict streams' relative-position bias through another index "
+                    "layout over several positions than over one, so its full forward is not its cached steps")
     ids, mask = gen_inputs(case.config)
     run = runner(case, backend)
     steps = 4
@@ -69,6 +73,7 @@ def test_cached_equals_uncached(case, backend):
 def test_default_mask_masks_pads(case, backend):
     """Without an attention_mask, pads in input_ids are masked (transformers' rule).
     Uses the greedy setting, whose compiled program the other tests already built."""
+    case.skip_if_light("default attention mask")
     require(backend)
     ids, mask = gen_inputs(case.config)
     assert (mask == 0).any()  # the inputs do carry padding

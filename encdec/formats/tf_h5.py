@@ -35,9 +35,11 @@ _TO_TORCH_LEAF = {"kernel": "weight", "gamma": "weight", "beta": "bias", "embedd
 
 #: model_type -> TF naming facts: ``main_layer`` (scope of an encoder's modules),
 #: ``modules`` (PyTorch module name -> TF scope), ``weight_embeddings`` (embedding
-#: modules whose TF variable is named ``weight``), ``tied_output`` (the LM output weight,
-#: which HF's TF model always shares with the input embedding).  A type missing here has
-#: no TF model in transformers.
+#: modules whose TF variable is named ``weight``), ``weight_linears`` (linear modules whose
+#: TF variable is a ``weight`` kept [out, in], e.g. RemBERT's output embedding),
+#: ``tied_output`` (the LM output weight, which HF's TF model always shares with the input
+#: embedding).  A type missing here has no TF model in transformers (ProphetNet, BART's
+#: causal LM).
 TF_NAMING: dict[str, dict[str, Any]] = {
     "bert": {"main_layer": "bert", "modules": {"cls": "mlm___cls"}, "weight_embeddings": ("word_embeddings",),
              "tied_output": "cls.predictions.decoder.weight"},
@@ -45,6 +47,8 @@ TF_NAMING: dict[str, dict[str, Any]] = {
                 "tied_output": "lm_head.decoder.weight"},
     "electra": {"main_layer": "electra", "modules": {}, "weight_embeddings": ("word_embeddings",)},
     "gpt2": {"modules": {}, "weight_embeddings": (), "tied_output": "lm_head.weight"},
+    "rembert": {"main_layer": "rembert", "modules": {"cls": "mlm___cls"}, "weight_embeddings": ("word_embeddings",),
+                "weight_linears": ("cls.predictions.decoder",)},
 }
 _MAIN_LAYERS = {v["main_layer"] for v in TF_NAMING.values() if "main_layer" in v}
 _SCOPE = "tf_encoder_decoder_model"
@@ -129,11 +133,16 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
+def _weight_linear(name: str, kind: str, naming: dict[str, Any]) -> bool:
+    """A linear weight HF's TF model stores as ``weight`` in PyTorch's [out, in] layout."""
+    return kind == LINEAR and name.rpartition(".")[0] in naming.get("weight_linears", ())
+
+
 def _tf_path(name: str, kind: str, naming: dict[str, Any], main_layer: str | None) -> str:
     module, _, _ = name.rpartition(".")
     parts = module.split(".") if module else []
     leaf = HF_TF_LAYOUT.leaf[kind]
-    if kind == EMBEDDING and parts and parts[-1] in naming["weight_embeddings"]:
+    if (kind == EMBEDDING and parts and parts[-1] in naming["weight_embeddings"]) or _weight_linear(name, kind, naming):
         leaf = "weight"
     parts = [naming["modules"].get(p, p) for p in parts]
     comps: list[str] = []
@@ -170,14 +179,14 @@ def write_tf_h5(path: str | os.PathLike, weights: Mapping[str, np.ndarray], spec
         p = spec[name]
         role, _, rest = name.partition(".")
         arr = np.asarray(arr)
+        naming = TF_NAMING[roles[role]] if role in roles else {"modules": {}, "weight_embeddings": ()}
         if role in roles:
-            naming = TF_NAMING[roles[role]]
             main = naming.get("main_layer") if role == "encoder" else None
             tf_name = f"{role}/" + _tf_path(rest, p.kind, naming, main)
         else:  # top-level modules of the composite (enc_to_dec_proj)
             role = name.split(".")[0]
-            tf_name = _tf_path(name, p.kind, {"modules": {}, "weight_embeddings": ()}, None)
-        if p.kind in HF_TF_LAYOUT.transpose and arr.ndim == 2:
+            tf_name = _tf_path(name, p.kind, naming, None)
+        if p.kind in HF_TF_LAYOUT.transpose and arr.ndim == 2 and not _weight_linear(rest, p.kind, naming):
             arr = arr.T
         if p.kind == BIAS and name.rpartition(".")[0] in conv1d_modules:
             arr = arr.reshape(1, -1)

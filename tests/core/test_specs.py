@@ -22,7 +22,8 @@ def test_spec_matches_transformers_state_dict(pair):
     transformers = pytest.importorskip("transformers")
     enc, dec, hidden, extra = pair
     hf_cls = {"bert": transformers.BertConfig, "roberta": transformers.RobertaConfig,
-              "electra": transformers.ElectraConfig, "gpt2": transformers.GPT2Config, "bart": transformers.BartConfig}
+              "electra": transformers.ElectraConfig, "gpt2": transformers.GPT2Config, "bart": transformers.BartConfig,
+              "prophetnet": transformers.ProphetNetConfig, "rembert": transformers.RemBertConfig}
     hc = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(
         hf_cls[enc](**part_kwargs(enc, hidden)), hf_cls[dec](**part_kwargs(dec)), **extra)
     model = transformers.EncoderDecoderModel(config=hc)
@@ -72,7 +73,7 @@ def test_unsupported_options_refused():
 def test_unknown_model_type_lists_supported():
     cfg = ours(("bert", "gpt2", 32, {}))
     cfg.decoder.model_type = "t5"  # instance attribute shadows the class value
-    with pytest.raises(ValueError, match="supported: bart, bert, gpt2, roberta"):
+    with pytest.raises(ValueError, match=r"supported: bart, bert, .*gpt2, .*prophetnet, .*rembert, .*roberta"):
         encoder_decoder_spec(cfg)
 
 

@@ -12,6 +12,11 @@ def part_kwargs(model_type: str, hidden: int = 32) -> dict:
             vocab_size=99, d_model=hidden, decoder_layers=2, decoder_attention_heads=4, decoder_ffn_dim=37,
             encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=37, max_position_embeddings=64,
         )
+    if model_type == "prophetnet":
+        return dict(vocab_size=99, hidden_size=hidden, num_decoder_layers=2, num_encoder_layers=2, num_decoder_attention_heads=4,
+                    num_encoder_attention_heads=4, decoder_ffn_dim=37, encoder_ffn_dim=37, max_position_embeddings=64, ngram=3)
+    if model_type == "rembert":
+        return dict(SMALL_BERT, hidden_size=hidden, input_embedding_size=16, output_embedding_size=24)
     if model_type == "electra":
         return dict(SMALL_BERT, hidden_size=hidden, embedding_size=16)
     return dict(SMALL_BERT, hidden_size=hidden)
@@ -26,6 +31,10 @@ PAIRS = [
     ("bert", "bart", 32, {}),
     ("bert", "gpt2", 48, {}),
     ("bert", "bert", 32, {"tie_encoder_decoder": True}),
+    ("bert", "prophetnet", 32, {}),
+    ("bert", "prophetnet", 48, {}),
+    ("rembert", "rembert", 32, {}),
+    ("rembert", "rembert", 32, {"tie_encoder_decoder": True}),
 ]
 
 
