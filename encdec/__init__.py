@@ -12,6 +12,8 @@ from encdec.configuration import (
     EncoderDecoderConfig,
     GPT2Config,
     PretrainedConfig,
+    ProphetNetConfig,
+    RemBertConfig,
     RobertaConfig,
 )
 from encdec.generation import GenerationConfig
@@ -28,6 +30,8 @@ __all__ = [
     "GPT2Config",
     "GenerationConfig",
     "PretrainedConfig",
+    "ProphetNetConfig",
+    "RemBertConfig",
     "RobertaConfig",
     "shift_tokens_right",
     "__version__",

@@ -12,5 +12,7 @@ if keras.backend.backend() != "tensorflow":
 
 from encdec.configuration import EncoderDecoderConfig  # noqa: E402
 from encdec_tf.modeling_encoder_decoder import TFEncoderDecoderModel  # noqa: E402
+from encdec_tf.models import TFProphetNetForCausalLM, TFRemBertForCausalLM, TFRemBertModel  # noqa: E402
 
 __all__ = ["EncoderDecoderConfig", "TFEncoderDecoderModel"]
+__all__ += ["TFProphetNetForCausalLM", "TFRemBertForCausalLM", "TFRemBertModel"]

@@ -136,6 +136,17 @@ def decoder_spec(config) -> ModelSpec:
     return _lookup(DECODER_SPECS, config.model_type, "a decoder")(config)
 
 
+def check_cross_width(config) -> None:
+    """Refuse ``cross_attention_hidden_size`` for decoders whose cross-attention (as in
+    transformers) reads ``hidden_size``-wide states; the composite model projects instead."""
+    cross = getattr(config, "cross_attention_hidden_size", None)
+    if cross not in (None, config.hidden_size):
+        raise NotImplementedError(
+            f"{config.model_type}: cross_attention_hidden_size={cross} is not supported; its cross-attention reads "
+            f"hidden_size ({config.hidden_size}) wide states (leave it None: the composite model projects)"
+        )
+
+
 def needs_projection(config) -> bool:
     """True when the composite model needs ``enc_to_dec_proj`` (HF's rule)."""
     return (

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, ModelSpec
+from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, ModelSpec, check_cross_width
 
 #: Where the decoder lives in ``ProphetNetForCausalLM`` (and ``ProphetNetForConditionalGeneration``).
 BASE = "prophetnet.decoder"
@@ -87,12 +87,7 @@ def check_prophetnet(config) -> None:
             f"prophetnet: max_position_embeddings={config.max_position_embeddings} leaves no decoder position "
             f"after the offset pad_token_id + 2 = {pad + 2}"
         )
-    cross = getattr(config, "cross_attention_hidden_size", None)
-    if cross not in (None, config.hidden_size):
-        raise NotImplementedError(
-            f"prophetnet: cross_attention_hidden_size={cross} is not supported; ProphetNet's cross-attention reads "
-            f"hidden_size ({config.hidden_size}) wide states (leave it None: the composite model projects)"
-        )
+    check_cross_width(config)
     relative_bucket_table(config)
 
 

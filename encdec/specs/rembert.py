@@ -7,7 +7,7 @@ BERT layers, but the embeddings have their own width (``input_embedding_size``),
 """
 from __future__ import annotations
 
-from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, ENCODER_SPECS, ModelSpec
+from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, ENCODER_SPECS, ModelSpec, check_cross_width
 from encdec.specs.bert import _embeddings, _layers
 
 
@@ -16,12 +16,7 @@ def check_rembert(config) -> None:
         raise ValueError(
             f"rembert: hidden_size ({config.hidden_size}) must be a multiple of num_attention_heads ({config.num_attention_heads})"
         )
-    cross = getattr(config, "cross_attention_hidden_size", None)
-    if cross not in (None, config.hidden_size):
-        raise NotImplementedError(
-            f"rembert: cross_attention_hidden_size={cross} is not supported; RemBERT's cross-attention reads "
-            f"hidden_size ({config.hidden_size}) wide states (leave it None: the composite model projects)"
-        )
+    check_cross_width(config)
     if config.add_cross_attention and not config.is_decoder:
         raise ValueError("rembert: add_cross_attention=True needs is_decoder=True")
 

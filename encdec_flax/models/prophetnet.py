@@ -62,20 +62,12 @@ class ProphetNetAttention(nn.Module):
         return self.dropout(self.out_proj(out), deterministic=deterministic), scores
 
 
-class ProphetNetNgramSelfAttention(nn.Module):
-    config: Any
-    dtype: Any = jnp.float32
+class ProphetNetNgramSelfAttention(ProphetNetAttention):
+    """The same projections plus ``relative_pos_embeddings``: main and predict streams."""
 
     def setup(self) -> None:
-        c = self.config
-        d = c.hidden_size
-        self.key_proj = dense(d, self.dtype)
-        self.value_proj = dense(d, self.dtype)
-        self.query_proj = dense(d, self.dtype)
-        self.out_proj = dense(d, self.dtype)
-        self.relative_pos_embeddings = dense(c.num_buckets * c.num_decoder_attention_heads, self.dtype)
-        self.attention_dropout = nn.Dropout(c.attention_dropout)
-        self.dropout = nn.Dropout(c.dropout)
+        super().setup()
+        self.relative_pos_embeddings = dense(self.config.num_buckets * self.config.num_decoder_attention_heads, self.dtype)
 
     def __call__(self, hidden, geometry, cache, index, deterministic: bool):
         main_bias, predict_bias, main_index, predict_index = geometry

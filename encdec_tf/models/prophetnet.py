@@ -68,15 +68,13 @@ class ProphetNetAttention:
         return dropout(self.out_proj(merge_heads(ctx), training), self.rate, training), scores, (k, v)
 
 
-class ProphetNetNgramSelfAttention:
+class ProphetNetNgramSelfAttention(ProphetNetAttention):
+    """The same projections plus ``relative_pos_embeddings``; main and predict streams."""
+
     def __init__(self, store: ParamStore, prefix: str, config: Any) -> None:
-        self.key_proj = Dense(store, f"{prefix}.key_proj")
-        self.value_proj = Dense(store, f"{prefix}.value_proj")
-        self.query_proj = Dense(store, f"{prefix}.query_proj")
-        self.out_proj = Dense(store, f"{prefix}.out_proj")
+        super().__init__(store, prefix, config)
         self.relative_pos_embeddings = Dense(store, f"{prefix}.relative_pos_embeddings")
-        self.heads, self.ngram, self.buckets = config.num_decoder_attention_heads, config.ngram, config.num_buckets
-        self.rate, self.attn_rate = config.dropout, config.attention_dropout
+        self.ngram, self.buckets = config.ngram, config.num_buckets
 
     def __call__(self, h, geometry, past, cache_index, training=False):
         main_bias, predict_bias, main_index, predict_index = geometry

@@ -79,19 +79,14 @@ class ProphetNetAttention(nn.Module):
         return out, scores if need_weights else None, (k, v)
 
 
-class ProphetNetNgramSelfAttention(nn.Module):
-    """Main- and predict-stream self-attention with relative-position buckets."""
+class ProphetNetNgramSelfAttention(ProphetNetAttention):
+    """The same projections plus ``relative_pos_embeddings``: main- and predict-stream
+    self-attention with relative-position buckets."""
 
     def __init__(self, config) -> None:
-        super().__init__()
-        d = config.hidden_size
-        self.heads, self.ngram, self.buckets = config.num_decoder_attention_heads, config.ngram, config.num_buckets
-        self.dropout, self.attention_dropout = config.dropout, config.attention_dropout
-        self.key_proj = nn.Linear(d, d)
-        self.value_proj = nn.Linear(d, d)
-        self.query_proj = nn.Linear(d, d)
-        self.out_proj = nn.Linear(d, d)
-        self.relative_pos_embeddings = nn.Linear(d, self.buckets * self.heads)
+        super().__init__(config)
+        self.ngram, self.buckets = config.ngram, config.num_buckets
+        self.relative_pos_embeddings = nn.Linear(config.hidden_size, self.buckets * self.heads)
 
     def _streams(self, t: torch.Tensor, n: int) -> torch.Tensor:
         """[b, (1+N)n, H*D] -> [b, 1+N, H, n, D]."""
