@@ -44,6 +44,10 @@ class GenerationConfig:
     #: keys we do not interpret, kept for the round trip.
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    #: transformers' flag for settings made from the model config (its Seq2SeqTrainer reads
+    #: and clears it); not a setting, never saved.
+    _from_model_config = False
+
     _INT_FIELDS = ("max_length", "min_length", "num_beams", "top_k", "no_repeat_ngram_size", "num_return_sequences")
 
     @classmethod
@@ -78,7 +82,9 @@ class GenerationConfig:
                 value = getattr(decoder, name, None)
             if value is not None:
                 values[name] = value
-        return cls(**values)
+        cfg = cls(**values)
+        cfg._from_model_config = True
+        return cfg
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         os.makedirs(save_directory, exist_ok=True)
@@ -224,6 +230,12 @@ def resolve_generation(
             setattr(cfg, name, getattr(base, name))
     rest = cfg.update(**kwargs)
     cfg.validate()
+    # what transformers' trainers pass along: labels (Seq2SeqTrainer's predict_with_generate
+    # hands generate the whole batch) are not model inputs of generation; synced_gpus only
+    # matters for sharded (ZeRO-3/FSDP) models, which a single process never has.
+    rest.pop("labels", None)
+    if rest.pop("synced_gpus", False):
+        raise NotImplementedError("generate(..., synced_gpus=True) is not supported (no ZeRO-3/FSDP-sharded generation)")
 
     start = cfg.decoder_start_token_id
     if start is None:
