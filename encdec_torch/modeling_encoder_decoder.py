@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encdec.configuration import EncoderDecoderConfig
+from encdec.configuration import EncoderDecoderConfig, as_config
 from encdec.generation import GenerationConfig
 from encdec.hub import split_hub_kwargs
 from encdec.init import init_model_weights
@@ -67,8 +67,8 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             if encoder is None or decoder is None:
                 raise ValueError("EncoderDecoderModel needs either a `config` or both an `encoder` and a `decoder`")
             config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
-        elif not isinstance(config, EncoderDecoderConfig):
-            raise ValueError(f"config must be an EncoderDecoderConfig, got {type(config).__name__}")
+        else:  # ours, or transformers' converted through its dict
+            config = as_config(config, "config", EncoderDecoderConfig)
         cross = getattr(config.decoder, "cross_attention_hidden_size", None)
         if cross is not None and cross != config.encoder.hidden_size:
             raise ValueError(
