@@ -28,7 +28,7 @@ from encdec.checkpoint import (
     read_weight_file,
     write_weights,
 )
-from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedConfig
+from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedConfig, as_config
 from encdec.generation import GENERATION_CONFIG_NAME, GenerationConfig
 from encdec.hub import HUB_KWARGS, list_files, resolve_file, resolve_first, split_hub_kwargs
 from encdec.init import init_weights
@@ -106,10 +106,8 @@ def _load_composite(name_or_path: str, kwargs: dict[str, Any], hub: dict[str, An
     config = kwargs.pop("config", None)
     if config is None:
         config = EncoderDecoderConfig.from_pretrained(name_or_path, **hub)
-    elif isinstance(config, EncoderDecoderConfig):
-        config = copy.deepcopy(config)  # overrides below must not change the caller's object
-    else:
-        raise TypeError(f"config must be an EncoderDecoderConfig, got {type(config).__name__}")
+    else:  # ours or transformers' (converted through its dict); overrides must not change the caller's object
+        config = copy.deepcopy(as_config(config, "config", EncoderDecoderConfig))
     unused = {}
     for key, value in kwargs.items():
         if key in config.__dict__:
@@ -143,6 +141,7 @@ def save_pretrained(
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     spec = encoder_decoder_spec(config)
+    generation_config = GenerationConfig.coerce(generation_config)
     written: list[str] = []
 
     def fill(tmp: str) -> list[str]:
