@@ -568,7 +568,11 @@ def check_finite(weights: Mapping[str, np.ndarray], where: str, allow: bool = Fa
         if arr.dtype.kind != "f" or id(arr) in seen:
             continue
         seen.add(id(arr))
-        flat = arr.reshape(-1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = arr.sum()
+        if np.isfinite(total):  # one pass, no temporary; NaN/inf always make the sum non-finite
+            continue
+        flat = arr.reshape(-1)  # the sum overflowed or a value is non-finite: check exactly
         step = 1 << 22  # chunks keep the temporary boolean array small
         if not all(np.isfinite(flat[i:i + step]).all() for i in range(0, flat.size, step)):
             bad.append(name)

@@ -434,3 +434,29 @@ def test_write_error_names_file_and_keeps_old_checkpoint(tmp_path, v1, v2, fmt, 
     assert "could not write" in message and name in message, message
     assert _version_of(*load_pretrained(target)[:2], v1, v2) == 1
     assert sorted(os.listdir(tmp_path)) == ["child.txt", "ckpt"]
+
+
+def test_part_checkpoint_nonfinite_opt_out(tmp_path):
+    from encdec import configuration as C
+    from encdec.init import init_weights
+    from encdec.pretrained import load_part
+    from encdec.specs import encoder_spec
+
+    from .tiny import part_kwargs
+
+    config = C.config_class_for("bert")(**part_kwargs("bert"))
+    weights = init_weights(encoder_spec(config), seed=0)
+    weights["embeddings.LayerNorm.bias"][2] = np.inf
+    config.save_pretrained(tmp_path)
+    ck.write_safetensors(tmp_path / "model.safetensors", weights)
+    with pytest.raises(CheckpointError, match="NaN or infinite values in 1 tensors: embeddings.LayerNorm.bias"):
+        load_part(tmp_path, "encoder")
+    part = load_part(tmp_path, "encoder", {"allow_nonfinite_weights": True})
+    assert np.isposinf(part.weights["embeddings.LayerNorm.bias"][2])
+    assert not hasattr(part.config, "allow_nonfinite_weights")
+    torch_backend = pytest.importorskip("encdec_torch")
+    with pytest.raises(CheckpointError, match="embeddings.LayerNorm.bias"):
+        torch_backend.EncoderDecoderModel.from_encoder_decoder_pretrained(tmp_path, tmp_path)
+    model = torch_backend.EncoderDecoderModel.from_encoder_decoder_pretrained(
+        tmp_path, tmp_path, encoder_allow_nonfinite_weights=True, decoder_allow_nonfinite_weights=True)
+    assert np.isposinf(model.canonical_state()["encoder.embeddings.LayerNorm.bias"][2])
