@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from encdec._io_utils import default_mode
+from encdec._io_utils import default_mode, writing
 from encdec.specs import ModelSpec
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -257,20 +257,6 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
             arr = arr.copy()
         out[e.name] = _bf16_to_float32(arr) if e.dtype == "BF16" else arr
     return out
-
-
-@contextlib.contextmanager
-def writing(path: str) -> Iterator[None]:
-    """Turn any failure to write ``path`` (disk full, file too large, permissions; torch's
-    RuntimeError) into an ``OSError`` that names the file."""
-    try:
-        yield
-    except OSError as err:
-        if err.errno is None:
-            raise OSError(f"could not write {path}: {err}") from err
-        raise OSError(err.errno, f"could not write {path}: {err.strerror or err}") from err
-    except RuntimeError as err:  # torch.save reports short writes this way
-        raise OSError(f"could not write {path}: {err}") from err
 
 
 def write_bytes(path: str, chunks: Iterable[Any]) -> None:
