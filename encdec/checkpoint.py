@@ -403,6 +403,10 @@ def read_sharded(index_path: str | os.PathLike, resolve: Callable[[str], str] | 
             raise FileNotFoundError(f"shard {shard!r} listed in {index_path} is missing") from None
         _check_shard_inside(path, shard, index_path)
         part = reader(path)
+        elsewhere = sorted(k for k in part if weight_map.get(k, shard) != shard)
+        if elsewhere:
+            raise CheckpointError(f"shard {path} holds {len(elsewhere)} weights its index {index_path} assigns to "
+                                  f"other shards: {elsewhere[:5]}; refusing an ambiguous checkpoint")
         expected = {k for k, v in weight_map.items() if v == shard}
         if not expected <= set(part):
             lost = sorted(expected - set(part))

@@ -460,3 +460,49 @@ def test_part_checkpoint_nonfinite_opt_out(tmp_path):
     model = torch_backend.EncoderDecoderModel.from_encoder_decoder_pretrained(
         tmp_path, tmp_path, encoder_allow_nonfinite_weights=True, decoder_allow_nonfinite_weights=True)
     assert np.isposinf(model.canonical_state()["encoder.embeddings.LayerNorm.bias"][2])
+
+
+def test_shard_holding_weights_of_another_shard_refused(tmp_path, v1):
+    config, weights, _ = v1
+    save_pretrained(tmp_path, config, weights, max_shard_size="100KB")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    foreign = next(k for k, v in index["weight_map"].items() if v == shards[1])
+    state = ck.read_safetensors(tmp_path / shards[0])
+    state[foreign] = np.zeros_like(weights[foreign])  # a second, conflicting copy
+    ck.write_safetensors(tmp_path / shards[0], state)
+    with pytest.raises(CheckpointError, match=rf"assigns to other shards: \['{foreign}'\]"):
+        load_pretrained(tmp_path)
+
+
+def test_h5_external_link_refused(tmp_path, v1):
+    h5py = pytest.importorskip("h5py")
+    config, weights, _ = v1
+    save_pretrained(tmp_path / "c", config, weights, format="tf-h5")
+    path = tmp_path / "c" / "tf_model.h5"
+    with h5py.File(path, "r+") as f:
+        group = f["encoder"]
+        name = next(n for n in (v.decode() if isinstance(v, bytes) else v for v in group.attrs["weight_names"]) if "pooler" in n)
+        data = np.asarray(group[name])
+        with h5py.File(tmp_path / "outside.h5", "w") as other:
+            other["w"] = data
+        del group[name]
+        group[name] = h5py.ExternalLink(str(tmp_path / "outside.h5"), "w")
+    with pytest.raises(CheckpointError, match=r"tf_model.h5: weight .*pooler.* is a ExternalLink"):
+        load_pretrained(tmp_path / "c")
+
+
+def test_adapter_weights_checked_like_checkpoints(tmp_path):
+    from .test_adapters_core import pair_config
+
+    sites = adapter_sites(pair_config(), "x", SeqBnConfig())
+    weights = init_adapter_weights(sites, SeqBnConfig(), seed=1)
+    name = sorted(weights)[0]
+    save_adapter_files(tmp_path, "x", SeqBnConfig(), {**weights, name: weights[name].view(np.int32)})
+    with pytest.raises(CheckpointError, match=rf"non-float adapter weights: \['{name}'\]"):
+        load_adapter_files(tmp_path)
+    bad = weights[name].copy()
+    bad.flat[0] = np.nan
+    save_adapter_files(tmp_path, "x", SeqBnConfig(), {**weights, name: bad})
+    with pytest.raises(CheckpointError, match=rf"NaN or infinite values in 1 tensors: {name}"):
+        load_adapter_files(tmp_path)
