@@ -171,7 +171,7 @@ def _parse_safetensors_header(path: str, f: Any) -> tuple[dict[str, Any], list[_
         if str(err).startswith(path):
             raise
         raise bad(f"bad header ({err})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise bad(f"bad header ({err})") from None
     if not isinstance(header, dict):
         raise bad("header is not a JSON object")
@@ -320,17 +320,23 @@ def read_pt_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"refusing to load {path}: it holds pickled objects other than tensors, and this "
             f"library only unpickles with weights_only=True ({str(err).splitlines()[0]})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # torch raises many unrelated types for corrupt archives
         raise CheckpointError(f"cannot read PyTorch checkpoint {path}: {err}") from None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path} does not hold a state dict (got {type(state).__name__})")
     out = {}
+    storages: set[int] = set()
     for name, tensor in state.items():
         if not isinstance(tensor, torch.Tensor):
             raise CheckpointError(f"{path}: entry {name!r} is a {type(tensor).__name__}, not a tensor")
         if tensor.dtype == torch.bfloat16:
             tensor = tensor.float()
-        out[name] = tensor.detach().cpu().numpy()
+        storage = tensor.untyped_storage().data_ptr()
+        arr = tensor.detach().cpu().numpy()
+        # entries sharing one storage (tied or hostile views) get their own memory: a model
+        # sharing loaded arrays must not alias two parameters
+        out[name] = arr.copy() if storage in storages and arr.size else arr
+        storages.add(storage)
     return out
 
 
@@ -349,7 +355,7 @@ def _read_index(path: str) -> dict[str, str]:
         with open(path, encoding="utf-8") as f:
             index = json.load(f)
         weight_map = index["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path} is not a valid shard index (needs a 'weight_map'): {err}") from None
     if not isinstance(weight_map, dict):
         raise CheckpointError(f"{path}: 'weight_map' must map weight names to shard files")

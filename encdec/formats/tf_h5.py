@@ -143,7 +143,7 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
                     out[_torch_name(rel)] = np.ascontiguousarray(arr)
     except CheckpointError:
         raise
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
         raise CheckpointError(f"cannot read TF weights file {path} (truncated or corrupt?): {err}") from None
     return out
 

@@ -506,3 +506,27 @@ def test_adapter_weights_checked_like_checkpoints(tmp_path):
     save_adapter_files(tmp_path, "x", SeqBnConfig(), {**weights, name: bad})
     with pytest.raises(CheckpointError, match=rf"NaN or infinite values in 1 tensors: {name}"):
         load_adapter_files(tmp_path)
+
+
+def test_deeply_nested_header_and_malformed_chunks_named(tmp_path):
+    path = tmp_path / "model.safetensors"
+    text = b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path.write_bytes(struct.pack("<Q", len(text)) + text)
+    with pytest.raises(CheckpointError, match="model.safetensors is not a valid safetensors file: bad header"):
+        ck.read_safetensors(path)
+    msgpack = pytest.importorskip("msgpack")
+    from encdec.formats.flax_msgpack import read_flax_msgpack
+
+    bad = tmp_path / "flax_model.msgpack"
+    bad.write_bytes(msgpack.packb({"w": {"__msgpack_chunked_array__": True, "shape": {"0": 2}, "chunks": {"1": 0}}}))
+    with pytest.raises(CheckpointError, match="flax_model.msgpack: malformed chunked array"):
+        read_flax_msgpack(bad)
+
+
+def test_pt_bin_entries_sharing_storage_get_own_memory(tmp_path):
+    torch = pytest.importorskip("torch")
+    base = torch.arange(8, dtype=torch.float32)
+    torch.save({"a": base[:4], "b": base[2:6]}, tmp_path / "pytorch_model.bin")  # overlapping views
+    state = ck.read_pt_bin(tmp_path / "pytorch_model.bin")
+    assert not np.shares_memory(state["a"], state["b"])
+    np.testing.assert_array_equal(state["b"], [2, 3, 4, 5])
