@@ -637,6 +637,10 @@ def write_weights(folder: str, weights: Mapping[str, np.ndarray], spec: ModelSpe
 SAVE_LOCK_TIMEOUT = 600.0
 
 
+#: Temporary files of killed single-file writes (``atomic_write``): not carried over.
+_STALE_TEMP_FILE = re.compile(r"\.tmp-[a-z0-9_]{8}-.+")
+
+
 def _leftover_pattern(base: str) -> "re.Pattern[str]":
     """Temporary folders of saves of ``base`` (``mkdtemp`` adds 8 characters)."""
     return re.compile(rf"\.(tmp|old)-{re.escape(base)}-[a-z0-9_]{{8}}")
@@ -659,7 +663,7 @@ def save_lock(target: str) -> Iterator[None]:
     path = os.path.join(parent, f".{base}.lock")
     deadline = time.monotonic() + SAVE_LOCK_TIMEOUT
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, default_mode())
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), default_mode())
         try:
             while True:
                 try:
@@ -785,7 +789,7 @@ def atomic_directory(save_directory: str | os.PathLike, fill: Callable[[str], It
                 os.chmod(os.path.join(tmp, name), default_mode())
             if os.path.isdir(target):
                 for entry in os.listdir(target):
-                    if entry in written or replaces(entry):
+                    if entry in written or replaces(entry) or _STALE_TEMP_FILE.fullmatch(entry):
                         continue
                     src, dst = os.path.join(target, entry), os.path.join(tmp, entry)
                     if os.path.isdir(src) and not os.path.islink(src):

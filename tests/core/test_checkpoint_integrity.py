@@ -530,3 +530,12 @@ def test_pt_bin_entries_sharing_storage_get_own_memory(tmp_path):
     state = ck.read_pt_bin(tmp_path / "pytorch_model.bin")
     assert not np.shares_memory(state["a"], state["b"])
     np.testing.assert_array_equal(state["b"], [2, 3, 4, 5])
+
+
+def test_killed_single_file_writes_not_carried_over(tmp_path, v1):
+    config, weights, _ = v1
+    save_pretrained(tmp_path / "c", config, weights)
+    (tmp_path / "c" / ".tmp-ab12cd34-config.json").write_text("{")  # a killed atomic_write
+    (tmp_path / "c" / "tokenizer.json").write_text("{}")
+    save_pretrained(tmp_path / "c", config, weights)
+    assert sorted(os.listdir(tmp_path / "c")) == ["config.json", "model.safetensors", "tokenizer.json"]
