@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 from encdec.generation import DecodePlan, GenerationConfig, default_attention_mask, resolve_generation
 from encdec.outputs import GenerateOutput
+from encdec.validation import check_generate_inputs
+from encdec_torch.models.common import host_values
 
 #: score given to continuations a beam must not take (transformers' constant).
 _BLOCKED = -1.0e9
@@ -129,6 +131,7 @@ def generate(model, input_ids: Optional[torch.Tensor], attention_mask: Optional[
         raise TypeError(f"generate does not take decoder inputs ({', '.join(decoder_kwargs)}); it starts from the decoder start token")
     if input_ids is None and "inputs_embeds" not in rest:
         raise ValueError("generate needs `input_ids` (or `inputs_embeds`)")
+    check_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values, **rest)
     if attention_mask is None and input_ids is not None:
         attention_mask = default_attention_mask(input_ids, plan, xp=torch)
     with torch.no_grad():
