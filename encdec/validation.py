@@ -1,6 +1,6 @@
 """Input validation shared by every backend: one host-side check of shapes and values.
 
-Each backend calls :func:`check_model_inputs` (forward) or :func:`check_generate_inputs`
+Each backend calls :func:`validate_inputs` (forward) or :func:`validate_generate_inputs`
 (``generate``) at its entry point, before it traces or runs anything, so that a bad
 argument fails with a message naming it, its shape or offending value and the limit it
 broke, instead of an error from deep inside a framework -- or, worse, a silent result
@@ -176,7 +176,7 @@ def _part_ids(check: _Checker, config: Any, role: str, prefix: str, kwargs: dict
               f"config.{role}.max_position_embeddings")
 
 
-def check_model_inputs(
+def validate_inputs(
     config: Any,
     *,
     input_ids: Any = None,
@@ -242,7 +242,7 @@ def check_model_inputs(
     _part_ids(check, dec, "decoder", "decoder_", part_kwargs)
 
 
-def check_generation_ids(config: Any, plan: Any) -> None:
+def validate_generation_ids(config: Any, plan: Any) -> None:
     """Every token id a :class:`~encdec.generation.DecodePlan` writes and feeds back must be
     in the decoder's vocabulary, and ``max_length`` within its position table.  (Stop ids
     ``eos_token_id`` outside the vocabulary are allowed, as in transformers: they never occur.)"""
@@ -266,9 +266,9 @@ def check_generation_ids(config: Any, plan: Any) -> None:
             f"({dec.model_type}) can embed; lower max_length / max_new_tokens")
 
 
-def check_generate_inputs(config: Any, plan: Any, input_ids: Any = None, attention_mask: Any = None,
+def validate_generate_inputs(config: Any, plan: Any, input_ids: Any = None, attention_mask: Any = None,
                           host: Host = numpy_host, inputs_embeds: Any = None, **part_kwargs: Any) -> None:
-    """``generate``'s checks: the encoder inputs (as in a forward) and :func:`check_generation_ids`."""
-    check_model_inputs(config, input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
+    """``generate``'s checks: the encoder inputs (as in a forward) and :func:`validate_generation_ids`."""
+    validate_inputs(config, input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                        host=host, require_decoder=False, **{k: v for k, v in part_kwargs.items() if k in PART_ID_KWARGS})
-    check_generation_ids(config, plan)
+    validate_generation_ids(config, plan)

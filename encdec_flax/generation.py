@@ -16,9 +16,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from encdec.generation import DecodePlan, GenerationConfig, default_attention_mask, resolve_generation
+from encdec.generation import DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask, resolve_generation
 from encdec.outputs import GenerateOutput
-from encdec.validation import check_generate_inputs
+from encdec.validation import validate_generate_inputs
 from encdec_flax.models.layers import host_values
 
 _NEG = -1.0e9  # transformers' "very large negative" for beam bookkeeping
@@ -257,9 +257,8 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     ``prng_key`` seeds sampling (default ``PRNGKey(0)``).
     """
     plan, rest = resolve_generation(model.config, generation_config or model.generation_config, kwargs)
-    if rest:
-        raise TypeError(f"generate got unexpected keyword argument(s): {', '.join(sorted(rest))}")
-    check_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values)
+    check_model_inputs(rest, ())
+    validate_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values)
     input_ids = jnp.asarray(input_ids, jnp.int32)
     attention_mask = (default_attention_mask(input_ids, plan, xp=jnp) if attention_mask is None
                       else jnp.asarray(attention_mask, jnp.int32))

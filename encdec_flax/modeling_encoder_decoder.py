@@ -21,7 +21,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from encdec import pretrained
 from encdec.checkpoint import match_state
-from encdec.configuration import EncoderDecoderConfig
+from encdec.configuration import EncoderDecoderConfig, as_config
 from encdec.generation import GenerationConfig
 from encdec.hub import HUB_KWARGS
 from encdec.init import init_model_weights
@@ -31,7 +31,7 @@ from encdec.outputs import BaseModelOutput, CausalLMOutputWithCrossAttentions, M
 from encdec.registry import part_class
 from encdec.routing import split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, needs_projection
-from encdec.validation import check_model_inputs
+from encdec.validation import validate_inputs
 from encdec_flax.adapters import ActiveAdapter, FlaxAdapterMixin, adapter_scope
 from encdec_flax.models import FLAX_LAYOUT
 from encdec_flax.models.layers import dense, host_values
@@ -168,6 +168,7 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
 
     def __init__(self, config: EncoderDecoderConfig, input_shape: tuple | None = None, seed: int = 0,
                  dtype: Any = jnp.float32, _do_init: bool = True) -> None:
+        config = as_config(config, "config", EncoderDecoderConfig)  # ours, or transformers' through its dict
         check_config(config)
         shape = np.asarray(input_shape if input_shape is not None else (1, 1))
         if shape.shape not in ((2,), (2, 2)) or shape.dtype.kind not in "iu" or shape.min() < 1:
@@ -288,7 +289,7 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         inputs are the labels shifted right (core rule) with a mask ignoring pads; the
         loss is the mean cross-entropy over labels != -100."""
         oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict)
-        check_model_inputs(self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+        validate_inputs(self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
                            decoder_attention_mask=decoder_attention_mask, labels=labels, position_ids=position_ids,
                            decoder_position_ids=decoder_position_ids, host=host_values)
         input_ids = jnp.asarray(input_ids)

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from encdec.generation import DecodePlan, GenerationConfig, default_attention_mask, resolve_generation
-from encdec.validation import check_generate_inputs
+from encdec.generation import DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask, resolve_generation
+from encdec.validation import validate_generate_inputs
 from encdec_tf.models.common import as_int, host_values
 
 NEG_INF = float("-inf")
@@ -41,9 +41,8 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     seed = kwargs.pop("seed", None)
     jit_compile = kwargs.pop("jit_compile", True)
     plan, rest = resolve_generation(model.config, generation_config or model.generation_config, kwargs)
-    if rest:
-        raise TypeError(f"generate got unexpected keyword arguments: {', '.join(sorted(rest))}")
-    check_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values)
+    check_model_inputs(rest, ())
+    validate_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values)
     input_ids = as_int(input_ids)
     if attention_mask is None:
         attention_mask = default_attention_mask(input_ids, plan, xp=tf.experimental.numpy)

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from encdec.configuration import EncoderDecoderConfig
+from encdec.configuration import EncoderDecoderConfig, as_config
 from encdec.generation import GenerationConfig
 from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels
 from encdec.layout import from_backend, to_backend
@@ -17,7 +17,7 @@ from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
 from encdec.routing import check_no_unknown, split_forward_kwargs, split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, needs_projection
-from encdec.validation import PART_ID_KWARGS, check_model_inputs
+from encdec.validation import PART_ID_KWARGS, validate_inputs
 from encdec_tf.adapters import TFAdapterMixin
 from encdec_tf.models.common import TF_LAYOUT, Dense, ParamStore, as_int, host_values
 
@@ -50,8 +50,8 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
             raise ValueError("TFEncoderDecoderModel needs either `config` or both `encoder` and `decoder`")
         if config is None:
             config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
-        elif not isinstance(config, EncoderDecoderConfig):
-            raise TypeError(f"config must be an EncoderDecoderConfig, got {type(config).__name__}")
+        else:  # ours, or transformers' converted through its dict
+            config = as_config(config, "config", EncoderDecoderConfig)
         if encoder is not None:
             config.encoder = encoder.config
         if decoder is not None:
@@ -125,7 +125,7 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
         ``position_ids``) go to the encoder, ``decoder_``-prefixed ones to the decoder.  With
         ``labels`` and no decoder inputs, the decoder inputs are the labels shifted right and
         pads are masked; ``loss`` is the mean cross-entropy over labels != -100."""
-        check_model_inputs(
+        validate_inputs(
             self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask, labels=labels, inputs_embeds=inputs_embeds,
             decoder_inputs_embeds=decoder_inputs_embeds, past_length=None if past_key_values is not None else 0,

@@ -7,7 +7,7 @@ import pytest
 from encdec.configuration import AutoConfig
 from encdec.generation import GenerationConfig, resolve_generation
 from encdec.specs import max_sequence_length
-from encdec.validation import InputValidationError, check_generate_inputs, check_model_inputs
+from encdec.validation import InputValidationError, validate_generate_inputs, validate_inputs
 from tests.core.tiny import tiny_composite as composite
 
 
@@ -22,13 +22,13 @@ def ids(batch=2, length=5, value=3, dtype=np.int64):
 
 def fails(config, match, **inputs):
     with pytest.raises(InputValidationError, match=match):
-        check_model_inputs(config, **inputs)
+        validate_inputs(config, **inputs)
 
 
 def test_valid_inputs_pass(config):
-    check_model_inputs(config, input_ids=ids(), attention_mask=ids(value=1), decoder_input_ids=ids(length=4),
+    validate_inputs(config, input_ids=ids(), attention_mask=ids(value=1), decoder_input_ids=ids(length=4),
                        decoder_attention_mask=ids(length=4, value=1), labels=ids(length=4, value=-100))
-    check_model_inputs(config, input_ids=[[1, 2, 3]], labels=[[4, 5]])  # lists are arrays too
+    validate_inputs(config, input_ids=[[1, 2, 3]], labels=[[4, 5]])  # lists are arrays too
 
 
 def test_ids_outside_vocab_name_argument_value_and_limit(config):
@@ -87,7 +87,7 @@ def test_positions_per_architecture():
           input_ids=ids(length=511), decoder_input_ids=ids())
     fails(config, r"decoder_input_ids has 2 positions after 63 cached positions, but the decoder \(gpt2\) embeds at most 64",
           input_ids=ids(), decoder_input_ids=ids(length=2), past_length=63)
-    check_model_inputs(config, input_ids=ids(), decoder_input_ids=ids(length=2), past_length=None)  # unknown: skipped
+    validate_inputs(config, input_ids=ids(), decoder_input_ids=ids(length=2), past_length=None)  # unknown: skipped
 
 
 def test_token_type_ids_within_table(config):
@@ -99,18 +99,18 @@ def test_generate_ids_and_length(config):
     def plan(**kw):
         return resolve_generation(config, GenerationConfig.from_model_config(config), kw)[0]
 
-    check_generate_inputs(config, plan(max_new_tokens=5), ids())
+    validate_generate_inputs(config, plan(max_new_tokens=5), ids())
     for name in ("decoder_start_token_id", "pad_token_id", "forced_bos_token_id", "forced_eos_token_id"):
         with pytest.raises(InputValidationError, match=rf"{name}=99 is outside the decoder vocabulary \[0, 99\)"):
-            check_generate_inputs(config, plan(**{name: 99}), ids())
+            validate_generate_inputs(config, plan(**{name: 99}), ids())
     with pytest.raises(InputValidationError, match=r"max_length=65 .* exceeds the 64 positions the decoder \(gpt2\)"):
-        check_generate_inputs(config, plan(max_length=65), ids())
+        validate_generate_inputs(config, plan(max_length=65), ids())
     with pytest.raises(InputValidationError, match="input_ids holds 100"):
-        check_generate_inputs(config, plan(), ids(value=100))
+        validate_generate_inputs(config, plan(), ids(value=100))
 
 
 def test_values_unknown_checks_shapes_only(config):
     """Under jit / tf.function ``host`` returns None: shapes and dtypes are still checked."""
-    check_model_inputs(config, input_ids=ids(value=500), decoder_input_ids=ids(), host=lambda x: None)
+    validate_inputs(config, input_ids=ids(value=500), decoder_input_ids=ids(), host=lambda x: None)
     fails(config, "decoder_input_ids has batch size 3", input_ids=ids(), decoder_input_ids=ids(batch=3),
           host=lambda x: None)
