@@ -18,6 +18,8 @@ import jax.numpy as jnp
 
 from encdec.generation import DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask, resolve_generation
 from encdec.outputs import GenerateOutput
+from encdec.validation import validate_generate_inputs
+from encdec_flax.models.layers import host_values
 
 _NEG = -1.0e9  # transformers' "very large negative" for beam bookkeeping
 
@@ -256,13 +258,10 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     """
     plan, rest = resolve_generation(model.config, generation_config or model.generation_config, kwargs)
     check_model_inputs(rest, ())
+    validate_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values)
     input_ids = jnp.asarray(input_ids, jnp.int32)
-    if input_ids.ndim != 2:
-        raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}")
     attention_mask = (default_attention_mask(input_ids, plan, xp=jnp) if attention_mask is None
                       else jnp.asarray(attention_mask, jnp.int32))
-    if attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask shape {attention_mask.shape} differs from input_ids shape {input_ids.shape}")
     key = jax.random.PRNGKey(0) if prng_key is None else prng_key
     programs = model.__dict__.setdefault("_generate_programs", {})
     if plan not in programs:

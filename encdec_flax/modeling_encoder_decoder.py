@@ -31,9 +31,10 @@ from encdec.outputs import BaseModelOutput, CausalLMOutputWithCrossAttentions, M
 from encdec.registry import part_class
 from encdec.routing import split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec.validation import validate_inputs
 from encdec_flax.adapters import ActiveAdapter, FlaxAdapterMixin, adapter_scope
 from encdec_flax.models import FLAX_LAYOUT
-from encdec_flax.models.layers import dense
+from encdec_flax.models.layers import dense, host_values
 
 logger = logging.getLogger(__name__)
 
@@ -288,6 +289,9 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         inputs are the labels shifted right (core rule) with a mask ignoring pads; the
         loss is the mean cross-entropy over labels != -100."""
         oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict)
+        validate_inputs(self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                           decoder_attention_mask=decoder_attention_mask, labels=labels, position_ids=position_ids,
+                           decoder_position_ids=decoder_position_ids, host=host_values)
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)

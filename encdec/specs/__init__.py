@@ -191,6 +191,15 @@ def encoder_decoder_ties(config, enc: ModelSpec, dec: ModelSpec) -> dict[str, st
 #: decoder model_type -> attribute holding its base model (HF ``base_model_prefix``).
 DECODER_BASE_PREFIX: dict[str, str] = {}
 
+#: model_type -> the longest sequence (cached steps included) its position table serves.
+MAX_LENGTHS: dict[str, Callable[..., int]] = {}
+
+
+def max_sequence_length(config) -> int | None:
+    """Longest sequence ``config``'s architecture can embed (``None``: no position table)."""
+    rule = MAX_LENGTHS.get(config.model_type)
+    return None if rule is None else int(rule(config))
+
 
 def _register() -> None:
     from encdec.specs import bart, bert, gpt2  # noqa: F401  (modules register themselves)

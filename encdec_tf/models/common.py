@@ -155,6 +155,19 @@ def dropout(x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
     return tf.nn.dropout(x, rate=rate) if training and rate > 0 else x
 
 
+def host_values(x: Any) -> np.ndarray | None:
+    """Values for the core input validator: eager integer tensors and host arrays are read
+    (a few ids); symbolic tensors (inside ``tf.function``) and floating ones are not (``None``)."""
+    if isinstance(x, (tf.Tensor, tf.Variable)):
+        if x.dtype.is_floating or not tf.executing_eagerly():
+            return None
+        try:
+            return x.numpy()
+        except (AttributeError, TypeError):  # symbolic after all
+            return None
+    return np.asarray(x)
+
+
 def as_int(x: Any) -> tf.Tensor | None:
     return None if x is None else tf.cast(tf.convert_to_tensor(x), tf.int32)
 

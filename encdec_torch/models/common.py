@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -182,6 +182,14 @@ def tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
     if t.dtype == torch.bfloat16:
         t = t.float()
     return t.numpy().copy()
+
+
+def host_values(x: Any) -> Optional[np.ndarray]:
+    """Values for the core input validator: integer/bool tensors copied to the host (a few
+    ids), floating ones left unread (``None``: only their shape and dtype are checked)."""
+    if torch.is_tensor(x):
+        return None if x.is_floating_point() else x.detach().cpu().numpy()
+    return np.asarray(x)
 
 
 _INIT_FUNCTIONS = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_")
