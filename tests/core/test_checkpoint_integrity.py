@@ -328,32 +328,38 @@ def test_sigkill_during_save_never_loses_the_checkpoint(tmp_path, v1, v2, point)
 def test_concurrent_saves_both_succeed_last_wins(tmp_path, v1, v2):
     target = tmp_path / "ckpt"
     save_pretrained(target, v1[0], v1[1])
-    slow_fill = ck.write_weights
+    holding = tmp_path.parent / f"{tmp_path.name}-holding"  # outside tmp_path: its listing is checked
+    from encdec import pretrained
 
-    def save(v, delay):
-        def run():
-            def slow(*args, **kwargs):
-                time.sleep(delay)
-                return slow_fill(*args, **kwargs)
+    real_write = pretrained.write_weights
 
-            ck.write_weights = slow
-            save_pretrained(target, v[0], v[1])
-        return run
+    def save(v, first):
+        def slow(*args, **kwargs):
+            if first:  # holds the lock now: let the second saver start, give it time to block
+                holding.write_text("1")
+                time.sleep(0.3)
+            return real_write(*args, **kwargs)
+
+        pretrained.write_weights = slow
+        save_pretrained(target, v[0], v[1])
 
     pids = []
-    for v, delay in ((v2, 0.3), (v1, 0.0)):
+    for v, first in ((v2, True), (v1, False)):
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
-                save(v, delay)()
+                save(v, first)
             except BaseException as err:
                 print(f"child error: {type(err).__name__}: {err}", flush=True)
                 code = 3
             os._exit(code)
         pids.append(pid)
-        time.sleep(0.1)  # the first holds the lock while the second arrives
+        deadline = time.monotonic() + 30
+        while first and not holding.exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
     statuses = [os.waitpid(p, 0)[1] for p in pids]
+    assert holding.exists()
     assert all(os.WIFEXITED(s) and os.WEXITSTATUS(s) == 0 for s in statuses), statuses
     assert _version_of(*load_pretrained(target)[:2], v1, v2) == 1  # the second save ran last
     assert sorted(os.listdir(tmp_path)) == ["ckpt"]
