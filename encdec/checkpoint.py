@@ -835,12 +835,12 @@ class PinnedFolder:
         self.fd: int | None = None
         self.view: str | None = None
         self.stamp: tuple[int, int] | None = None
-        if not os.path.isdir(name):
-            recover_interrupted_save(name)
         self._pin()
 
     def _pin(self) -> None:
         self.close()
+        if not os.path.isdir(self.name):
+            recover_interrupted_save(self.name)  # waits for a save's lock if one is mid-swap
         if not os.path.isdir(self.name):
             return
         try:
@@ -853,33 +853,40 @@ class PinnedFolder:
         self.view = view if os.path.isdir(view) else None
 
     def _moved(self) -> bool:
+        if self.stamp is None:
+            return False
         try:
             st = os.stat(self.name)
         except OSError:
-            return self.stamp is not None
-        return self.stamp is not None and (st.st_ino, st.st_dev) != self.stamp
+            return True
+        return (st.st_ino, st.st_dev) != self.stamp
 
     def run(self, load: Callable[[str], Any]) -> Any:
-        if self.fd is None:
-            return load(self.name)
+        """``load(folder path)``, read through the pinned folder, retried while a save
+        replaces the folder underneath."""
+        import time
+
         for attempt in range(self.retries):
+            last = attempt + 1 == self.retries
+            view = self.view
             try:
-                result = load(self.view or self.name)
+                result = load(view or self.name)
             except (OSError, ValueError) as err:  # CheckpointError and LoadError are ValueErrors
-                if attempt + 1 < self.retries and self._moved():
+                if not last and self._moved():
+                    time.sleep(0.002 * attempt)
                     self._pin()
                     continue
-                raise self._renamed(err)
-            if self.view is None and self._moved() and attempt + 1 < self.retries:
+                raise self._renamed(err, view)
+            if view is None and not last and self._moved():
                 self._pin()
                 continue
             return result
         raise AssertionError("unreachable")
 
-    def _renamed(self, err: BaseException) -> BaseException:
+    def _renamed(self, err: BaseException, view: str | None) -> BaseException:
         """The error with the ``/proc/self/fd`` view replaced by the folder's name."""
-        if self.view:
-            fix = lambda v: v.replace(self.view, self.name.rstrip(os.sep)) if isinstance(v, str) else v
+        if view:
+            fix = lambda v: v.replace(view, self.name.rstrip(os.sep)) if isinstance(v, str) else v
             err.args = tuple(fix(a) for a in err.args)
             if isinstance(err, OSError) and err.errno is not None:
                 err.filename, err.strerror = fix(err.filename), fix(err.strerror)
@@ -888,7 +895,7 @@ class PinnedFolder:
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
-            self.fd = None
+        self.fd, self.view, self.stamp = None, None, None
 
 
 @contextlib.contextmanager
