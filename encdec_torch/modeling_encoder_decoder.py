@@ -22,7 +22,7 @@ from encdec.init import init_model_weights
 from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels, shift_tokens_right
 from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
-from encdec.routing import split_forward_kwargs, split_pretrained_kwargs
+from encdec.routing import output_flags, split_forward_kwargs, split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, needs_projection
 from encdec_torch.adapters import AdapterModelMixin
 from encdec_torch.generation import generate
@@ -196,13 +196,12 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         encoder pooler output).  ``past_key_values``: per decoder layer ``(self_key,
         self_value, cross_key, cross_value)``.
         """
-        output_attentions = bool(output_attentions)
-        output_hidden_states = bool(output_hidden_states)
-        return_dict = True if return_dict is None else return_dict
+        enc_attn, enc_hidden, output_attentions, output_hidden_states, return_dict = output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict)
         kwargs_encoder, kwargs_decoder = split_forward_kwargs(kwargs)
         if encoder_outputs is None:
             encoder_outputs = self.encode(
-                input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, **kwargs_encoder
+                input_ids, attention_mask, inputs_embeds, enc_attn, enc_hidden, **kwargs_encoder
             )
         elif isinstance(encoder_outputs, (tuple, list)):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
@@ -221,7 +220,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             inputs_embeds=decoder_inputs_embeds,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            use_cache=use_cache,
+            use_cache=self.config.decoder.use_cache if use_cache is None else use_cache,
             past_key_values=past_key_values,
             **kwargs_decoder,
         )
@@ -356,18 +355,27 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             initialized += missing
         model.load_canonical({n: weights[n] for n in model.spec.params if n in weights}, share=True)
         if initialized:
-            logger.info("newly initialised weights (train before use): %s", ", ".join(_summarise(initialized)))
+            from encdec.pretrained import newly_initialised_message
+
+            logger.warning(newly_initialised_message(initialized))
         dtype = _torch_dtype(torch_dtype, config)
         if dtype is not None:
             model.to(dtype)
         return model.eval()
 
 
-def _summarise(names: list[str]) -> list[str]:
-    """Collapse per-layer names (``...layer.3.crossattention...``) into one pattern each."""
-    import re
+def load_torch_part(cls: type, name_or_path: Any, config: Any = None, torch_dtype: Any = None, dtype: Any = None,
+                    **kwargs: Any) -> nn.Module:
+    """``PartClass.from_pretrained``: an HF part checkpoint mapped by the core onto ``cls``'s
+    spec; weights the checkpoint lacks are initialised and named in a WARNING."""
+    from encdec.pretrained import load_part_for_class, loading_info
 
-    seen: dict[str, None] = {}
-    for n in names:
-        seen[re.sub(r"\.\d+\.", ".*.", n)] = None
-    return list(seen)
+    part, options = load_part_for_class(cls, name_or_path, config, **kwargs)
+    with no_init():
+        model = cls(part.config)
+    model.load_canonical(part.weights, share=True)
+    cast = _torch_dtype(dtype if dtype is not None else torch_dtype, part.config)
+    if cast is not None:
+        model.to(cast)
+    model.eval()
+    return (model, loading_info(part)) if options.get("output_loading_info") else model

@@ -98,9 +98,13 @@ class ModelSpec:
         """Parameters a checkpoint must hold (tie targets left out)."""
         return [p for p in self.params.values() if p.name not in self.ties]
 
-    def num_parameters(self) -> int:
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Parameters counted once (tie targets left out); ``exclude_embeddings`` leaves out
+        embedding tables, as transformers' ``num_parameters(exclude_embeddings=True)``."""
         total = 0
         for p in self.untied:
+            if exclude_embeddings and p.kind == EMBEDDING:
+                continue
             n = 1
             for s in p.shape:
                 n *= s
