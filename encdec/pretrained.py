@@ -307,6 +307,9 @@ def save_part(save_directory: str | os.PathLike, config: PretrainedConfig, weigh
 
 def part_role(part_class: Any) -> str:
     """``"decoder"`` for a causal-LM part class (it can take encoder states), else ``"encoder"``."""
+    role = getattr(part_class, "role", None)
+    if role in ("encoder", "decoder"):
+        return role
     return "decoder" if any(hasattr(part_class, m) for m in ("cross_kv", "cross_cache", "init_cache")) else "encoder"
 
 

@@ -8,6 +8,7 @@ Weights come from the core's portable init (``seed``) or from checkpoints throug
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -30,7 +31,7 @@ from encdec.layout import from_backend, to_backend
 from encdec.outputs import BaseModelOutput, CausalLMOutputWithCrossAttentions, ModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
 from encdec.routing import output_flags, split_pretrained_kwargs
-from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec.specs import encoder_decoder_spec, keep_decoder_side, needs_projection
 from encdec_flax.adapters import ActiveAdapter, FlaxAdapterMixin, adapter_scope
 from encdec_flax.models import FLAX_LAYOUT
 from encdec_flax.models.layers import dense
@@ -249,161 +250,6 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
             return da, dh, rd
         return ea or da, eh or dh, rd
 
-    def encode(self, input_ids, attention_mask=None, position_ids=None, deterministic: bool = True,
-               output_attentions: bool = False, output_hidden_states: bool = False) -> tuple:
-        with adapter_scope(self.adapter, deterministic):
-            out = self.encoder(
-                input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                deterministic=deterministic,
-                output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states,
-            )
-        return out[:3]
-
-    def project(self, encoder_hidden_states):
-        if encoder_hidden_states is None or not needs_projection(self.config):
-            return encoder_hidden_states
-        return self.enc_to_dec_proj(encoder_hidden_states)
-
-    def init_cache(self, encoder_hidden_states, max_length: int) -> dict:
-        with adapter_scope(self.adapter, deterministic=True):
-            return self.decoder.init_cache(self.project(encoder_hidden_states), max_length)
-
-    def decode(self, decoder_input_ids, encoder_hidden_states=None, encoder_attention_mask=None, decoder_attention_mask=None,
-               decoder_position_ids=None, cache=None, deterministic: bool = True, output_attentions: bool = False,
-               output_hidden_states: bool = False) -> tuple:
-        """Returns ``(logits, hidden_states, attentions, cross_attentions, cache)``; with a
-        cache the cross-attention keys/values come from it (computed in ``init_cache``)."""
-        with adapter_scope(self.adapter, deterministic):
-            return self.decoder(
-                decoder_input_ids,
-                attention_mask=decoder_attention_mask,
-                position_ids=decoder_position_ids,
-                encoder_hidden_states=None if cache is not None else self.project(encoder_hidden_states),
-                encoder_attention_mask=encoder_attention_mask,
-                cache=cache,
-                deterministic=deterministic,
-                output_attentions=output_attentions,
-                output_hidden_states=output_hidden_states,
-            )
-
-    def __call__(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask=None, position_ids=None,
-                 decoder_position_ids=None, deterministic: bool = True, output_attentions: bool = False,
-                 output_hidden_states: bool = False) -> tuple:
-        enc = self.encode(input_ids, attention_mask, position_ids, deterministic, output_attentions, output_hidden_states)
-        dec = self.decode(decoder_input_ids, enc[0], attention_mask, decoder_attention_mask, decoder_position_ids, None,
-                          deterministic, output_attentions, output_hidden_states)
-        return enc, dec
-
-
-def masked_cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
-    """Mean cross-entropy over positions whose label is not ``-100`` (in float32)."""
-    logits = logits.astype(jnp.float32)
-    valid = labels != IGNORE_INDEX
-    safe = jnp.where(valid, labels, 0)
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
-    return jnp.sum(jnp.where(valid, nll, 0.0)) / jnp.sum(valid)
-
-
-def _cast_floats(params: Any, dtype: Any, mask: Any = None) -> Any:
-    def cast(x, keep=True):
-        return x.astype(dtype) if keep and jnp.issubdtype(x.dtype, jnp.floating) else x
-
-    if mask is None:
-        return jax.tree_util.tree_map(cast, params)
-    return jax.tree_util.tree_map(cast, params, mask)
-
-
-class FlaxEncoderDecoderModel(FlaxAdapterMixin):
-    """Encoder-decoder model with transformers' Flax API, plus labels/loss and adapters
-    (:mod:`encdec_flax.adapters`).
-
-    ``dtype`` is the computation dtype (float32, bfloat16, float16); parameters keep
-    their own dtype (see :meth:`to_bf16`).  ``input_shape`` is accepted for
-    compatibility with transformers: weights come from the portable init, which needs
-    no example input.
-    """
-
-    def __init__(self, config: EncoderDecoderConfig, input_shape: tuple | None = None, seed: int = 0,
-                 dtype: Any = jnp.float32, _do_init: bool = True) -> None:
-        config = as_config(config, "config", EncoderDecoderConfig)  # ours, or transformers' through its dict
-        check_config(config)
-        shape = np.asarray(input_shape if input_shape is not None else (1, 1))
-        if shape.shape not in ((2,), (2, 2)) or shape.dtype.kind not in "iu" or shape.min() < 1:
-            raise ValueError(
-                f"input_shape must be (batch, length) or ((batch, source_len), (batch, target_len)) with positive "
-                f"sizes, got {input_shape!r}"
-            )
-        self.config = config
-        self.dtype = dtype
-        self.module = FlaxEncoderDecoderModule(config, dtype=dtype)
-        self.spec = encoder_decoder_spec(config)
-        self.generation_config = GenerationConfig.from_model_config(config)
-        self.params: dict = {}
-        # tie_encoder_decoder: decoder leaves that are the encoder's (held once, under the encoder)
-        self._shared = [
-            tuple(tuple(FLAX_LAYOUT.backend_name(n, self.spec[n].kind).split(".")) for n in (tied, source))
-            for tied, source in self.spec.ties.items()
-            if tied.startswith("decoder.") and source.startswith("encoder.")
-        ]
-        if _do_init:
-            self.load_canonical(init_model_weights(config, seed=seed))
-
-    # --- weights -------------------------------------------------------------------------
-    def canonical_state(self, params: Any = None) -> dict[str, np.ndarray]:
-        """``{canonical name: numpy array}`` in PyTorch layout, tie targets included."""
-        params = self.params if params is None else params
-        flat = {".".join(k): np.asarray(v) for k, v in flatten_dict(params).items()}
-        return from_backend(flat, self.spec, FLAX_LAYOUT)
-
-    def load_canonical(self, weights: Mapping[str, np.ndarray]) -> None:
-        """Set ``params`` from canonical weights; names and shapes must match the spec
-        exactly (tie targets optional).  Arrays keep their dtype; adapters are kept."""
-        weights, _ = match_state(weights, self.spec)
-        flat = {tuple(k.split(".")): jnp.asarray(v) for k, v in to_backend(weights, self.spec, FLAX_LAYOUT).items()}
-        flat.update(self._adapter_leaves())
-        self.params = unflatten_dict(flat)
-
-    def module_params(self, params: Any = None) -> dict:
-        """``params`` (default ``self.params``) as the module reads them: with
-        ``tie_encoder_decoder`` the shared decoder leaves point at the encoder's."""
-        params = self.params if params is None else params
-        if not self._shared:
-            return params
-        flat = flatten_dict(params)
-        for tied, source in self._shared:
-            flat[tied] = flat[source]
-        return unflatten_dict(flat)
-
-    def num_parameters(self) -> int:
-        return self.spec.num_parameters()
-
-    def to_bf16(self, params: Any, mask: Any = None) -> Any:
-        """Floating leaves of ``params`` cast to bfloat16 (where ``mask`` is true)."""
-        return _cast_floats(params, jnp.bfloat16, mask)
-
-    def to_fp16(self, params: Any, mask: Any = None) -> Any:
-        return _cast_floats(params, jnp.float16, mask)
-
-    def to_fp32(self, params: Any, mask: Any = None) -> Any:
-        return _cast_floats(params, jnp.float32, mask)
-
-    # --- running -------------------------------------------------------------------------
-    def _apply(self, params: Any, method: str, *args: Any, train: bool = False, dropout_rng: Any = None, **kwargs: Any) -> Any:
-        rngs = {}
-        if train:
-            if dropout_rng is None:
-                raise ValueError("train=True needs a dropout_rng (e.g. jax.random.PRNGKey(0))")
-            rngs["dropout"] = dropout_rng
-        variables = {"params": self.module_params(params)}
-        return self.module.apply(variables, *args, rngs=rngs, method=method, deterministic=not train, **kwargs)
-
-    def _flags(self, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None) -> tuple[bool, bool, bool]:
-        return bool(output_attentions), bool(output_hidden_states), True if return_dict is None else bool(return_dict)
-
     def encode(self, input_ids, attention_mask=None, position_ids=None, output_attentions: bool | None = None,
                output_hidden_states: bool | None = None, return_dict: bool | None = None, train: bool = False,
                params: Any = None, dropout_rng: Any = None) -> BaseModelOutput | tuple:
@@ -526,10 +372,22 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         parts = {}
         for role, path, part_kwargs in (("encoder", encoder_pretrained_model_name_or_path, enc_kwargs),
                                         ("decoder", decoder_pretrained_model_name_or_path, dec_kwargs)):
+            built = part_kwargs.pop("model", None)
+            if built is not None:  # a part object (FlaxBertModel, ...), as transformers accepts
+                if not hasattr(built, "canonical_state") or not hasattr(built, "config"):
+                    raise TypeError(f"{role}_model must be an encdec Flax part model (e.g. FlaxBertModel.from_pretrained"
+                                    f"(...)), got {type(built).__name__}")
+                if part_kwargs:
+                    raise TypeError(f"{role}_model was given, so {role}_ keywords {sorted(part_kwargs)} cannot apply")
+                config = copy.deepcopy(built.config)
+                if role == "decoder" and not (config.is_decoder and config.add_cross_attention):
+                    raise ValueError("decoder_model must be built with is_decoder=True and add_cross_attention=True "
+                                     "to attend to the encoder (as transformers requires)")
+                parts[role] = pretrained.PartLoad(config, built.canonical_state())
+                continue
             if path is None:
-                raise ValueError(f"pass `{role}_pretrained_model_name_or_path`")
-            if "model" in part_kwargs:
-                raise NotImplementedError(f"{role}_model= instances are not supported by the Flax backend; pass a path or id")
+                raise ValueError(f"If `{role}_model` is not defined as an argument, a `{role}_pretrained_model_name_or_path` "
+                                 "has to be defined")
             hub = {k: part_kwargs.pop(k) for k in list(part_kwargs) if k in HUB_KWARGS}
             parts[role] = pretrained.load_part(path, role, config_overrides=part_kwargs, seed=seed, **hub)
         initialized = [f"decoder.{n}" for n in parts["decoder"].initialized] + [f"encoder.{n}" for n in parts["encoder"].initialized]
@@ -548,5 +406,7 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
             initialized += ["enc_to_dec_proj.weight", "enc_to_dec_proj.bias"]
         if initialized:
             logger.warning(pretrained.newly_initialised_message(initialized))
+        if config.tie_encoder_decoder:
+            weights = keep_decoder_side(weights, model.spec)
         model.load_canonical(weights)
         return model

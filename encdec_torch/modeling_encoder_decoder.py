@@ -23,7 +23,7 @@ from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels, shift_tokens
 from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
 from encdec.routing import output_flags, split_forward_kwargs, split_pretrained_kwargs
-from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec.specs import encoder_decoder_spec, keep_decoder_side, needs_projection
 from encdec_torch.adapters import AdapterModelMixin
 from encdec_torch.generation import generate
 from encdec_torch.models.common import SpecModule, no_init, tensor_to_numpy
@@ -75,6 +75,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
                 f"the decoder's cross_attention_hidden_size ({cross}) must equal the encoder's hidden_size "
                 f"({config.encoder.hidden_size}) when it is set"
             )
+        decoder_given = decoder is not None
         if encoder is None:
             encoder = part_class("torch", config.encoder.model_type, "encoder")(config.encoder)
             encoder.init_weights()
@@ -99,6 +100,12 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         self.spec = encoder_decoder_spec(config)
         if needs_projection(config):
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
+        if decoder_given and config.tie_encoder_decoder:  # transformers keeps the decoder's weights
+            params = dict(self.named_parameters(remove_duplicate=False))
+            with torch.no_grad():
+                for tied, source in self.spec.ties.items():
+                    if tied.startswith("decoder.") and source.startswith("encoder."):
+                        params[source].copy_(params[tied])
         self.tie_weights()
         self.generation_config = GenerationConfig.from_model_config(config)
         if seed is not None:
@@ -353,6 +360,8 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             state = model.state_dict()
             weights.update({n: tensor_to_numpy(state[n]) for n in missing})
             initialized += missing
+        if config.tie_encoder_decoder:
+            weights = keep_decoder_side(weights, model.spec)
         model.load_canonical({n: weights[n] for n in model.spec.params if n in weights}, share=True)
         if initialized:
             from encdec.pretrained import newly_initialised_message

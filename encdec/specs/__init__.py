@@ -202,3 +202,14 @@ def _register() -> None:
 
 
 _register()
+
+
+def keep_decoder_side(weights: dict, spec: "ModelSpec") -> dict:
+    """``tie_encoder_decoder`` with weights of two given parts: the shared (encoder) names
+    take the decoder's values, the side transformers 4.57 keeps (it points the encoder's
+    parameters at the decoder's).  Returns a new dict; other names untouched."""
+    out = dict(weights)
+    for tied, source in spec.ties.items():
+        if tied.startswith("decoder.") and source.startswith("encoder.") and tied in weights:
+            out[source] = weights[tied]
+    return out
