@@ -15,7 +15,7 @@ from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels
 from encdec.layout import from_backend, to_backend
 from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
-from encdec.routing import check_no_unknown, split_forward_kwargs, split_pretrained_kwargs
+from encdec.routing import check_no_unknown, output_flags, split_forward_kwargs, split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, needs_projection
 from encdec.validation import PART_ID_KWARGS, validate_inputs
 from encdec_tf.adapters import TFAdapterMixin
@@ -137,13 +137,14 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
                          PART_KWARGS)
         check_no_unknown("TFEncoderDecoderModel.call (decoder_ arguments)",
                          {f"decoder_{k}": v for k, v in kw_dec.items() if k not in PART_KWARGS}, PART_KWARGS)
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        output_attentions, output_hidden_states = bool(output_attentions), bool(output_hidden_states)
+        use_cache = self.config.decoder.use_cache if use_cache is None else use_cache
+        enc_attn, enc_hidden, output_attentions, output_hidden_states, return_dict = output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict)
         if attention_mask is not None:
             attention_mask = as_int(attention_mask)
         if encoder_outputs is None:
             encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                                           output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                                           output_attentions=enc_attn, output_hidden_states=enc_hidden,
                                            training=training, **kw_enc)
         elif isinstance(encoder_outputs, (tuple, list)):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
@@ -166,7 +167,7 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
             decoder_attentions=out.attentions, cross_attentions=out.cross_attentions,
             encoder_last_hidden_state=encoder_outputs[0], encoder_hidden_states=encoder_outputs.get("hidden_states"),
             encoder_attentions=encoder_outputs.get("attentions"))
-        return result.to_tuple() if return_dict is False else result
+        return result if return_dict else result.to_tuple()
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         """One optimizer step on the built-in loss; batches are dicts of call arguments with ``labels``."""
@@ -251,7 +252,9 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
                     raise ValueError(f"pass `{role}_pretrained_model_name_or_path` or `{role}_model`")
                 loaded = load_part(path, role=role, config_overrides=kw, **{**hub, **split_hub_kwargs(kw)})
                 if loaded.initialized:
-                    logger.info("%s weights newly initialized (not in %s): %s", role, path, ", ".join(loaded.initialized))
+                    from encdec.pretrained import newly_initialised_message
+
+                    logger.warning(newly_initialised_message([f"{role}.{n}" for n in loaded.initialized]))
                 part = part_class("tf", loaded.config.model_type, role)(loaded.config, name=role)
                 assign_weights(part.store.variables, to_backend(loaded.weights, part.store.spec, TF_LAYOUT), f"{role} {path}")
             parts.append(part)

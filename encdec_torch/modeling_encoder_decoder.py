@@ -22,8 +22,8 @@ from encdec.init import init_model_weights
 from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels, shift_tokens_right
 from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
-from encdec.routing import split_forward_kwargs, split_pretrained_kwargs
-from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec.routing import output_flags, split_forward_kwargs, split_pretrained_kwargs
+from encdec.specs import encoder_decoder_spec, keep_decoder_side, needs_projection
 from encdec.validation import PART_ID_KWARGS, validate_inputs
 from encdec_torch.adapters import AdapterModelMixin
 from encdec_torch.generation import generate
@@ -76,6 +76,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
                 f"the decoder's cross_attention_hidden_size ({cross}) must equal the encoder's hidden_size "
                 f"({config.encoder.hidden_size}) when it is set"
             )
+        decoder_given = decoder is not None
         if encoder is None:
             encoder = part_class("torch", config.encoder.model_type, "encoder")(config.encoder)
             encoder.init_weights()
@@ -100,6 +101,12 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         self.spec = encoder_decoder_spec(config)
         if needs_projection(config):
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
+        if decoder_given and config.tie_encoder_decoder:  # transformers keeps the decoder's weights
+            params = dict(self.named_parameters(remove_duplicate=False))
+            with torch.no_grad():
+                for tied, source in self.spec.ties.items():
+                    if tied.startswith("decoder.") and source.startswith("encoder."):
+                        params[source].copy_(params[tied])
         self.tie_weights()
         # transformers' names for the tie targets (its Trainer re-ties when a checkpoint lacks them)
         self._tied_weights_keys = self._keys_to_ignore_on_save = sorted(self.spec.ties)
@@ -211,9 +218,8 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         encoder pooler output).  ``past_key_values``: per decoder layer ``(self_key,
         self_value, cross_key, cross_value)``.
         """
-        output_attentions = bool(output_attentions)
-        output_hidden_states = bool(output_hidden_states)
-        return_dict = True if return_dict is None else return_dict
+        enc_attn, enc_hidden, output_attentions, output_hidden_states, return_dict = output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict)
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         validate_inputs(
             self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
@@ -225,7 +231,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         kwargs_encoder, kwargs_decoder = split_forward_kwargs(kwargs)
         if encoder_outputs is None:
             encoder_outputs = self.encode(
-                input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, **kwargs_encoder
+                input_ids, attention_mask, inputs_embeds, enc_attn, enc_hidden, **kwargs_encoder
             )
         elif isinstance(encoder_outputs, (tuple, list)):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
@@ -244,7 +250,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             inputs_embeds=decoder_inputs_embeds,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            use_cache=use_cache,
+            use_cache=self.config.decoder.use_cache if use_cache is None else use_cache,
             past_key_values=past_key_values,
             **kwargs_decoder,
         )
@@ -380,9 +386,13 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             state = model.state_dict()
             weights.update({n: tensor_to_numpy(state[n]) for n in missing})
             initialized += missing
+        if config.tie_encoder_decoder:
+            weights = keep_decoder_side(weights, model.spec)
         model.load_canonical({n: weights[n] for n in model.spec.params if n in weights}, share=True)
         if initialized:
-            logger.info("newly initialised weights (train before use): %s", ", ".join(_summarise(initialized)))
+            from encdec.pretrained import newly_initialised_message
+
+            logger.warning(newly_initialised_message(initialized))
         dtype = _torch_dtype(torch_dtype, config)
         if dtype is not None:
             model.to(dtype)
@@ -400,11 +410,18 @@ def _untie_in_state_dict(module: nn.Module, state_dict: dict, prefix: str, local
             state_dict[prefix + tied] = value.clone()
 
 
-def _summarise(names: list[str]) -> list[str]:
-    """Collapse per-layer names (``...layer.3.crossattention...``) into one pattern each."""
-    import re
+def load_torch_part(cls: type, name_or_path: Any, config: Any = None, torch_dtype: Any = None, dtype: Any = None,
+                    **kwargs: Any) -> nn.Module:
+    """``PartClass.from_pretrained``: an HF part checkpoint mapped by the core onto ``cls``'s
+    spec; weights the checkpoint lacks are initialised and named in a WARNING."""
+    from encdec.pretrained import load_part_for_class, loading_info
 
-    seen: dict[str, None] = {}
-    for n in names:
-        seen[re.sub(r"\.\d+\.", ".*.", n)] = None
-    return list(seen)
+    part, options = load_part_for_class(cls, name_or_path, config, **kwargs)
+    with no_init():
+        model = cls(part.config)
+    model.load_canonical(part.weights, share=True)
+    cast = _torch_dtype(dtype if dtype is not None else torch_dtype, part.config)
+    if cast is not None:
+        model.to(cast)
+    model.eval()
+    return (model, loading_info(part)) if options.get("output_loading_info") else model
