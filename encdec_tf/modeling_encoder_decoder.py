@@ -174,9 +174,13 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
         batch = data[0] if isinstance(data, tuple) else data
         if not isinstance(batch, Mapping) or "labels" not in batch:
             raise ValueError("TFEncoderDecoderModel.fit expects batches as dicts of call arguments including `labels`")
+        # under tf.distribute each replica sees its share of the batch and Keras sums the
+        # replicas' gradients: scale so the sum is the gradient of the mean loss
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             loss = self(**batch, use_cache=False, training=True).loss
-        grads = tape.gradient(loss, self.trainable_variables)
+            scaled = loss / replicas if replicas > 1 else loss
+        grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         return self._step_logs(loss)
 
