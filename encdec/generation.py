@@ -76,6 +76,10 @@ class GenerationConfig:
     #: keys we do not interpret, kept for the round trip.
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    #: transformers' flag for settings made from the model config (its Seq2SeqTrainer reads
+    #: and clears it); not a setting, never saved.
+    _from_model_config = False
+
     _INT_FIELDS = ("max_length", "min_length", "num_beams", "top_k", "no_repeat_ngram_size", "num_return_sequences")
 
     @classmethod
@@ -134,7 +138,9 @@ class GenerationConfig:
                 if key not in values or values[key] == default.get(key, UNIMPLEMENTED_NEUTRAL.get(key)):
                     values[key] = value
         values = {k: v for k, v in values.items() if k in cls.field_names() or v != UNIMPLEMENTED_NEUTRAL.get(k)}
-        return cls.from_dict(values)
+        cfg = cls.from_dict(values)
+        cfg._from_model_config = True
+        return cfg
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, GenerationConfig) and self.to_dict() == other.to_dict()
@@ -289,6 +295,12 @@ def resolve_generation(
             setattr(cfg, name, getattr(base, name))
     rest = cfg.update(**kwargs)
     cfg.validate()
+    # what transformers' trainers pass along: labels (Seq2SeqTrainer's predict_with_generate
+    # hands generate the whole batch) are not model inputs of generation; synced_gpus only
+    # matters for sharded (ZeRO-3/FSDP) models, which a single process never has.
+    rest.pop("labels", None)
+    if rest.pop("synced_gpus", False):
+        raise NotImplementedError("generate(..., synced_gpus=True) is not supported (no ZeRO-3/FSDP-sharded generation)")
     unsupported = unimplemented_settings(cfg.extra)
     if unsupported:
         raise ValueError(
