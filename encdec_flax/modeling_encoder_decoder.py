@@ -217,8 +217,33 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
             flat[tied] = flat[source]
         return unflatten_dict(flat)
 
-    def num_parameters(self) -> int:
-        return self.spec.num_parameters()
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        return self.spec.num_parameters(exclude_embeddings=exclude_embeddings)
+
+    def init_weights(self, rng: Any, input_shape: tuple, params: Any = None) -> dict:
+        """transformers' ``init_weights(rng, input_shape, params=None)``: a fresh parameter
+        pytree from the portable init seeded by ``rng`` (``input_shape`` is not needed: the
+        spec gives every shape); leaves present in ``params`` are kept (transformers fills
+        only the missing ones).  ``self.params`` is not changed."""
+        seed = int(jax.random.randint(rng, (), 0, 2**31 - 1))
+        fresh = {tuple(k.split(".")): jnp.asarray(v)
+                 for k, v in to_backend(init_model_weights(self.config, seed=seed), self.spec, FLAX_LAYOUT).items()}
+        if params is not None:
+            fresh.update({k: v for k, v in flatten_dict(params).items() if k in fresh})
+        return unflatten_dict(fresh)
+
+    @property
+    def name_or_path(self) -> str:
+        return getattr(self.config, "name_or_path", "")
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return True
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        from encdec.hub import push_model
+
+        return push_model(self, repo_id, **kwargs)
 
     def to_bf16(self, params: Any, mask: Any = None) -> Any:
         """Floating leaves of ``params`` cast to bfloat16 (where ``mask`` is true)."""

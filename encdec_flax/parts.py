@@ -114,6 +114,11 @@ class FlaxPartModel:
         return result if rd else result.to_tuple()
 
     # --- checkpoints -----------------------------------------------------------------
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        from encdec.hub import push_model
+
+        return push_model(self, repo_id, **kwargs)
+
     def save_pretrained(self, save_directory: str | os.PathLike, params: Any = None, push_to_hub: bool = False,
                         max_shard_size: Any = "5GB", safe_serialization: bool = True, **kwargs: Any) -> list[str]:
         """transformers' part checkpoint of this class: ``config.json`` and

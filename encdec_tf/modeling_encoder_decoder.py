@@ -184,6 +184,28 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
                 metric.update_state(loss)
         return {"loss": loss}
 
+    # --- transformers' TFPreTrainedModel conveniences ------------------------------------
+    main_input_name = "input_ids"
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        return self.spec.num_parameters(exclude_embeddings=exclude_embeddings)
+
+    @property
+    def name_or_path(self) -> str:
+        return getattr(self.config, "name_or_path", "")
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return True
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        from encdec.hub import push_model
+
+        return push_model(self, repo_id, **kwargs)
+
+    def get_input_embeddings(self) -> keras.Variable:
+        return self.encoder.get_input_embeddings()
+
     # --- accessors ---------------------------------------------------------------------
     def get_encoder(self) -> keras.layers.Layer:
         return self.encoder

@@ -74,6 +74,11 @@ class TFPartMixin:
 
         return self.store.get(input_embedding_name(self.store.spec))
 
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        from encdec.hub import push_model
+
+        return push_model(self, repo_id, **kwargs)
+
     def save_pretrained(self, save_directory: Any, saved_model: bool = False, push_to_hub: bool = False,
                         max_shard_size: Any = "5GB", safe_serialization: bool = True, **kwargs: Any) -> list[str]:
         from encdec.hub import push_folder

@@ -187,6 +187,12 @@ class SpecModule(nn.Module):
             handle.remove()
             self._require_grads_hook = None
 
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Save and upload with ``huggingface_hub`` (see :func:`encdec.hub.push_model`)."""
+        from encdec.hub import push_model
+
+        return push_model(self, repo_id, **kwargs)
+
     # --- part checkpoints (the composite overrides both) --------------------------------
     def save_pretrained(self, save_directory: Any, safe_serialization: bool = True, max_shard_size: Any = "5GB",
                         state_dict: Optional[Mapping[str, Any]] = None, push_to_hub: bool = False, **kwargs: Any) -> list[str]:
