@@ -358,14 +358,20 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
 
     # --- checkpoints ---------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, params: Any = None, format: str | None = None,
-                        safe_serialization: bool = True, max_shard_size: int | str = "5GB") -> None:
+                        safe_serialization: bool = True, max_shard_size: int | str = "5GB", push_to_hub: bool = False,
+                        **kwargs: Any) -> None:
         """Write ``config.json``, ``generation_config.json`` and the weights: a
         ``model.safetensors`` with canonical names by default; ``safe_serialization=False``
         or ``format="flax-msgpack"`` writes ``flax_model.msgpack`` (HF Flax naming)."""
+        from encdec.hub import push_folder
+
+        _, push = pretrained.split_save_kwargs(kwargs)
         if format is None:
             format = "safetensors" if safe_serialization else "flax-msgpack"
         pretrained.save_pretrained(save_directory, self.config, self.canonical_state(params), self.generation_config,
                                    format=format, max_shard_size=max_shard_size)
+        if push_to_hub:
+            push_folder(save_directory, **push)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, dtype: Any = jnp.float32,
@@ -373,14 +379,19 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         """Load any checkpoint the core reads (``model.safetensors`` [+ shards],
         ``pytorch_model.bin``, ``tf_model.h5``, ``flax_model.msgpack``); ``from_pt`` and
         the other format hints are accepted; config fields may be overridden by keyword."""
+        info = kwargs.pop("output_loading_info", False)
+        do_init = kwargs.pop("_do_init", True)
         config, weights, generation_config, unused = pretrained.load_pretrained(pretrained_model_name_or_path, **kwargs)
         if unused:
             raise TypeError(f"from_pretrained got unexpected keyword argument(s): {', '.join(sorted(unused))}")
         model = cls(config, dtype=dtype, _do_init=False)
         model.load_canonical(weights)
+        config.name_or_path = os.fspath(pretrained_model_name_or_path)
         if generation_config is not None:
             model.generation_config = generation_config
-        return model
+        if not do_init:  # transformers' Flax contract: (model, params)
+            return model, model.params
+        return (model, {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}) if info else model
 
     @classmethod
     def from_encoder_decoder_pretrained(cls, encoder_pretrained_model_name_or_path: str | os.PathLike | None = None,

@@ -124,15 +124,14 @@ class FlaxPartModel:
         """transformers' part checkpoint of this class: ``config.json`` and
         ``model.safetensors`` (``flax_model.msgpack`` with ``safe_serialization=False``)."""
         from encdec.hub import push_folder
-        from encdec.pretrained import save_part
+        from encdec.pretrained import save_part, split_save_kwargs
 
+        _, push = split_save_kwargs(kwargs)
         fmt = "safetensors" if safe_serialization else "flax-msgpack"
         written = save_part(save_directory, self.config, self.canonical_state(params), self.spec, type(self).__name__,
                             fmt, max_shard_size)
         if push_to_hub:
-            push_folder(save_directory, **kwargs)
-        elif kwargs:
-            raise TypeError(f"save_pretrained got unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+            push_folder(save_directory, **push)
         return written
 
     @classmethod

@@ -293,17 +293,18 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         replaces the weights written; ``push_to_hub=True`` then uploads the folder
         (``repo_id``, ``token``, ``private``, ``commit_message``, ...)."""
         from encdec.hub import push_folder
-        from encdec.pretrained import save_pretrained
+        from encdec.pretrained import save_pretrained, split_save_kwargs
 
-        if kwargs and not push_to_hub:
-            raise TypeError(f"save_pretrained got unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+        is_main, push = split_save_kwargs(kwargs)
+        if not is_main:
+            return []
         weights = self.canonical_state() if state_dict is None else _state_dict_weights(state_dict, self.spec)
         written = save_pretrained(
             save_directory, self.config, weights, self.generation_config,
             format=format or _SAVE_FORMATS[bool(safe_serialization)], max_shard_size=max_shard_size,
         )
         if push_to_hub:
-            push_folder(save_directory, **kwargs)
+            push_folder(save_directory, **push)
         return written
 
     @classmethod
