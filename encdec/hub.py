@@ -160,3 +160,15 @@ def push_folder(folder: str | os.PathLike, repo_id: str | None = None, **kwargs:
         commit_message=kwargs.get("commit_message") or "Upload model", commit_description=kwargs.get("commit_description"),
         create_pr=kwargs.get("create_pr", False), revision=kwargs.get("revision"),
     )
+
+
+def push_model(model: Any, repo_id: str, **kwargs: Any) -> Any:
+    """transformers' ``model.push_to_hub(repo_id, ...)``: save into a temporary folder with the
+    model's own ``save_pretrained`` (``safe_serialization`` / ``max_shard_size`` passed on),
+    then :func:`push_folder`."""
+    import tempfile
+
+    save_kwargs = {k: kwargs.pop(k) for k in ("safe_serialization", "max_shard_size") if k in kwargs}
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, **save_kwargs)
+        return push_folder(tmp, repo_id=repo_id, **kwargs)

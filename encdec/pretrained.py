@@ -262,19 +262,19 @@ def load_part(name_or_path: str | os.PathLike, role: str = "encoder", config_ove
     unknown = set(hub) - set(HUB_KWARGS)
     if unknown:
         raise TypeError(f"load_part got unknown keyword arguments {sorted(unknown)}; pass config changes in config_overrides")
-    allow_nonfinite = _pop_allow_nonfinite(config_overrides)
-    given = None if config is None else copy.deepcopy(as_config(config, "config"))
-    order = _weight_order(hints)
+    overrides = dict(config_overrides)
+    allow_nonfinite = _pop_allow_nonfinite(overrides)
+    given = config
 
-    def read(path: str) -> tuple[Any, dict[str, np.ndarray]]:
-        cfg = given
-        if cfg is None:
-            cfg = AutoConfig.from_pretrained(path, **hub, **config_overrides)
+    def read(path: str) -> tuple[PretrainedConfig, dict[str, np.ndarray]]:
+        if given is None:
+            cfg = AutoConfig.from_pretrained(path, **hub, **overrides)
         else:  # given (ours or transformers'): overrides still apply
-            for key, value in config_overrides.items():
+            cfg = copy.deepcopy(as_config(given, "config"))
+            for key, value in overrides.items():
                 cfg._check_type(key, value)
                 setattr(cfg, key, value)
-        return cfg, _load_weight_files(path, order, hub)
+        return cfg, _load_weight_files(path, _weight_order(hints), hub)
 
     with pinned_folder(name_or_path) as view:
         config, state = view.run(read)
@@ -403,3 +403,30 @@ def loading_info(part: PartLoad) -> dict[str, list[str]]:
     """transformers' ``output_loading_info=True`` dict."""
     return {"missing_keys": list(part.initialized), "unexpected_keys": list(part.unexpected),
             "mismatched_keys": [], "error_msgs": []}
+
+
+def split_save_kwargs(kwargs: dict[str, Any], where: str = "save_pretrained") -> tuple[bool, dict[str, Any]]:
+    """transformers' ``save_pretrained`` keywords beyond the format ones, checked once for
+    every backend: returns ``(is_main_process, push_to_hub keywords)``.  Refused with the
+    reason: ``variant``, ``save_function``, ``saved_model=True``, ``signatures``; accepted
+    without effect: ``save_peft_format`` (adapters are saved by ``save_adapter``), ``version``;
+    anything else is a ``TypeError`` naming it."""
+    from encdec.hub import PUSH_KWARGS
+
+    kwargs = dict(kwargs)
+    is_main = bool(kwargs.pop("is_main_process", True))
+    if kwargs.pop("variant", None) is not None:
+        raise NotImplementedError(f"{where}(variant=...): weight-file variants are not written by encdec")
+    if kwargs.pop("save_function", None) is not None:
+        raise NotImplementedError(f"{where}(save_function=...): encdec writes its files itself (atomically)")
+    if kwargs.pop("saved_model", False):
+        raise NotImplementedError(f"{where}(saved_model=True): use TFEncoderDecoderModel.export(path) for a SavedModel")
+    if kwargs.pop("signatures", None) is not None:
+        raise NotImplementedError(f"{where}(signatures=...): use TFEncoderDecoderModel.export(path) for serving signatures")
+    kwargs.pop("save_peft_format", None)
+    kwargs.pop("version", None)
+    push = {k: kwargs.pop(k) for k in list(kwargs) if k in PUSH_KWARGS}
+    if kwargs:
+        raise TypeError(f"{where} got unexpected keyword argument(s): {', '.join(sorted(kwargs))}; "
+                        f"push_to_hub keywords: {', '.join(PUSH_KWARGS)}")
+    return is_main, push

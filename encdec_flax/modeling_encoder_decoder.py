@@ -218,8 +218,33 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
             flat[tied] = flat[source]
         return unflatten_dict(flat)
 
-    def num_parameters(self) -> int:
-        return self.spec.num_parameters()
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        return self.spec.num_parameters(exclude_embeddings=exclude_embeddings)
+
+    def init_weights(self, rng: Any, input_shape: tuple, params: Any = None) -> dict:
+        """transformers' ``init_weights(rng, input_shape, params=None)``: a fresh parameter
+        pytree from the portable init seeded by ``rng`` (``input_shape`` is not needed: the
+        spec gives every shape); leaves present in ``params`` are kept (transformers fills
+        only the missing ones).  ``self.params`` is not changed."""
+        seed = int(jax.random.randint(rng, (), 0, 2**31 - 1))
+        fresh = {tuple(k.split(".")): jnp.asarray(v)
+                 for k, v in to_backend(init_model_weights(self.config, seed=seed), self.spec, FLAX_LAYOUT).items()}
+        if params is not None:
+            fresh.update({k: v for k, v in flatten_dict(params).items() if k in fresh})
+        return unflatten_dict(fresh)
+
+    @property
+    def name_or_path(self) -> str:
+        return getattr(self.config, "name_or_path", "")
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return True
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        from encdec.hub import push_model
+
+        return push_model(self, repo_id, **kwargs)
 
     def to_bf16(self, params: Any, mask: Any = None) -> Any:
         """Floating leaves of ``params`` cast to bfloat16 (where ``mask`` is true)."""
@@ -337,14 +362,20 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
 
     # --- checkpoints ---------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, params: Any = None, format: str | None = None,
-                        safe_serialization: bool = True, max_shard_size: int | str = "5GB") -> None:
+                        safe_serialization: bool = True, max_shard_size: int | str = "5GB", push_to_hub: bool = False,
+                        **kwargs: Any) -> None:
         """Write ``config.json``, ``generation_config.json`` and the weights: a
         ``model.safetensors`` with canonical names by default; ``safe_serialization=False``
         or ``format="flax-msgpack"`` writes ``flax_model.msgpack`` (HF Flax naming)."""
+        from encdec.hub import push_folder
+
+        _, push = pretrained.split_save_kwargs(kwargs)
         if format is None:
             format = "safetensors" if safe_serialization else "flax-msgpack"
         pretrained.save_pretrained(save_directory, self.config, self.canonical_state(params), self.generation_config,
                                    format=format, max_shard_size=max_shard_size)
+        if push_to_hub:
+            push_folder(save_directory, **push)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, dtype: Any = jnp.float32,
@@ -352,14 +383,19 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         """Load any checkpoint the core reads (``model.safetensors`` [+ shards],
         ``pytorch_model.bin``, ``tf_model.h5``, ``flax_model.msgpack``); ``from_pt`` and
         the other format hints are accepted; config fields may be overridden by keyword."""
+        info = kwargs.pop("output_loading_info", False)
+        do_init = kwargs.pop("_do_init", True)
         config, weights, generation_config, unused = pretrained.load_pretrained(pretrained_model_name_or_path, **kwargs)
         if unused:
             raise TypeError(f"from_pretrained got unexpected keyword argument(s): {', '.join(sorted(unused))}")
         model = cls(config, dtype=dtype, _do_init=False)
         model.load_canonical(weights)
+        config.name_or_path = os.fspath(pretrained_model_name_or_path)
         if generation_config is not None:
             model.generation_config = generation_config
-        return model
+        if not do_init:  # transformers' Flax contract: (model, params)
+            return model, model.params
+        return (model, {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}) if info else model
 
     @classmethod
     def from_encoder_decoder_pretrained(cls, encoder_pretrained_model_name_or_path: str | os.PathLike | None = None,

@@ -114,20 +114,24 @@ class FlaxPartModel:
         return result if rd else result.to_tuple()
 
     # --- checkpoints -----------------------------------------------------------------
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        from encdec.hub import push_model
+
+        return push_model(self, repo_id, **kwargs)
+
     def save_pretrained(self, save_directory: str | os.PathLike, params: Any = None, push_to_hub: bool = False,
                         max_shard_size: Any = "5GB", safe_serialization: bool = True, **kwargs: Any) -> list[str]:
         """transformers' part checkpoint of this class: ``config.json`` and
         ``model.safetensors`` (``flax_model.msgpack`` with ``safe_serialization=False``)."""
         from encdec.hub import push_folder
-        from encdec.pretrained import save_part
+        from encdec.pretrained import save_part, split_save_kwargs
 
+        _, push = split_save_kwargs(kwargs)
         fmt = "safetensors" if safe_serialization else "flax-msgpack"
         written = save_part(save_directory, self.config, self.canonical_state(params), self.spec, type(self).__name__,
                             fmt, max_shard_size)
         if push_to_hub:
-            push_folder(save_directory, **kwargs)
-        elif kwargs:
-            raise TypeError(f"save_pretrained got unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+            push_folder(save_directory, **push)
         return written
 
     @classmethod

@@ -196,6 +196,28 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
                 metric.update_state(loss)
         return {"loss": loss}
 
+    # --- transformers' TFPreTrainedModel conveniences ------------------------------------
+    main_input_name = "input_ids"
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        return self.spec.num_parameters(exclude_embeddings=exclude_embeddings)
+
+    @property
+    def name_or_path(self) -> str:
+        return getattr(self.config, "name_or_path", "")
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return True
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        from encdec.hub import push_model
+
+        return push_model(self, repo_id, **kwargs)
+
+    def get_input_embeddings(self) -> keras.Variable:
+        return self.encoder.get_input_embeddings()
+
     # --- accessors ---------------------------------------------------------------------
     def get_encoder(self) -> keras.layers.Layer:
         return self.encoder
@@ -217,23 +239,35 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
         """Load a composite checkpoint in any format the core reads (``from_pt`` accepted, not needed)."""
         from encdec.pretrained import load_pretrained
 
+        info = kwargs.pop("output_loading_info", False)
         config, weights, generation_config, unused = load_pretrained(pretrained_model_name_or_path, **kwargs)
         if unused:
             raise TypeError(f"from_pretrained got unexpected keyword arguments: {', '.join(sorted(unused))}")
         model = cls(config, _init=False)
         model.load_canonical(weights)
+        config.name_or_path = os.fspath(pretrained_model_name_or_path)
         if generation_config is not None:
             model.generation_config = generation_config
-        return model
+        return (model, {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}) if info else model
 
-    def save_pretrained(self, save_directory: str | os.PathLike, format: str = "safetensors",
-                        max_shard_size: int | str = "5GB") -> list[str]:
+    def save_pretrained(self, save_directory: str | os.PathLike, format: str | None = None,
+                        max_shard_size: int | str = "5GB", safe_serialization: bool | None = None,
+                        push_to_hub: bool = False, **kwargs: Any) -> list[str]:
         """Write ``config.json``, ``generation_config.json`` and ``model.safetensors`` (or
-        ``format="tf-h5"`` for HF's ``tf_model.h5``, ``"pt-bin"``, ``"flax-msgpack"``)."""
-        from encdec.pretrained import save_pretrained
+        ``format="tf-h5"`` for HF's ``tf_model.h5``, ``"pt-bin"``, ``"flax-msgpack"``;
+        ``safe_serialization=False`` is ``tf_model.h5``, transformers' TF default);
+        ``push_to_hub=True`` uploads the folder (``repo_id``, ``token``, ``create_pr``, ...)."""
+        from encdec.hub import push_folder
+        from encdec.pretrained import save_pretrained, split_save_kwargs
 
-        return save_pretrained(save_directory, self.config, self.canonical_state(), self.generation_config,
-                               format=format, max_shard_size=max_shard_size)
+        _, push = split_save_kwargs(kwargs)
+        if format is None:
+            format = "tf-h5" if safe_serialization is False else "safetensors"
+        written = save_pretrained(save_directory, self.config, self.canonical_state(), self.generation_config,
+                                  format=format, max_shard_size=max_shard_size)
+        if push_to_hub:
+            push_folder(save_directory, **push)
+        return written
 
     @classmethod
     def from_encoder_decoder_pretrained(cls, encoder_pretrained_model_name_or_path: str | os.PathLike | None = None,

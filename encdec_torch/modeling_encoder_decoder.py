@@ -27,7 +27,7 @@ from encdec.specs import encoder_decoder_spec, keep_decoder_side, needs_projecti
 from encdec.validation import PART_ID_KWARGS, validate_inputs
 from encdec_torch.adapters import AdapterModelMixin
 from encdec_torch.generation import generate
-from encdec_torch.models.common import SpecModule, host_values, no_init, past_length, tensor_to_numpy
+from encdec_torch.models.common import SpecModule, _state_dict_weights, host_values, no_init, past_length, tensor_to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -292,30 +292,46 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
 
     # --- weights and checkpoints ----------------------------------------------------------
     def save_pretrained(self, save_directory: Union[str, os.PathLike], safe_serialization: bool = True,
-                        max_shard_size: Union[int, str] = "5GB", format: Optional[str] = None) -> list[str]:
+                        max_shard_size: Union[int, str] = "5GB", format: Optional[str] = None,
+                        state_dict: Optional[dict] = None, push_to_hub: bool = False, **kwargs: Any) -> list[str]:
         """Write ``config.json``, ``generation_config.json`` and ``model.safetensors``
         (``pytorch_model.bin`` with ``safe_serialization=False``) in transformers' format;
         ``format`` ("safetensors", "pt-bin", "tf-h5", "flax-msgpack") picks any format the
-        core writes, as in the other backends."""
-        from encdec.pretrained import save_pretrained
+        core writes, as in the other backends.  ``state_dict`` (names of ``self.state_dict()``)
+        replaces the weights written; ``push_to_hub=True`` then uploads the folder
+        (``repo_id``, ``token``, ``private``, ``commit_message``, ...)."""
+        from encdec.hub import push_folder
+        from encdec.pretrained import save_pretrained, split_save_kwargs
 
-        return save_pretrained(
-            save_directory, self.config, self.canonical_state(), self.generation_config,
+        is_main, push = split_save_kwargs(kwargs)
+        if not is_main:
+            return []
+        weights = self.canonical_state() if state_dict is None else _state_dict_weights(state_dict, self.spec)
+        written = save_pretrained(
+            save_directory, self.config, weights, self.generation_config,
             format=format or _SAVE_FORMATS[bool(safe_serialization)], max_shard_size=max_shard_size,
         )
+        if push_to_hub:
+            push_folder(save_directory, **push)
+        return written
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], *model_args: Any,
-                        torch_dtype: Any = None, **kwargs: Any) -> "EncoderDecoderModel":
+                        torch_dtype: Any = None, dtype: Any = None, output_loading_info: bool = False,
+                        **kwargs: Any) -> "EncoderDecoderModel":
         """Load a composite checkpoint (ours or transformers'); returned in eval mode.
 
-        Keywords: ``torch_dtype`` and those of :func:`encdec.pretrained.load_pretrained`
-        (``revision``, ``local_files_only``, ``cache_dir``, ``token``, ``config``, config overrides).
+        Keywords: ``dtype`` (transformers 4.57's name) or ``torch_dtype``; ``output_loading_info``
+        (returns ``(model, info)``; a load that does not match raises instead); those of
+        :func:`encdec.pretrained.load_pretrained` (``revision``, ``local_files_only``,
+        ``cache_dir``, ``token``, ``subfolder``, ``config``, ``from_tf``/``from_flax``,
+        ``use_safetensors``, ``low_cpu_mem_usage``, config overrides).
         """
         from encdec.pretrained import load_pretrained
 
         if model_args:
             raise TypeError("from_pretrained takes no positional arguments besides the name or path")
+        torch_dtype = dtype if dtype is not None else torch_dtype
         config, weights, generation_config, unused = load_pretrained(pretrained_model_name_or_path, **kwargs)
         if unused:
             raise TypeError(f"from_pretrained got unexpected keyword argument(s): {', '.join(sorted(unused))}")
@@ -324,10 +340,14 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         model.load_canonical(weights, share=True)
         if generation_config is not None:
             model.generation_config = generation_config
-        dtype = _torch_dtype(torch_dtype, config)
-        if dtype is not None:
-            model.to(dtype)
-        return model.eval()
+        config.name_or_path = os.fspath(pretrained_model_name_or_path)
+        cast = _torch_dtype(torch_dtype, config)
+        if cast is not None:
+            model.to(cast)
+        model.eval()
+        if output_loading_info:
+            return model, {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []}
+        return model
 
     @classmethod
     def from_encoder_decoder_pretrained(
@@ -351,6 +371,9 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             raise TypeError("from_encoder_decoder_pretrained takes no positional model arguments")
         kw_enc, kw_dec, kw_rest = split_pretrained_kwargs(kwargs)
         torch_dtype = kw_rest.pop("torch_dtype", None)
+        if kw_rest.get("dtype") is not None:  # transformers 4.57's name
+            torch_dtype = kw_rest.pop("dtype")
+        kw_rest.pop("dtype", None)
         parts: dict[str, Any] = {}
         weights: dict[str, np.ndarray] = {}
         initialized: list[str] = []

@@ -74,20 +74,22 @@ class TFPartMixin:
 
         return self.store.get(input_embedding_name(self.store.spec))
 
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        from encdec.hub import push_model
+
+        return push_model(self, repo_id, **kwargs)
+
     def save_pretrained(self, save_directory: Any, saved_model: bool = False, push_to_hub: bool = False,
                         max_shard_size: Any = "5GB", safe_serialization: bool = True, **kwargs: Any) -> list[str]:
         from encdec.hub import push_folder
-        from encdec.pretrained import save_part
+        from encdec.pretrained import save_part, split_save_kwargs
 
-        if saved_model:
-            raise NotImplementedError("saved_model=True: export the composite model with TFEncoderDecoderModel.export")
+        _, push = split_save_kwargs({**kwargs, "saved_model": saved_model})
         fmt = "safetensors" if safe_serialization else "pt-bin"
         written = save_part(save_directory, self.config, self.canonical_state(), self.store.spec, type(self).__name__,
                             fmt, max_shard_size)
         if push_to_hub:
-            push_folder(save_directory, **kwargs)
-        elif kwargs:
-            raise TypeError(f"save_pretrained got unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+            push_folder(save_directory, **push)
         return written
 
     @classmethod

@@ -187,6 +187,12 @@ class SpecModule(nn.Module):
             handle.remove()
             self._require_grads_hook = None
 
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Save and upload with ``huggingface_hub`` (see :func:`encdec.hub.push_model`)."""
+        from encdec.hub import push_model
+
+        return push_model(self, repo_id, **kwargs)
+
     # --- part checkpoints (the composite overrides both) --------------------------------
     def save_pretrained(self, save_directory: Any, safe_serialization: bool = True, max_shard_size: Any = "5GB",
                         state_dict: Optional[Mapping[str, Any]] = None, push_to_hub: bool = False, **kwargs: Any) -> list[str]:
@@ -194,15 +200,16 @@ class SpecModule(nn.Module):
         ``model.safetensors`` (``pytorch_model.bin`` with ``safe_serialization=False``) under the
         class's own state-dict names; ``state_dict`` replaces the model's weights."""
         from encdec.hub import push_folder
-        from encdec.pretrained import save_part
+        from encdec.pretrained import save_part, split_save_kwargs
 
+        is_main, push = split_save_kwargs(kwargs)
+        if not is_main:
+            return []
         weights = self.canonical_state() if state_dict is None else _state_dict_weights(state_dict, self.spec)
         fmt = "safetensors" if safe_serialization else "pt-bin"
         written = save_part(save_directory, self.config, weights, self.spec, type(self).__name__, fmt, max_shard_size)
         if push_to_hub:
-            push_folder(save_directory, **kwargs)
-        elif kwargs:
-            raise TypeError(f"save_pretrained got unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+            push_folder(save_directory, **push)
         return written
 
     @classmethod

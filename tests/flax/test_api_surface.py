@@ -95,3 +95,20 @@ def test_transformers_config_and_output_flags():
     model.config.output_attentions = True
     assert len(model(IDS, decoder_input_ids=DEC).encoder_attentions) == 2
     assert model(IDS, decoder_input_ids=DEC, output_attentions=False).cross_attentions is None
+
+
+def test_init_weights_and_conveniences():
+    import jax
+
+    cfg = EncoderDecoderConfig.from_encoder_decoder_configs(BertConfig(**KW), BertConfig(**KW), decoder_start_token_id=2,
+                                                            pad_token_id=0)
+    model = FlaxEncoderDecoderModel(cfg)
+    fresh = model.init_weights(jax.random.PRNGKey(0), (1, 1))
+    assert jax.tree_util.tree_structure(fresh) == jax.tree_util.tree_structure(model.params)
+    kept = model.init_weights(jax.random.PRNGKey(1), (1, 1), params={"encoder": model.params["encoder"]})
+    assert np.array_equal(kept["encoder"]["embeddings"]["word_embeddings"]["embedding"],
+                          model.params["encoder"]["embeddings"]["word_embeddings"]["embedding"])
+    hf = transformers.EncoderDecoderModel(config=transformers.EncoderDecoderConfig(**cfg.to_dict()))
+    assert model.num_parameters() == hf.num_parameters()
+    assert model.num_parameters(exclude_embeddings=True) == hf.num_parameters(exclude_embeddings=True)
+    assert model.can_generate()

@@ -5,6 +5,7 @@ conveniences and clear errors for unknown keywords."""
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -176,3 +177,58 @@ def test_conveniences(bert2bert):
         model.disable_input_require_grads()
         for p in model.parameters():
             p.requires_grad_(True)
+
+
+def test_from_pretrained_and_save_pretrained_keywords(bert2bert, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls = []
+    monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo_id, **kw: calls.append(("create", repo_id)))
+    monkeypatch.setattr(huggingface_hub, "upload_folder",
+                        lambda **kw: calls.append(("upload", kw["repo_id"], sorted(os.listdir(kw["folder_path"])))))
+    bert2bert.save_pretrained(tmp_path / "m", push_to_hub=True, repo_id="me/tiny", commit_message="x")
+    assert calls[0] == ("create", "me/tiny") and "model.safetensors" in calls[1][2]
+    bert2bert.push_to_hub("me/tiny2", safe_serialization=False)
+    assert calls[-1][1] == "me/tiny2" and "pytorch_model.bin" in calls[-1][2]
+    with pytest.raises(TypeError, match="repo_ide"):
+        bert2bert.save_pretrained(tmp_path / "m", push_to_hub=True, repo_ide="typo")
+    half = EncoderDecoderModel.from_pretrained(tmp_path / "m", dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16 and half.name_or_path == str(tmp_path / "m")
+    half.save_pretrained(tmp_path / "half")  # 4.57's dtype= no longer breaks saving
+    ref = transformers.EncoderDecoderModel.from_pretrained(tmp_path / "m", dtype=torch.bfloat16)
+    assert ref.dtype == torch.bfloat16
+    model, info = EncoderDecoderModel.from_pretrained(tmp_path / "m", output_loading_info=True, low_cpu_mem_usage=True)
+    assert info["missing_keys"] == [] and info["unexpected_keys"] == []
+    with pytest.raises(NotImplementedError, match="variant='fp16'"):
+        EncoderDecoderModel.from_pretrained(tmp_path / "m", variant="fp16")
+    with pytest.raises(NotImplementedError, match="ignore_mismatched_sizes"):
+        EncoderDecoderModel.from_pretrained(tmp_path / "m", ignore_mismatched_sizes=True)
+    with pytest.raises(FileNotFoundError):
+        EncoderDecoderModel.from_pretrained(tmp_path / "m", use_safetensors=False)
+    state = {k: v * 0 for k, v in bert2bert.state_dict().items()}
+    bert2bert.save_pretrained(tmp_path / "zeros", state_dict=state)
+    zeros = transformers.EncoderDecoderModel.from_pretrained(tmp_path / "zeros")
+    assert float(zeros.encoder.embeddings.word_embeddings.weight.abs().sum()) == 0.0
+
+
+def test_tie_encoder_decoder_with_given_parts_keeps_the_decoder_side(hf_parts, tmp_path):
+    root, _, _ = hf_parts
+    torch.manual_seed(1)
+    transformers.BertModel(transformers.BertConfig(**part_kwargs("bert"))).save_pretrained(tmp_path / "b")
+    theirs = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(root / "bert", tmp_path / "b",
+                                                                              tie_encoder_decoder=True).eval()
+    ours = EncoderDecoderModel.from_encoder_decoder_pretrained(root / "bert", tmp_path / "b", tie_encoder_decoder=True)
+    ref = theirs.state_dict()
+    state = ours.canonical_state()
+    for name in ("encoder.embeddings.word_embeddings.weight", "encoder.encoder.layer.1.attention.self.query.weight"):
+        assert np.array_equal(state[name], ref[name].numpy()), name
+    # parts passed to the constructor: the same side
+    enc = BertModel.from_pretrained(root / "bert")
+    dec = BertLMHeadModel.from_pretrained(tmp_path / "b")
+    cfg = EncoderDecoderConfig.from_encoder_decoder_configs(enc.config, dec.config, tie_encoder_decoder=True)
+    built = EncoderDecoderModel(cfg, encoder=enc, decoder=dec)
+    assert torch.equal(built.encoder.embeddings.word_embeddings.weight, dec.bert.embeddings.word_embeddings.weight)
+    built.load_canonical({n: ref[n].numpy() for n in built.spec.params if n in ref})
+    a = built.eval()(input_ids=IDS, attention_mask=MASK, decoder_input_ids=DEC).logits
+    b = theirs(input_ids=IDS, attention_mask=MASK, decoder_input_ids=DEC).logits
+    assert (a - b).abs().max() < 1e-5
