@@ -31,3 +31,14 @@ def test_generate_refuses_wrapping_ids_and_long_outputs(model):
         model.generate(np.full((1, 4), 2**32 + 5, np.uint64), max_new_tokens=2)
     with pytest.raises(InputValidationError, match=r"max_length=300 .* exceeds the 64 positions"):
         model.generate(np.full((1, 4), 3), max_length=300)
+
+
+def test_encode_and_decode_are_checked(model):
+    ids = np.full((2, 5), 3)
+    with pytest.raises(InputValidationError, match=r"input_ids holds 99"):
+        model.encode(np.full((2, 5), 99))
+    states = model.encode(ids)
+    with pytest.raises(InputValidationError, match=r"decoder_input_ids holds -3"):
+        model.decode(np.full((2, 1), -3), states)
+    with pytest.raises(InputValidationError, match="decoder_input_ids has batch size 3 but encoder_outputs"):
+        model.decode(np.full((3, 1), 3), states)
