@@ -67,4 +67,8 @@ PAIRS = [
     Pair("bert", "gpt2", encoder_hidden=48, name="bert48-2gpt2-32-proj"),
     Pair("bert", "prophetnet", light=True),
     Pair("rembert", "rembert", light=True),
+    # the layout of Rothe et al.'s *_shared* checkpoints: BertGeneration parts, tie_encoder_decoder
+    Pair("bert-generation", "bert-generation", extra={"tie_encoder_decoder": True}, name="bertgen2bertgen-shared",
+         light=True),
+    Pair("xlm-roberta", "camembert", light=True),  # aliases of RoBERTa's math, own model types
 ]

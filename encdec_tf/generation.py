@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from encdec.generation import DecodePlan, GenerationConfig, default_attention_mask, resolve_generation
+from encdec.registry import family
 from encdec_tf.models.common import as_int
 
 NEG_INF = float("-inf")
@@ -70,7 +71,7 @@ def forget_compiled(model: Any) -> None:
 def check_positions(decoder_config: Any, max_length: int) -> None:
     """Refuse lengths beyond the decoder's position table (XLA gathers would clamp silently)."""
     limit = decoder_config.max_position_embeddings
-    if decoder_config.model_type == "roberta":  # positions start after the padding index
+    if family(decoder_config.model_type) == "roberta":  # positions start after the padding index
         limit -= decoder_config.pad_token_id + 1
     if max_length > limit:
         raise ValueError(f"max_length ({max_length}) exceeds the decoder's {limit} position embeddings")
