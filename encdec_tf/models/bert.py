@@ -121,7 +121,7 @@ class BertLayer:
         self.output = Dense(store, f"{prefix}.output.dense")
         norm = LayerNorm(store, f"{prefix}.output.LayerNorm", config.layer_norm_eps)
         self.add_norm = Residual(store, f"{prefix}.output", norm)  # bottleneck adapter host
-        self.act = activation(config.hidden_act)
+        self.act = activation(config.hidden_act, f"{config.model_type}: hidden_act")
         self.rate = config.hidden_dropout_prob
 
     def __call__(self, h, bias, enc=None, enc_bias=None, past=None, cache_index=None, training=False):
@@ -152,7 +152,7 @@ def check_bert_options(config: Any) -> None:
         raise NotImplementedError(
             f"{config.model_type}: position_embedding_type={config.position_embedding_type!r} is not implemented"
         )
-    activation(config.hidden_act)
+    activation(config.hidden_act, f"{config.model_type}: hidden_act")
 
 
 class TFBertModel(keras.layers.Layer):
