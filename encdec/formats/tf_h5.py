@@ -174,7 +174,9 @@ def _tf_path(name: str, kind: str, naming: dict[str, Any], main_layer: str | Non
 def write_tf_h5(path: str | os.PathLike, weights: Mapping[str, np.ndarray], spec: ModelSpec, config: Any) -> None:
     """Write untied canonical ``weights`` of a composite model as HF ``tf_model.h5``."""
     path = os.fspath(path)
-    roles = {"encoder": config.encoder.model_type, "decoder": config.decoder.model_type}
+    from encdec.registry import family
+
+    roles = {"encoder": family(config.encoder.model_type), "decoder": family(config.decoder.model_type)}
     for role, model_type in roles.items():
         if model_type not in TF_NAMING or (role == "encoder" and "main_layer" not in TF_NAMING[model_type]):
             raise NotImplementedError(
