@@ -250,12 +250,14 @@ def _build_program(module, plan: DecodePlan):
 
 
 def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_config: GenerationConfig | None = None,
-             params: Any = None, prng_key: Any = None, **kwargs: Any) -> GenerateOutput:
+             params: Any = None, prng_key: Any = None, pad_to_max_length: bool = True, **kwargs: Any) -> GenerateOutput:
     """Generate decoder ids for ``input_ids`` [batch, source_len].
 
     Returns :class:`~encdec.outputs.GenerateOutput` with ``sequences`` [batch *
     num_return_sequences, length] (starting with the decoder start token; length as
-    transformers would return it) and, for beam search, ``sequences_scores``.
+    transformers' Flax returns it: ``max_length`` columns, padded with the pad id after the
+    longest row; ``pad_to_max_length=False`` trims to the longest row as transformers'
+    PyTorch does) and, for beam search, ``sequences_scores``.
     ``prng_key`` seeds sampling (default ``PRNGKey(0)``).  ``length_buckets`` (default True)
     pads the source to a length bucket so that few programs are compiled; programs are
     kept in an LRU per model (see :mod:`encdec.compile_cache`).
@@ -276,4 +278,8 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
         programs = model.__dict__["_generate_programs"] = ProgramCache()
     program = programs.get_or_build((plan, input_ids.shape), lambda: _build_program(model.module, plan))
     sequences, scores, out_length = program(model.module_params(params), input_ids, attention_mask, key)
-    return GenerateOutput(sequences=sequences[:, : int(out_length)], sequences_scores=scores)
+    if not pad_to_max_length:  # transformers' PyTorch shape (trimmed to the longest row)
+        return GenerateOutput(sequences=sequences[:, : int(out_length)], sequences_scores=scores)
+    # transformers' Flax shape: always max_length, positions after the longest row hold the pad id
+    sequences = jnp.where(jnp.arange(sequences.shape[1])[None, :] < out_length, sequences, plan.pad_token_id)
+    return GenerateOutput(sequences=sequences, sequences_scores=scores)

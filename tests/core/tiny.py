@@ -35,6 +35,11 @@ PAIRS = [
     ("bert", "prophetnet", 48, {}),
     ("rembert", "rembert", 32, {}),
     ("rembert", "rembert", 32, {"tie_encoder_decoder": True}),
+    ("bert-generation", "bert-generation", 32, {}),
+    ("bert-generation", "bert-generation", 32, {"tie_encoder_decoder": True}),
+    ("bert-generation", "gpt2", 48, {}),
+    ("xlm-roberta", "camembert", 32, {}),
+    ("camembert", "xlm-roberta", 32, {}),
 ]
 
 
