@@ -196,6 +196,8 @@ class PretrainedConfig:
                 data = json.load(f)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not valid JSON: {err}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a config.json (not UTF-8 text); pass the checkpoint folder or its config.json") from None
         if cls is PretrainedConfig or cls is AutoConfig:
             return config_class_for(data.get("model_type"), path).from_dict(data, **kwargs)
         return cls.from_dict(data, **kwargs)

@@ -5,7 +5,7 @@ single output projection ``lm_head.decoder`` (+ ``lm_head.bias``).
 """
 from __future__ import annotations
 
-from encdec.specs import BIAS, DECODER_BASE_PREFIX, DECODER_SPECS, ENCODER_SPECS, ModelSpec, check_cross_width
+from encdec.specs import BIAS, DECODER_BASE_PREFIX, DECODER_SPECS, ENCODER_SPECS, MAX_LENGTHS, ModelSpec, check_cross_width
 
 
 def has_token_types(config) -> bool:
@@ -150,3 +150,13 @@ DECODER_BASE_PREFIX.update(bert="bert", roberta="roberta")
 ENCODER_SPECS["bert-generation"] = bert_generation_encoder_spec
 DECODER_SPECS["bert-generation"] = bert_generation_decoder_spec
 DECODER_BASE_PREFIX["bert-generation"] = "bert"
+
+
+def roberta_max_length(config) -> int:
+    """RoBERTa positions start after the padding index: ``pad + 1 + i`` must fit the table."""
+    return config.max_position_embeddings - (config.pad_token_id or 0) - 1
+
+
+MAX_LENGTHS.update(bert=lambda c: c.max_position_embeddings, electra=lambda c: c.max_position_embeddings,
+                   roberta=roberta_max_length)
+MAX_LENGTHS["bert-generation"] = lambda c: c.max_position_embeddings

@@ -18,6 +18,7 @@ from encdec.registry import family
 from encdec.specs import base_prefix, decoder_spec, encoder_spec
 from encdec.specs.bert import adds_absolute_positions, check_bert_like, has_token_types, relative_positions
 from encdec_tf.models.common import (
+    TFPartMixin,
     Dense,
     Embedding,
     LayerNorm,
@@ -180,7 +181,7 @@ def check_bert_options(config: Any) -> None:
     activation(config.hidden_act, f"{config.model_type}: hidden_act")
 
 
-class TFBertModel(keras.layers.Layer):
+class TFBertModel(TFPartMixin, keras.layers.Layer):
     """``BertModel`` / ``RobertaModel`` (with pooler), used as the encoder."""
 
     embeddings_class = BertEmbeddings
@@ -230,7 +231,7 @@ class LMHead:
         return project(h, self.weight, self.tied, self.bias)
 
 
-class TFBertLMHeadModel(keras.layers.Layer):
+class TFBertLMHeadModel(TFPartMixin, keras.layers.Layer):
     """``BertLMHeadModel`` / ``RobertaForCausalLM``: the decoder role."""
     is_causal_lm = True
     embeddings_class = BertEmbeddings

@@ -15,6 +15,7 @@ from encdec.outputs import CausalLMOutputWithCrossAttentions
 from encdec.specs import decoder_spec
 from encdec.specs.gpt2 import attention_scale
 from encdec_tf.models.common import (
+    TFPartMixin,
     Dense,
     Embedding,
     LayerNorm,
@@ -93,7 +94,7 @@ class GPT2Block:
         return h, present, probs, cross_probs
 
 
-class TFGPT2LMHeadModel(keras.layers.Layer):
+class TFGPT2LMHeadModel(TFPartMixin, keras.layers.Layer):
     is_causal_lm = True
 
     def __init__(self, config: Any, tied: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
