@@ -57,7 +57,7 @@ def test_construction_errors():
     ("bert2bert", "encoder", "position_embedding_type", "rotary"),
     ("bert2bert", "decoder", "hidden_act", "prelu"),
     ("bert2gpt2", "decoder", "activation_function", "xielu"),
-    ("bert2bart", "decoder", "add_final_layer_norm", True),
+    ("bert2bart", "decoder", "activation_function", "prelu"),
 ])
 def test_unsupported_options_are_refused_at_construction(pair, part, field, value):
     config = make_config(pair)
