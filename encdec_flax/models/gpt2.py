@@ -65,6 +65,9 @@ class GPT2Attention(nn.Module):
             k, v = kv["key"], kv["value"]
         out, weights = attention(q, k, v, mask, self.attn_dropout, deterministic,
                                  scale=attention_scale(self.config, self.layer_idx))
+        if not self.is_cross_attention:  # a query with no visible key: zero output (transformers' SDPA)
+            alive = jnp.any(mask, axis=-1)[:, 0, :, None, None]  # [b, q, 1, 1]
+            out = jnp.where(alive, out, jnp.zeros_like(out))
         out = self.resid_dropout(self.c_proj(merge_heads(out)), deterministic=deterministic)
         return out, weights, cache
 

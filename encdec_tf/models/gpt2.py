@@ -15,6 +15,7 @@ from encdec.outputs import CausalLMOutputWithCrossAttentions
 from encdec.specs import decoder_spec
 from encdec.specs.gpt2 import attention_scale
 from encdec_tf.models.common import (
+    MASK_MIN,
     TFPartMixin,
     Dense,
     Embedding,
@@ -59,6 +60,9 @@ class GPT2Attention:
             q = split_heads(q, self.heads)
             k, v = update_cache(past, split_heads(k, self.heads), split_heads(v, self.heads), cache_index)
         ctx, probs = attend(q, k, v, bias, self.attn_rate, training, scale=self.scale)
+        if self.q_attn is None and bias is not None:  # a query with no visible key: zero output (transformers' SDPA)
+            alive = tf.reduce_any(bias > MASK_MIN / 2, axis=-1, keepdims=True)  # [b, 1, q, 1]
+            ctx = ctx * tf.cast(alive, ctx.dtype)
         return dropout(self.c_proj(merge_heads(ctx)), self.rate, training), (k, v), probs
 
 

@@ -58,6 +58,9 @@ class CausalSelfAttention(nn.Module):
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         dropout = self.attn_dropout if self.training else 0.0
         y, weights = attend(q, k, v, mask, causal=True, dropout=dropout, need_weights=need_weights, scale=self.scale)
+        if mask is not None:  # a query with no visible key gets a zero output, as transformers' GPT-2 under SDPA
+            dead = (mask <= torch.finfo(mask.dtype).min / 2).all(dim=-1).all(dim=1)  # [b, q]
+            y = y.masked_fill(dead[..., None], 0.0)
         return self.resid_dropout(self.c_proj(y)), weights, (k, v)
 
 
