@@ -147,9 +147,6 @@ def bert_generation_decoder_spec(config) -> ModelSpec:
 ENCODER_SPECS.update(bert=bert_model_spec, roberta=bert_model_spec, electra=electra_model_spec)
 DECODER_SPECS.update(bert=bert_lm_head_spec, roberta=roberta_causal_lm_spec)
 DECODER_BASE_PREFIX.update(bert="bert", roberta="roberta")
-ENCODER_SPECS["bert-generation"] = bert_generation_encoder_spec
-DECODER_SPECS["bert-generation"] = bert_generation_decoder_spec
-DECODER_BASE_PREFIX["bert-generation"] = "bert"
 
 
 def roberta_max_length(config) -> int:
@@ -160,3 +157,6 @@ def roberta_max_length(config) -> int:
 MAX_LENGTHS.update(bert=lambda c: c.max_position_embeddings, electra=lambda c: c.max_position_embeddings,
                    roberta=roberta_max_length)
 MAX_LENGTHS["bert-generation"] = lambda c: c.max_position_embeddings
+ENCODER_SPECS["bert-generation"] = bert_generation_encoder_spec
+DECODER_SPECS["bert-generation"] = bert_generation_decoder_spec
+DECODER_BASE_PREFIX["bert-generation"] = "bert"
