@@ -164,6 +164,10 @@ FlaxBartForCausalLM = _part("FlaxBartForCausalLM", "decoder", "bart")
 FlaxProphetNetForCausalLM = _part("FlaxProphetNetForCausalLM", "decoder", "prophetnet")
 FlaxRemBertModel = _part("FlaxRemBertModel", "encoder", "rembert")
 FlaxRemBertForCausalLM = _part("FlaxRemBertForCausalLM", "decoder", "rembert")
+FlaxXLMRobertaModel = _part("FlaxXLMRobertaModel", "encoder", "xlm-roberta")
+FlaxXLMRobertaForCausalLM = _part("FlaxXLMRobertaForCausalLM", "decoder", "xlm-roberta")
+FlaxBertGenerationEncoder = _part("FlaxBertGenerationEncoder", "encoder", "bert-generation")
+FlaxBertGenerationDecoder = _part("FlaxBertGenerationDecoder", "decoder", "bert-generation")
 #: any registered model type, picked from the config (transformers' FlaxAutoModel idea)
 FlaxAutoEncoder = _part("FlaxAutoEncoder", "encoder", None)
 FlaxAutoModelForCausalLM = _part("FlaxAutoModelForCausalLM", "decoder", None)
@@ -171,4 +175,5 @@ FlaxAutoModelForCausalLM = _part("FlaxAutoModelForCausalLM", "decoder", None)
 __all__ = ["FlaxPartModel", "FlaxBertModel", "FlaxBertForCausalLM", "FlaxBertLMHeadModel", "FlaxRobertaModel",
            "FlaxRobertaForCausalLM", "FlaxElectraModel", "FlaxGPT2LMHeadModel", "FlaxBartForCausalLM",
            "FlaxProphetNetForCausalLM", "FlaxRemBertModel", "FlaxRemBertForCausalLM", "FlaxAutoEncoder",
-           "FlaxAutoModelForCausalLM"]
+           "FlaxAutoModelForCausalLM", "FlaxXLMRobertaModel", "FlaxXLMRobertaForCausalLM", "FlaxBertGenerationEncoder",
+           "FlaxBertGenerationDecoder"]

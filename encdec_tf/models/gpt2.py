@@ -13,7 +13,9 @@ import tensorflow as tf
 
 from encdec.outputs import CausalLMOutputWithCrossAttentions
 from encdec.specs import decoder_spec
+from encdec.specs.gpt2 import attention_scale
 from encdec_tf.models.common import (
+    MASK_MIN,
     TFPartMixin,
     Dense,
     Embedding,
@@ -42,6 +44,7 @@ class GPT2Attention:
         self.c_proj = Dense(store, f"{prefix}.c_proj")
         self.heads, self.dim = config.n_head, config.n_embd
         self.attn_rate, self.rate = config.attn_pdrop, config.resid_pdrop
+        self.scale = attention_scale(config, int(prefix.split(".")[2]))  # prefix transformer.h.<i>.<module>
 
     def kv(self, states: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Cross-attention keys and values of the encoder states (computed once per input)."""
@@ -56,7 +59,10 @@ class GPT2Attention:
             q, k, v = tf.split(self.c_attn(h, training), 3, axis=-1)
             q = split_heads(q, self.heads)
             k, v = update_cache(past, split_heads(k, self.heads), split_heads(v, self.heads), cache_index)
-        ctx, probs = attend(q, k, v, bias, self.attn_rate, training)
+        ctx, probs = attend(q, k, v, bias, self.attn_rate, training, scale=self.scale)
+        if self.q_attn is None and bias is not None:  # a query with no visible key: zero output (transformers' SDPA)
+            alive = tf.reduce_any(bias > MASK_MIN / 2, axis=-1, keepdims=True)  # [b, 1, q, 1]
+            ctx = ctx * tf.cast(alive, ctx.dtype)
         return dropout(self.c_proj(merge_heads(ctx)), self.rate, training), (k, v), probs
 
 

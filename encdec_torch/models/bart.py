@@ -28,10 +28,6 @@ from encdec_torch.models.common import (
     with_final,
 )
 
-#: mBART-style options this BART decoder does not implement.
-_UNSUPPORTED_FLAGS = ("add_final_layer_norm", "normalize_before", "add_bias_logits")
-
-
 class BartAttention(nn.Module):
     def __init__(self, d: int, heads: int, kv_dim: int, dropout: float) -> None:
         super().__init__()
@@ -122,9 +118,6 @@ class BartDecoderWrapper(nn.Module):
 class BartForCausalLM(SpecModule):
     def __init__(self, config) -> None:
         super().__init__()
-        for flag in _UNSUPPORTED_FLAGS:
-            if getattr(config, flag, False):
-                raise NotImplementedError(f"bart: {flag}=True is not implemented")
         self.spec = bart_causal_lm_spec(config)
         self.config = config
         self.gradient_checkpointing = False
