@@ -17,6 +17,7 @@ from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
 from encdec.routing import check_no_unknown, output_flags, split_forward_kwargs, split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec.training import batch_from_data, check_batch_layout, check_policy, pad_examples
 from encdec.validation import PART_ID_KWARGS, validate_inputs
 from encdec_tf.adapters import TFAdapterMixin
 from encdec_tf.models.common import TF_LAYOUT, Dense, ParamStore, as_int, host_values
@@ -45,6 +46,7 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
     def __init__(self, config: EncoderDecoderConfig | None = None, encoder: keras.layers.Layer | None = None,
                  decoder: keras.layers.Layer | None = None, seed: int = 0, _init: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        check_policy(self.dtype_policy.name, "TFEncoderDecoderModel")
         parts_given = encoder is not None or decoder is not None
         if config is None and (encoder is None or decoder is None):
             raise ValueError("TFEncoderDecoderModel needs either `config` or both `encoder` and `decoder`")
@@ -169,24 +171,99 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
             encoder_attentions=encoder_outputs.get("attentions"))
         return result if return_dict else result.to_tuple()
 
+    # --- Keras training loop -------------------------------------------------------------
+    # Batches are dicts of call arguments (``labels`` included), or ``(x, labels)`` pairs with
+    # ``x`` such a dict or the ``input_ids``; fit/evaluate/predict check a dataset's keys and
+    # shapes before the first step.  Under "mixed_float16" compile wraps the optimizer in a
+    # LossScaleOptimizer and train_step scales the loss.
+    def compile(self, *args: Any, **kwargs: Any) -> None:
+        check_policy(self.dtype_policy.name, "TFEncoderDecoderModel.compile")
+        if kwargs.get("loss") is not None or (args[1:2] and args[1] is not None):
+            raise ValueError("TFEncoderDecoderModel trains on its own loss (mean cross-entropy over labels != -100); "
+                             "compile it without `loss`")
+        super().compile(*args, **kwargs)
+
+    def fit(self, x: Any = None, y: Any = None, *args: Any, validation_data: Any = None, **kwargs: Any) -> Any:
+        self._check_data(x, y, "fit", need_labels=True)
+        if validation_data is not None:
+            vx, vy, _ = batch_from_data(validation_data, "fit(validation_data=)") \
+                if isinstance(validation_data, (tuple, list)) else (validation_data, None, None)
+            self._check_data(vx, vy, "fit(validation_data=)", need_labels=True)
+        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+
+    def evaluate(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
+        self._check_data(x, y, "evaluate", need_labels=True)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def predict(self, x: Any, *args: Any, **kwargs: Any) -> Any:
+        """``{"logits": [n, target_length, vocab]}`` (teacher-forced: batches need decoder
+        inputs or labels); use :meth:`generate` for new text."""
+        self._check_data(x, None, "predict", need_labels=False)
+        return super().predict(x, *args, **kwargs)
+
+    def _check_data(self, x: Any, y: Any, where: str, need_labels: bool) -> None:
+        where = f"TFEncoderDecoderModel.{where}"
+        if isinstance(x, tf.data.Dataset):
+            x, y, _ = batch_from_data(x.element_spec, where)
+        if x is None:
+            return
+        shapes = {k: _shape(v) for k, v in (x.items() if isinstance(x, Mapping) else [("input_ids", x)])}
+        if y is not None:
+            if "labels" in shapes:
+                raise ValueError(f"{where}: labels given twice (a `labels` key and y)")
+            shapes["labels"] = _shape(y)
+        teacher = "labels" in shapes or "decoder_input_ids" in shapes
+        check_batch_layout(shapes, where, need_labels=need_labels)
+        if not teacher:
+            raise ValueError(f"{where}: batches need `labels` or `decoder_input_ids` [batch, target_length]; "
+                             f"got keys {sorted(shapes)}")
+
+    def _batch(self, data: Any, where: str) -> dict[str, Any]:
+        x, y, sample_weight = batch_from_data(data, where)
+        if sample_weight is not None:
+            raise NotImplementedError(f"{where}: sample weights are not supported (mask labels with -100 instead)")
+        batch = dict(x) if isinstance(x, Mapping) else {"input_ids": x}
+        if y is not None:
+            batch["labels"] = y
+        return batch
+
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
-        """One optimizer step on the built-in loss; batches are dicts of call arguments with ``labels``."""
-        batch = data[0] if isinstance(data, tuple) else data
-        if not isinstance(batch, Mapping) or "labels" not in batch:
-            raise ValueError("TFEncoderDecoderModel.fit expects batches as dicts of call arguments including `labels`")
+        """One optimizer step on the built-in loss."""
+        batch = self._batch(data, "TFEncoderDecoderModel.fit")
         # under tf.distribute each replica sees its share of the batch and Keras sums the
         # replicas' gradients: scale so the sum is the gradient of the mean loss
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             loss = self(**batch, use_cache=False, training=True).loss
-            scaled = loss / replicas if replicas > 1 else loss
+            scaled = self.optimizer.scale_loss(loss / replicas if replicas > 1 else loss)
         grads = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
+        # variables outside the loss (the encoder's pooler) get no gradient and stay as they are
+        self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, self.trainable_variables) if g is not None])
         return self._step_logs(loss)
 
     def test_step(self, data: Any) -> dict[str, tf.Tensor]:
-        batch = data[0] if isinstance(data, tuple) else data
+        batch = self._batch(data, "TFEncoderDecoderModel.evaluate")
         return self._step_logs(self(**batch, use_cache=False, training=False).loss)
+
+    def predict_step(self, data: Any) -> dict[str, tf.Tensor]:
+        batch = self._batch(data, "TFEncoderDecoderModel.predict")
+        return {"logits": self(**batch, use_cache=False, training=False).logits}
+
+    def prepare_tf_dataset(self, examples: Any, batch_size: int = 8, shuffle: bool = True, seed: int | None = None,
+                           drop_remainder: bool = False, pad_to_multiple_of: int | None = None) -> tf.data.Dataset:
+        """Tokenised examples (a list of dicts of token lists, or a dict of lists such as
+        ``datasets.Dataset[:]``) -> a batched ``tf.data.Dataset`` of dicts for ``fit``.
+
+        Every example is right-padded to the longest (a multiple of ``pad_to_multiple_of``):
+        ids with the pad id, masks with 0, ``labels`` with -100, so all batches have one shape
+        (one XLA program with ``jit_compile=True``)."""
+        pad = self.config.encoder.pad_token_id
+        pad = self.config.pad_token_id if pad is None else pad
+        arrays = pad_examples(examples, 0 if pad is None else pad, pad_to_multiple_of)
+        data = tf.data.Dataset.from_tensor_slices(arrays)
+        if shuffle:
+            data = data.shuffle(len(next(iter(arrays.values()))), seed=seed)
+        return data.batch(batch_size, drop_remainder=drop_remainder)
 
     def _step_logs(self, loss: tf.Tensor) -> dict[str, tf.Tensor]:
         """Feed ``compile``'s ``loss`` mean, which Keras reports per epoch (``fit`` history,
@@ -318,9 +395,18 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
         archive.write_out(os.fspath(filepath))
 
 
+def _shape(value: Any) -> list[int | None] | None:
+    """Shape of a TensorSpec, tensor or array (``None`` when it has none)."""
+    shape = getattr(value, "shape", None)
+    if shape is None:
+        return None
+    return shape.as_list() if hasattr(shape, "as_list") else list(shape)
+
+
 def masked_mean_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """Mean cross-entropy over positions whose label is not -100 (a scalar)."""
     keep = labels != IGNORE_INDEX
+    logits = tf.cast(logits, tf.float32)  # a mixed-precision policy's float16/bfloat16 logits
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.where(keep, labels, 0), logits=logits)
     keep = tf.cast(keep, ce.dtype)
     return tf.reduce_sum(ce * keep) / tf.reduce_sum(keep)

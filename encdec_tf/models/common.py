@@ -404,8 +404,9 @@ def attend(
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Scaled dot-product attention over [batch, heads, len, dim]; returns (context, probs)."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = tf.matmul(q, k, transpose_b=True) * scale
+    # scores and softmax in float32 (the masks' dtype) under a mixed-precision policy too
+    scores = tf.cast(tf.matmul(q, k, transpose_b=True) * scale, tf.float32)
     if bias is not None:
         scores = scores + bias
-    probs = tf.nn.softmax(scores, axis=-1)
+    probs = tf.cast(tf.nn.softmax(scores, axis=-1), v.dtype)
     return tf.matmul(dropout(probs, rate, training), v), probs

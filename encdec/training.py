@@ -1,0 +1,103 @@
+"""Framework-free pieces of the training workflows: padding tokenised examples into batches,
+checking a dataset's batch layout before the first step, and the mixed-precision policies
+the backends accept.  Backends wrap these (``TFEncoderDecoderModel.prepare_tf_dataset``,
+Keras ``fit``'s dataset check, ...); nothing here imports a framework."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from encdec.labels import IGNORE_INDEX
+
+#: the batch keys a composite model's forward/call takes, besides ``decoder_``-prefixed part inputs.
+BATCH_KEYS = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask", "labels",
+              "token_type_ids", "position_ids", "decoder_token_type_ids", "decoder_position_ids")
+_MASKS = ("attention_mask", "decoder_attention_mask")
+
+#: Keras dtype policies the TF backend trains under (variables stay float32; the mixed ones
+#: compute in float16/bfloat16 with float32 softmax, layer-norm statistics and loss).
+SUPPORTED_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+
+
+def check_policy(name: str, where: str) -> None:
+    """Refuse a dtype policy we do not implement, by name."""
+    if name not in SUPPORTED_POLICIES:
+        raise ValueError(
+            f"{where}: dtype policy {name!r} is not supported; use one of {', '.join(SUPPORTED_POLICIES)} "
+            "(encdec keeps float32 variables, so low-precision training is the mixed_* policies)"
+        )
+
+
+def check_batch_layout(shapes: Mapping[str, Sequence[int | None] | None], where: str, need_labels: bool) -> None:
+    """Check a dataset's batch keys and shapes before any step runs.
+
+    ``shapes`` is ``{key: shape}`` of one batch (``None`` for unknown dimensions, as in a
+    ``tf.data`` element spec).  Every key must be a model input, ids/masks/labels must be
+    ``[batch, length]``, each mask must match its ids' length, and with ``need_labels`` a
+    ``labels`` entry must be there."""
+    unknown = sorted(k for k in shapes if k not in BATCH_KEYS)
+    if unknown:
+        raise ValueError(
+            f"{where}: unexpected batch key(s) {unknown}; batches are dicts with keys among {', '.join(BATCH_KEYS)} "
+            "(or (inputs, labels) pairs)"
+        )
+    if need_labels and "labels" not in shapes:
+        raise ValueError(f"{where}: batches need `labels` [batch, target_length] (a dict key or the y of (x, y)); "
+                         f"got keys {sorted(shapes)}")
+    if "input_ids" not in shapes:
+        raise ValueError(f"{where}: batches need `input_ids` [batch, source_length]; got keys {sorted(shapes)}")
+    for key, shape in shapes.items():
+        if shape is not None and len(shape) != 2:
+            raise ValueError(f"{where}: batch key `{key}` must have shape [batch, length], got shape {list(shape)}")
+    pairs = (("attention_mask", "input_ids"), ("decoder_attention_mask", "decoder_input_ids"),
+             ("decoder_input_ids", "labels"), ("decoder_attention_mask", "labels"))
+    for key, ref in pairs:
+        a, b = shapes.get(key), shapes.get(ref)
+        if a is not None and b is not None and a[1] is not None and b[1] is not None and a[1] != b[1]:
+            raise ValueError(f"{where}: batch key `{key}` has length {a[1]} but `{ref}` has length {b[1]}; "
+                             f"expected `{key}` of shape [batch, {b[1]}]")
+
+
+def pad_examples(examples: Iterable[Mapping[str, Sequence[int]]] | Mapping[str, Sequence[Sequence[int]]],
+                 pad_token_id: int, pad_to_multiple_of: int | None = None) -> dict[str, np.ndarray]:
+    """Tokenised examples (a list of dicts of token lists, or a dict of lists, e.g. a
+    ``datasets.Dataset[:]``) -> ``{key: int32 array [n, longest]}``, right-padded: ids with
+    ``pad_token_id``, masks with 0, ``labels`` with -100 (ignored by the loss).  Keys must be
+    model inputs (others, such as raw text columns, raise)."""
+    if isinstance(examples, Mapping):
+        keys = list(examples)
+        rows = [dict(zip(keys, values)) for values in zip(*(examples[k] for k in keys))]
+    else:
+        rows = list(examples)
+    if not rows:
+        raise ValueError("pad_examples: no examples")
+    keys = list(rows[0])
+    check_batch_layout({k: None for k in keys}, "pad_examples", need_labels=False)
+    out = {}
+    for key in keys:
+        try:
+            seqs = [np.asarray(row[key], dtype=np.int64) for row in rows]
+        except KeyError:
+            raise ValueError(f"pad_examples: an example lacks key `{key}` (the first has {keys})") from None
+        if any(s.ndim != 1 for s in seqs):
+            raise ValueError(f"pad_examples: `{key}` must be one token list per example (shape [length])")
+        length = max(len(s) for s in seqs)
+        if pad_to_multiple_of:
+            length = -(-length // pad_to_multiple_of) * pad_to_multiple_of
+        fill = IGNORE_INDEX if key == "labels" else 0 if key in _MASKS else pad_token_id
+        arr = np.full((len(seqs), length), fill, dtype=np.int32)
+        for i, s in enumerate(seqs):
+            arr[i, :len(s)] = s
+        out[key] = arr
+    return out
+
+
+def batch_from_data(data: Any, where: str) -> tuple[Any, Any, Any]:
+    """``data`` as Keras hands a step (``x``, ``(x,)``, ``(x, y)`` or ``(x, y, sample_weight)``)
+    -> ``(x, y, sample_weight)``."""
+    if isinstance(data, (tuple, list)):
+        if not 1 <= len(data) <= 3:
+            raise ValueError(f"{where}: a batch is x, (x, y) or (x, y, sample_weight); got a tuple of {len(data)}")
+        return tuple(data) + (None,) * (3 - len(data))
+    return data, None, None
