@@ -41,6 +41,8 @@ def resolve_file(
     not exist there (or is not cached while offline), ``OSError`` for other hub failures.
     """
     name = os.fspath(name_or_path)
+    if os.path.isfile(name):
+        raise NotADirectoryError(f"{name!r} is a file; pass the checkpoint folder that holds it (with config.json)")
     if os.path.isdir(name):
         folder = os.path.join(name, subfolder) if subfolder else name
         path = os.path.join(folder, filename)

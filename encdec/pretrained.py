@@ -32,7 +32,7 @@ from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedCon
 from encdec.generation import GENERATION_CONFIG_NAME, GenerationConfig
 from encdec.hub import HUB_KWARGS, list_files, resolve_file, resolve_first, split_hub_kwargs
 from encdec.init import init_weights
-from encdec.specs import DECODER_BASE_PREFIX, ModelSpec, decoder_spec, encoder_decoder_spec, encoder_spec
+from encdec.specs import ModelSpec, base_prefix, decoder_spec, encoder_decoder_spec, encoder_spec
 
 #: ``from_pt`` / ``from_tf`` / ``from_flax`` -> the formats that hint prefers.
 _FORMAT_HINTS = {"from_pt": ("safetensors", "pt-bin"), "from_tf": ("tf-h5",), "from_flax": ("flax-msgpack",)}
@@ -204,9 +204,9 @@ def _prefix_candidates(config: PretrainedConfig, role: str) -> tuple[list[str], 
     """(prefixes to add, prefixes to strip) when mapping a part checkpoint onto its spec:
     HF's ``base_model_prefix`` idea, e.g. ``bert.`` stripped for an encoder made from
     ``BertForMaskedLM``, ``transformer.`` added for a decoder made from ``GPT2Model``."""
-    if role == "encoder":
-        return [], [config.model_type]
-    base = DECODER_BASE_PREFIX.get(config.model_type, "")
+    base = base_prefix(config.model_type) or ""
+    if role == "encoder":  # a causal-LM / masked-LM checkpoint: strip its base model prefix
+        return [], list(dict.fromkeys(p for p in (base, config.model_type) if p))
     parts = base.split(".") if base else []
     adds = [".".join(parts[: i + 1]) for i in reversed(range(len(parts)))]
     return adds, []
@@ -283,9 +283,9 @@ def load_part(name_or_path: str | os.PathLike, role: str = "encoder", config_ove
             f"{os.fspath(name_or_path)!r} is a composite encoder-decoder checkpoint; load it with "
             "from_pretrained, not as a single encoder or decoder"
         )
-    if role == "decoder":
-        config.is_decoder = True
-        config.add_cross_attention = True
+    # transformers' rule: a decoder is causal and cross-attends, an encoder (even one made
+    # from a causal-LM checkpoint) is neither; the unused cross-attention weights are reported
+    config.is_decoder = config.add_cross_attention = role == "decoder"
     spec = encoder_spec(config) if role == "encoder" else decoder_spec(config)
     check_finite(state, f"checkpoint {os.fspath(name_or_path)!r}", allow_nonfinite)
     state, unexpected = map_part_state(state, spec, config, role)

@@ -32,9 +32,10 @@ from encdec.outputs import BaseModelOutput, CausalLMOutputWithCrossAttentions, M
 from encdec.registry import part_class
 from encdec.routing import output_flags, split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, keep_decoder_side, needs_projection
+from encdec.validation import validate_inputs
 from encdec_flax.adapters import ActiveAdapter, FlaxAdapterMixin, adapter_scope
 from encdec_flax.models import FLAX_LAYOUT
-from encdec_flax.models.layers import dense
+from encdec_flax.models.layers import dense, host_values
 
 logger = logging.getLogger(__name__)
 
@@ -279,6 +280,8 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
                output_hidden_states: bool | None = None, return_dict: bool | None = None, train: bool = False,
                params: Any = None, dropout_rng: Any = None) -> BaseModelOutput | tuple:
         oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict, "encoder")
+        validate_inputs(self.config, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                        require_decoder=False, host=host_values)
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
@@ -305,6 +308,11 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         (RoBERTa: its padding rule)."""
         oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict, "decoder")
         states = encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list, ModelOutput)) else encoder_outputs
+        if states is not None:
+            validate_inputs(self.config, encoder_hidden_states=states, attention_mask=encoder_attention_mask,
+                            decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask,
+                            decoder_position_ids=decoder_position_ids, host=host_values,
+                            past_length=None if past_key_values is not None else 0)
         out = self._apply(params, "decode", jnp.asarray(decoder_input_ids), states, encoder_attention_mask,
                           decoder_attention_mask, decoder_position_ids, past_key_values, train=train,
                           dropout_rng=dropout_rng, output_attentions=oa, output_hidden_states=oh)
@@ -321,6 +329,9 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         inputs are the labels shifted right (core rule) with a mask ignoring pads; the
         loss is the mean cross-entropy over labels != -100."""
         oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict)
+        validate_inputs(self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                           decoder_attention_mask=decoder_attention_mask, labels=labels, position_ids=position_ids,
+                           decoder_position_ids=decoder_position_ids, host=host_values)
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)

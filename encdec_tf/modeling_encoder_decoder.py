@@ -17,8 +17,9 @@ from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
 from encdec.routing import check_no_unknown, output_flags, split_forward_kwargs, split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec.validation import PART_ID_KWARGS, validate_inputs
 from encdec_tf.adapters import TFAdapterMixin
-from encdec_tf.models.common import TF_LAYOUT, Dense, ParamStore, as_int
+from encdec_tf.models.common import TF_LAYOUT, Dense, ParamStore, as_int, host_values
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,13 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
         ``position_ids``) go to the encoder, ``decoder_``-prefixed ones to the decoder.  With
         ``labels`` and no decoder inputs, the decoder inputs are the labels shifted right and
         pads are masked; ``loss`` is the mean cross-entropy over labels != -100."""
+        validate_inputs(
+            self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask, labels=labels, inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds, past_length=None if past_key_values is not None else 0,
+            encoder_hidden_states=None if encoder_outputs is None else encoder_outputs[0], host=host_values,
+            **{k: kwargs[k] for k in PART_ID_KWARGS if k in kwargs},
+        )
         kw_enc, kw_dec = split_forward_kwargs(kwargs)
         check_no_unknown("TFEncoderDecoderModel.call", {k: v for k, v in kw_enc.items() if k not in PART_KWARGS},
                          PART_KWARGS)
@@ -166,9 +174,13 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
         batch = data[0] if isinstance(data, tuple) else data
         if not isinstance(batch, Mapping) or "labels" not in batch:
             raise ValueError("TFEncoderDecoderModel.fit expects batches as dicts of call arguments including `labels`")
+        # under tf.distribute each replica sees its share of the batch and Keras sums the
+        # replicas' gradients: scale so the sum is the gradient of the mean loss
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             loss = self(**batch, use_cache=False, training=True).loss
-        grads = tape.gradient(loss, self.trainable_variables)
+            scaled = loss / replicas if replicas > 1 else loss
+        grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         return self._step_logs(loss)
 

@@ -24,9 +24,10 @@ from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
 from encdec.routing import output_flags, split_forward_kwargs, split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, keep_decoder_side, needs_projection
+from encdec.validation import PART_ID_KWARGS, validate_inputs
 from encdec_torch.adapters import AdapterModelMixin
 from encdec_torch.generation import generate
-from encdec_torch.models.common import SpecModule, _state_dict_weights, no_init, tensor_to_numpy
+from encdec_torch.models.common import SpecModule, _state_dict_weights, host_values, no_init, past_length, tensor_to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +221,13 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         enc_attn, enc_hidden, output_attentions, output_hidden_states, return_dict = output_flags(
             self.config, output_attentions, output_hidden_states, return_dict)
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        validate_inputs(
+            self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask, labels=labels, inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds, past_length=past_length(past_key_values), host=host_values,
+            encoder_hidden_states=None if encoder_outputs is None else encoder_outputs[0],
+            **{k: kwargs[k] for k in PART_ID_KWARGS if k in kwargs},
+        )
         kwargs_encoder, kwargs_decoder = split_forward_kwargs(kwargs)
         if encoder_outputs is None:
             encoder_outputs = self.encode(

@@ -121,10 +121,12 @@ DECODER_SPECS: dict[str, SpecBuilder] = {}
 
 
 def _lookup(table: dict[str, SpecBuilder], model_type: str, role: str) -> SpecBuilder:
+    from encdec.registry import ALIASES, family
+
     try:
-        return table[model_type]
-    except KeyError:
-        supported = ", ".join(sorted(table))
+        return table[family(model_type)]
+    except (KeyError, TypeError):
+        supported = ", ".join(sorted({*table, *(a for a, f in ALIASES.items() if f in table)}))
         raise ValueError(
             f"model_type {model_type!r} is not supported as {role}; supported: {supported}"
         ) from None
@@ -178,7 +180,7 @@ def encoder_decoder_spec(config) -> ModelSpec:
 
 def encoder_decoder_ties(config, enc: ModelSpec, dec: ModelSpec) -> dict[str, str]:
     """``decoder.<base prefix>.X`` -> ``encoder.X`` for every shared weight."""
-    prefix = DECODER_BASE_PREFIX.get(config.decoder.model_type)
+    prefix = base_prefix(config.decoder.model_type)
     if prefix is None or config.encoder.model_type != config.decoder.model_type:
         raise ValueError(
             "tie_encoder_decoder=True needs encoder and decoder of the same model type "
@@ -194,6 +196,24 @@ def encoder_decoder_ties(config, enc: ModelSpec, dec: ModelSpec) -> dict[str, st
 
 #: decoder model_type -> attribute holding its base model (HF ``base_model_prefix``).
 DECODER_BASE_PREFIX: dict[str, str] = {}
+
+#: model_type -> the longest sequence (cached steps included) its position table serves.
+MAX_LENGTHS: dict[str, Callable[..., int]] = {}
+
+
+def max_sequence_length(config) -> int | None:
+    """Longest sequence ``config``'s architecture can embed (``None``: no position table)."""
+    from encdec.registry import family
+
+    rule = MAX_LENGTHS.get(family(config.model_type))
+    return None if rule is None else int(rule(config))
+
+
+def base_prefix(model_type: str):
+    """``DECODER_BASE_PREFIX`` of ``model_type`` (aliases resolved), or ``None``."""
+    from encdec.registry import family
+
+    return DECODER_BASE_PREFIX.get(family(model_type))
 
 
 def _register() -> None:

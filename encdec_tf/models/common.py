@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from encdec.activations import check_activation, check_backend_table
 from encdec.layout import Layout
 from encdec.specs import CONV1D, EMBEDDING, LINEAR, NORM_BIAS, NORM_SCALE, BIAS, ModelSpec
 
@@ -215,24 +216,60 @@ class Embedding:
         return tf.gather(self.embeddings, ids)
 
 
-def activation(name: str):
+def _gelu_tanh(x: tf.Tensor) -> tf.Tensor:
+    return 0.5 * x * (1.0 + tf.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * tf.pow(x, 3.0))))
+
+
+def _gelu(x: tf.Tensor) -> tf.Tensor:
+    return tf.nn.gelu(x, approximate=False)
+
+
+#: encdec.activations' names -> TF functions (the formulas are listed there).
+ACTIVATIONS = {
+    "gelu": _gelu,
+    "gelu_python": _gelu,
+    "gelu_10": lambda x: tf.clip_by_value(_gelu(x), -10.0, 10.0),
+    "gelu_new": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
+    "gelu_python_tanh": _gelu_tanh,
+    "gelu_accurate": _gelu_tanh,
+    "gelu_fast": lambda x: 0.5 * x * (1.0 + tf.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x))),
+    "quick_gelu": lambda x: x * tf.sigmoid(1.702 * x),
+    "laplace": lambda x: 0.5 * (1.0 + tf.math.erf((x - 0.707107) / (0.282095 * math.sqrt(2.0)))),
+    "leaky_relu": lambda x: tf.nn.leaky_relu(x, alpha=0.01),
+    "linear": tf.identity,
+    "mish": lambda x: x * tf.tanh(tf.nn.softplus(x)),
+    "relu": tf.nn.relu,
+    "relu2": lambda x: tf.square(tf.nn.relu(x)),
+    "relu6": tf.nn.relu6,
+    "sigmoid": tf.sigmoid,
+    "silu": tf.nn.silu,
+    "swish": tf.nn.silu,
+    "tanh": tf.tanh,
+}
+check_backend_table(ACTIVATIONS, "tf")
+
+
+def activation(name: str, where: str = "activation"):
     """The activation function named by an HF config (``hidden_act`` / ``activation_function``)."""
-    table = {
-        "gelu": lambda x: tf.nn.gelu(x, approximate=False),
-        "gelu_new": lambda x: tf.nn.gelu(x, approximate=True),
-        "gelu_pytorch_tanh": lambda x: tf.nn.gelu(x, approximate=True),
-        "relu": tf.nn.relu,
-        "silu": tf.nn.silu,
-        "swish": tf.nn.silu,
-        "tanh": tf.tanh,
-    }
-    if name not in table:
-        raise NotImplementedError(f"activation {name!r} is not implemented; supported: {', '.join(sorted(table))}")
-    return table[name]
+    return ACTIVATIONS[check_activation(name, where)]
 
 
 def dropout(x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
     return tf.nn.dropout(x, rate=rate) if training and rate > 0 else x
+
+
+def host_values(x: Any) -> np.ndarray | None:
+    """Values for the core input validator: eager integer tensors and host arrays are read
+    (a few ids); symbolic tensors (inside ``tf.function``) and floating ones are not (``None``)."""
+    if isinstance(x, (tf.Tensor, tf.Variable)):
+        if x.dtype.is_floating or not tf.executing_eagerly():
+            return None
+        try:
+            return x.numpy()
+        except (AttributeError, TypeError):  # symbolic after all
+            return None
+    return np.asarray(x)
 
 
 def as_int(x: Any) -> tf.Tensor | None:

@@ -129,7 +129,7 @@ class ProphetNetDecoderLayer:
         self.intermediate = Dense(store, f"{prefix}.feed_forward.intermediate")
         self.output = Dense(store, f"{prefix}.feed_forward.output")
         self.feed_forward_layer_norm = LayerNorm(store, f"{prefix}.feed_forward_layer_norm", LAYER_NORM_EPS)
-        self.act = activation(config.activation_function)
+        self.act = activation(config.activation_function, f"{config.model_type}: activation_function")
         self.rate, self.act_rate = config.dropout, config.activation_dropout
 
     def __call__(self, h, geometry, enc=None, enc_bias=None, past=None, cache_index=None, training=False):
@@ -154,7 +154,7 @@ class TFProphetNetForCausalLM(TFPartMixin, keras.layers.Layer):
 
     def __init__(self, config: Any, tied: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        activation(config.activation_function)
+        activation(config.activation_function, f"{config.model_type}: activation_function")
         self.config = config
         #: built with cross-attention layers (fixed at construction, whatever the config says later)
         self.accepts_encoder_states = bool(config.add_cross_attention)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from encdec.activations import check_activation, check_backend_table
 from encdec.layout import TORCH_LAYOUT, from_backend, to_backend
 from encdec.specs import BIAS, NORM_BIAS, NORM_SCALE, ModelSpec
 
@@ -29,25 +30,39 @@ def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
+def _gelu_erf(x: torch.Tensor) -> torch.Tensor:
+    return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+#: encdec.activations' names -> torch functions (the formulas are listed there).
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
+    "gelu_python": _gelu_erf,
+    "gelu_10": lambda x: torch.clip(F.gelu(x), -10.0, 10.0),
     "gelu_new": _gelu_tanh,
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_python_tanh": _gelu_tanh,
+    "gelu_accurate": _gelu_tanh,
+    "gelu_fast": lambda x: 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x))),
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "laplace": lambda x: 0.5 * (1.0 + torch.erf((x - 0.707107) / (0.282095 * math.sqrt(2.0)))),
+    "leaky_relu": lambda x: F.leaky_relu(x, 0.01),
+    "linear": lambda x: x,
+    "mish": F.mish,
     "relu": F.relu,
+    "relu2": lambda x: torch.square(F.relu(x)),
+    "relu6": F.relu6,
+    "sigmoid": torch.sigmoid,
     "silu": F.silu,
     "swish": F.silu,
     "tanh": torch.tanh,
 }
+check_backend_table(ACTIVATIONS, "torch")
 
 
 def activation(name: str, where: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The activation called ``name``; unknown names raise ``NotImplementedError``."""
-    try:
-        return ACTIVATIONS[name]
-    except (KeyError, TypeError):
-        raise NotImplementedError(
-            f"{where}={name!r} is not implemented; supported: {', '.join(sorted(ACTIVATIONS))}"
-        ) from None
+    return ACTIVATIONS[check_activation(name, where)]
 
 
 def padding_mask(mask: Optional[torch.Tensor], dtype: torch.dtype, query_len: int) -> Optional[torch.Tensor]:
@@ -269,6 +284,14 @@ def tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
     if t.dtype == torch.bfloat16:
         t = t.float()
     return t.numpy().copy()
+
+
+def host_values(x: Any) -> Optional[np.ndarray]:
+    """Values for the core input validator: integer/bool tensors copied to the host (a few
+    ids), floating ones left unread (``None``: only their shape and dtype are checked)."""
+    if torch.is_tensor(x):
+        return None if x.is_floating_point() else x.detach().cpu().numpy()
+    return np.asarray(x)
 
 
 _INIT_FUNCTIONS = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_")
