@@ -350,7 +350,7 @@ def part_role(part_class: Any) -> str:
 def base_model_prefix(config: PretrainedConfig, role: str) -> str:
     """transformers' ``base_model_prefix`` of a part class (``bert``, ``transformer``, ``model``, ...)."""
     if role == "decoder":
-        base = DECODER_BASE_PREFIX.get(config.model_type, "")
+        base = base_prefix(config.model_type) or ""
         return base.split(".")[0] if base else config.model_type
     return config.model_type
 
