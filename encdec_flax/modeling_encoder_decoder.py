@@ -376,7 +376,9 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         or ``format="flax-msgpack"`` writes ``flax_model.msgpack`` (HF Flax naming)."""
         from encdec.hub import push_folder
 
-        _, push = pretrained.split_save_kwargs(kwargs)
+        is_main, push = pretrained.split_save_kwargs(kwargs)
+        if not is_main:
+            return
         if format is None:
             format = "safetensors" if safe_serialization else "flax-msgpack"
         pretrained.save_pretrained(save_directory, self.config, self.canonical_state(params), self.generation_config,

@@ -126,7 +126,9 @@ class FlaxPartModel:
         from encdec.hub import push_folder
         from encdec.pretrained import save_part, split_save_kwargs
 
-        _, push = split_save_kwargs(kwargs)
+        is_main, push = split_save_kwargs(kwargs)
+        if not is_main:
+            return []
         fmt = "safetensors" if safe_serialization else "flax-msgpack"
         written = save_part(save_directory, self.config, self.canonical_state(params), self.spec, type(self).__name__,
                             fmt, max_shard_size)

@@ -337,7 +337,9 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
         from encdec.hub import push_folder
         from encdec.pretrained import save_pretrained, split_save_kwargs
 
-        _, push = split_save_kwargs(kwargs)
+        is_main, push = split_save_kwargs(kwargs)
+        if not is_main:
+            return []
         if format is None:
             format = "tf-h5" if safe_serialization is False else "safetensors"
         written = save_pretrained(save_directory, self.config, self.canonical_state(), self.generation_config,

@@ -85,7 +85,9 @@ class TFPartMixin:
         from encdec.hub import push_folder
         from encdec.pretrained import save_part, split_save_kwargs
 
-        _, push = split_save_kwargs({**kwargs, "saved_model": saved_model})
+        is_main, push = split_save_kwargs({**kwargs, "saved_model": saved_model})
+        if not is_main:
+            return []
         fmt = "safetensors" if safe_serialization else "pt-bin"
         written = save_part(save_directory, self.config, self.canonical_state(), self.store.spec, type(self).__name__,
                             fmt, max_shard_size)

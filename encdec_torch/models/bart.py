@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from encdec.outputs import CausalLMOutputWithCrossAttentions
+from encdec.routing import output_flags
 from encdec.specs.bart import BART_POSITION_OFFSET, bart_causal_lm_spec
 from encdec_torch.models.common import (
     LayerCache,
@@ -146,10 +147,13 @@ class BartForCausalLM(SpecModule):
         encoder_attention_mask: Optional[torch.Tensor] = None,
         past_key_values: Optional[tuple[LayerCache, ...]] = None,
         use_cache: Optional[bool] = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool = True,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
     ):
+        # transformers' rule: the argument, else this part's config
+        output_attentions, output_hidden_states, _, _, return_dict = output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict)
         check_inputs(input_ids, inputs_embeds, "BartForCausalLM")
         dec = self.model.decoder
         checkpointing = self.gradient_checkpointing and self.training

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from encdec.outputs import CausalLMOutputWithCrossAttentions
+from encdec.routing import output_flags
 from encdec.specs.gpt2 import attention_scale, gpt2_lm_head_spec
 from encdec_torch.models.common import (
     LayerCache,
@@ -177,10 +178,13 @@ class GPT2LMHeadModel(SpecModule):
         encoder_attention_mask: Optional[torch.Tensor] = None,
         past_key_values: Optional[tuple[LayerCache, ...]] = None,
         use_cache: Optional[bool] = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool = True,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
     ):
+        # transformers' rule: the argument, else this part's config
+        output_attentions, output_hidden_states, _, _, return_dict = output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict)
         check_inputs(input_ids, inputs_embeds, "GPT2LMHeadModel")
         t = self.transformer
         checkpointing = t.gradient_checkpointing and self.training
