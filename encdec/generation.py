@@ -469,3 +469,32 @@ def default_attention_mask(input_ids: Any, plan: DecodePlan, xp: Any) -> Any:
     if plan.pad_token_id in plan.eos_token_ids:
         return ones
     return xp.where(input_ids != plan.pad_token_id, ones, xp.zeros_like(input_ids))
+
+
+class TextStreamer:
+    """A minimal streamer with transformers' ``put`` / ``end`` protocol: prints (or hands to
+    ``on_text``) the text of the first row as ``generate`` produces it.  ``decode`` is any
+    callable from a list of ids to text (e.g. ``tokenizer.decode``); with ``skip_prompt``
+    the decoder prompt (the start token) is not shown."""
+
+    def __init__(self, decode: Any, skip_prompt: bool = False, on_text: Any = None) -> None:
+        self.decode, self.skip_prompt = decode, skip_prompt
+        self.on_text = on_text or (lambda text: print(text, end="", flush=True))
+        self.ids: list[int] = []
+        self.shown = 0
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        ids = np.asarray(value).reshape(np.asarray(value).shape[0], -1)[0].tolist() if np.ndim(value) else [int(value)]
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            if self.skip_prompt:
+                return
+        self.ids.extend(int(i) for i in ids)
+        text = self.decode(self.ids)
+        self.on_text(text[self.shown:])
+        self.shown = len(text)
+
+    def end(self) -> None:
+        self.on_text("\n")
+        self.ids, self.shown, self.prompt_seen = [], 0, False
