@@ -415,21 +415,35 @@ def check_adapter_weights(sites: list[AdapterSite], weights: Mapping[str, np.nda
 
 def save_adapter_files(directory: Union[str, os.PathLike], name: str, config: AdapterConfig,
                        weights: Mapping[str, np.ndarray]) -> None:
-    """Write ``adapter_config.json`` (AdapterHub layout) and ``adapter_model.safetensors``."""
-    from safetensors.numpy import save_file
+    """Write ``adapter_config.json`` (AdapterHub layout) and ``adapter_model.safetensors``
+    with the checkpoints' atomic folder writer: an interrupted save leaves the previous
+    adapter whole (never a new config beside old weights); other files are kept."""
+    from encdec.checkpoint import atomic_directory, write_bytes, write_safetensors
 
-    os.makedirs(directory, exist_ok=True)
     meta = {"config": config_to_dict(config), "name": name, "model_type": "encoder-decoder",
             "version": "encdec", "hidden_size": None, "model_class": "EncoderDecoderModel", "model_name": ""}
-    with open(os.path.join(directory, ADAPTER_CONFIG_NAME), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2, sort_keys=True)
-    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, os.path.join(directory, ADAPTER_WEIGHTS_NAME))
+    owned = (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, ADAPTERHUB_WEIGHTS_NAME)
+
+    def fill(tmp: str) -> list[str]:
+        write_bytes(os.path.join(tmp, ADAPTER_CONFIG_NAME), [json.dumps(meta, indent=2, sort_keys=True).encode()])
+        write_safetensors(os.path.join(tmp, ADAPTER_WEIGHTS_NAME), weights)
+        return [ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME]
+
+    atomic_directory(directory, fill, lambda entry: entry in owned)
 
 
 def load_adapter_files(directory: Union[str, os.PathLike]) -> tuple[str, AdapterConfig, dict[str, np.ndarray]]:
     """Read an adapter saved by any encdec backend (``adapter_model.safetensors``) or by the
     AdapterHub ``adapters`` library (``pytorch_adapter.bin``, read with ``weights_only=True``).
-    Returns ``(name, config, {canonical name: array})``."""
+    Returns ``(name, config, {canonical name: array})``.  The folder is read through one
+    pinned view, so a save racing this load cannot mix two adapters' files."""
+    from encdec.checkpoint import pinned_folder
+
+    with pinned_folder(directory) as view:
+        return view.run(_read_adapter_folder)
+
+
+def _read_adapter_folder(directory: str) -> tuple[str, AdapterConfig, dict[str, np.ndarray]]:
     cfg_path = os.path.join(directory, ADAPTER_CONFIG_NAME)
     if not os.path.isfile(cfg_path):
         raise FileNotFoundError(f"load_adapter: no {ADAPTER_CONFIG_NAME} in {os.fspath(directory)!r}")
@@ -442,17 +456,19 @@ def load_adapter_files(directory: Union[str, os.PathLike]) -> tuple[str, Adapter
     config = config_from_dict(meta["config"])
     st_path = os.path.join(directory, ADAPTER_WEIGHTS_NAME)
     bin_path = os.path.join(directory, ADAPTERHUB_WEIGHTS_NAME)
+    from encdec.checkpoint import CheckpointError, check_finite, read_pt_bin, read_safetensors
+
     if os.path.isfile(st_path):
-        from safetensors.numpy import load_file
-
-        weights = dict(load_file(st_path))
+        weights = read_safetensors(st_path)  # validated header, memory owned by this process
     elif os.path.isfile(bin_path):
-        import torch  # AdapterHub's format is a torch pickle; read safely
-
-        state = torch.load(bin_path, map_location="cpu", weights_only=True)
-        weights = {k: v.detach().float().numpy() if v.dtype.is_floating_point else v.numpy() for k, v in state.items()}
+        # AdapterHub's format is a torch pickle, read with weights_only=True
+        weights = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in read_pt_bin(bin_path).items()}
     else:
         raise FileNotFoundError(f"load_adapter: neither {ADAPTER_WEIGHTS_NAME} nor {ADAPTERHUB_WEIGHTS_NAME} in {os.fspath(directory)!r}")
+    wrong = sorted(k for k, v in weights.items() if v.dtype.kind != "f")
+    if wrong:
+        raise CheckpointError(f"load_adapter: {os.fspath(directory)!r} holds non-float adapter weights: {wrong[:10]}")
+    check_finite(weights, f"adapter folder {os.fspath(directory)!r}")
     return meta["name"], config, weights
 
 

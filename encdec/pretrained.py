@@ -21,12 +21,14 @@ from encdec.checkpoint import (
     LoadError,
     LoadReport,
     atomic_directory,
+    check_finite,
+    pinned_folder,
     format_files,
     match_state,
     read_weight_file,
     write_weights,
 )
-from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedConfig
+from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedConfig, as_config
 from encdec.generation import GENERATION_CONFIG_NAME, GenerationConfig
 from encdec.hub import HUB_KWARGS, list_files, resolve_file, resolve_first, split_hub_kwargs
 from encdec.init import init_weights
@@ -48,13 +50,47 @@ _PART_ALIASES: dict[str, dict[str, str]] = {
 
 def _weight_order(hints: dict[str, Any]) -> tuple[str, ...]:
     preferred = [f for hint, fmts in _FORMAT_HINTS.items() if hints.get(hint) for fmt in fmts for f in FORMAT_FILES[fmt]]
-    return tuple(dict.fromkeys([*preferred, *WEIGHT_FILES]))
+    order = tuple(dict.fromkeys([*preferred, *WEIGHT_FILES]))
+    use_safetensors = hints.get("use_safetensors")
+    if use_safetensors is not None:  # True: safetensors only; False: never safetensors (transformers' meaning)
+        safe = set(FORMAT_FILES["safetensors"])
+        order = tuple(f for f in order if (f in safe) == bool(use_safetensors))
+    return order
+
+
+#: transformers ``from_pretrained`` keywords about how to load, and what encdec does with them.
+LOADING_OPTIONS = ("low_cpu_mem_usage", "use_safetensors", "variant", "ignore_mismatched_sizes",
+                   "output_loading_info", "trust_remote_code", "_fast_init")
+
+
+def pop_loading_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Remove transformers' loading keywords from ``kwargs`` and check them: accepted
+    (``low_cpu_mem_usage``: encdec reads weights once anyway; ``use_safetensors``: picks the
+    format; ``output_loading_info``: the caller returns the key report) or refused with the
+    reason (``variant``, ``ignore_mismatched_sizes=True``, ``trust_remote_code=True``)."""
+    options = {k: kwargs.pop(k) for k in list(kwargs) if k in LOADING_OPTIONS}
+    if options.get("variant") is not None:
+        raise NotImplementedError(f"variant={options['variant']!r}: weight-file variants (model.<variant>.safetensors) are "
+                                  "not read by encdec; load the default weights and cast them (dtype=...)")
+    if options.get("ignore_mismatched_sizes"):
+        raise NotImplementedError("ignore_mismatched_sizes=True is not supported: encdec refuses checkpoints whose "
+                                  "shapes differ from the config (the error lists them); fix the config instead")
+    if options.get("trust_remote_code"):
+        raise NotImplementedError("trust_remote_code=True: encdec runs no code from checkpoints")
+    return options
 
 
 def _load_weight_files(name_or_path: str | os.PathLike, order: tuple[str, ...], hub: dict[str, Any]) -> dict[str, np.ndarray]:
     _, path = resolve_first(name_or_path, order, **hub)
     state = read_weight_file(path, resolve=lambda shard: resolve_file(name_or_path, shard, **hub))
     return {k: v for k, v in state.items() if not _IGNORED_BUFFERS.match(k)}
+
+
+def _pop_allow_nonfinite(kwargs: dict[str, Any]) -> bool:
+    allow = kwargs.pop("allow_nonfinite_weights", False)
+    if not isinstance(allow, bool):
+        raise TypeError(f"allow_nonfinite_weights must be True or False, got {allow!r}")
+    return allow
 
 
 def checkpoint_formats(name_or_path: str | os.PathLike, **hub: Any) -> list[str]:
@@ -70,21 +106,36 @@ def load_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[Enc
     Keywords: hub ones (``revision``, ``cache_dir``, ``local_files_only``, ``token``,
     ``force_download``, ``subfolder``); ``config`` (an :class:`EncoderDecoderConfig` to use
     instead of ``config.json``); ``from_pt`` / ``from_tf`` / ``from_flax`` (prefer that
-    format); any attribute of the config (e.g. ``decoder_start_token_id``) overrides it.
+    format); ``allow_nonfinite_weights`` (default False: weights holding NaN or inf raise
+    :class:`~encdec.checkpoint.CheckpointError` naming them); any attribute of the config
+    (e.g. ``decoder_start_token_id``) overrides it.  A local folder is read consistently
+    while another process saves to it (see :class:`~encdec.checkpoint.PinnedFolder`).
     Returns ``(config, weights, generation_config or None, unused kwargs)``; weights hold
     every spec name, tie targets included.  Raises :class:`LoadError` when the checkpoint
     does not match the config's spec.
     """
     kwargs = dict(kwargs)
+    allow_nonfinite = _pop_allow_nonfinite(kwargs)
     hub = split_hub_kwargs(kwargs)
+    # A local folder is pinned (opened once) and every file read through that one folder,
+    # so a save swapping the folder meanwhile cannot mix two checkpoints.
+    with pinned_folder(name_or_path) as view:
+        config, state, generation_config, unused = view.run(lambda path: _load_composite(path, kwargs, hub))
+    spec = encoder_decoder_spec(config)
+    weights, _ = match_state(state, spec)
+    check_finite(weights, f"checkpoint {os.fspath(name_or_path)!r}", allow_nonfinite)
+    return config, weights, generation_config, unused
+
+
+def _load_composite(name_or_path: str, kwargs: dict[str, Any], hub: dict[str, Any]) -> tuple[Any, dict[str, np.ndarray], GenerationConfig | None, dict[str, Any]]:
+    kwargs = dict(kwargs)
     hints = {k: kwargs.pop(k) for k in list(kwargs) if k in _FORMAT_HINTS}
+    hints["use_safetensors"] = pop_loading_options(kwargs).get("use_safetensors")
     config = kwargs.pop("config", None)
     if config is None:
         config = EncoderDecoderConfig.from_pretrained(name_or_path, **hub)
-    elif isinstance(config, EncoderDecoderConfig):
-        config = copy.deepcopy(config)  # overrides below must not change the caller's object
-    else:
-        raise TypeError(f"config must be an EncoderDecoderConfig, got {type(config).__name__}")
+    else:  # ours or transformers' (converted through its dict); overrides must not change the caller's object
+        config = copy.deepcopy(as_config(config, "config", EncoderDecoderConfig))
     unused = {}
     for key, value in kwargs.items():
         if key in config.__dict__:
@@ -92,14 +143,12 @@ def load_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[Enc
             setattr(config, key, value)
         else:
             unused[key] = value
-    spec = encoder_decoder_spec(config)
     state = _load_weight_files(name_or_path, _weight_order(hints), hub)
-    weights, _ = match_state(state, spec)
     try:
         generation_config = GenerationConfig.from_pretrained(name_or_path, **hub)
     except FileNotFoundError:
         generation_config = None
-    return config, weights, generation_config, unused
+    return config, state, generation_config, unused
 
 
 def save_pretrained(
@@ -120,6 +169,7 @@ def save_pretrained(
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     spec = encoder_decoder_spec(config)
+    generation_config = GenerationConfig.coerce(generation_config)
     written: list[str] = []
 
     def fill(tmp: str) -> list[str]:
@@ -193,21 +243,41 @@ def map_part_state(state: Mapping[str, np.ndarray], spec: ModelSpec, config: Pre
 
 
 def load_part(name_or_path: str | os.PathLike, role: str = "encoder", config_overrides: Mapping[str, Any] | None = None,
-              seed: int = 0, **hub: Any) -> PartLoad:
+              seed: int = 0, config: Any = None, **hub: Any) -> PartLoad:
     """Load a plain HF checkpoint of one part (``BertModel``, ``BertForMaskedLM``,
     ``GPT2LMHeadModel``, ``GPT2Model``, ``RobertaForCausalLM``, ``BartForCausalLM``, ...).
 
     ``role="decoder"`` switches the config to ``is_decoder=True, add_cross_attention=True``.
     Names the part's spec needs but the checkpoint lacks are filled by
     :func:`encdec.init.init_weights` (``seed``, std = ``initializer_range``) and listed in
-    ``initialized``; shape mismatches raise :class:`LoadError`.
+    ``initialized``; shape mismatches raise :class:`LoadError`.  NaN/inf weights raise
+    :class:`CheckpointError` unless ``config_overrides`` has ``allow_nonfinite_weights=True``
+    (from a backend: ``encoder_allow_nonfinite_weights=True``).
     """
     if role not in ("encoder", "decoder"):
         raise ValueError(f"role must be 'encoder' or 'decoder', got {role!r}")
+    config_overrides = dict(config_overrides or {})
+    hints = {k: src.pop(k) for src in (hub, config_overrides) for k in list(src) if k in _FORMAT_HINTS}
+    hints["use_safetensors"] = pop_loading_options(config_overrides).get("use_safetensors")
     unknown = set(hub) - set(HUB_KWARGS)
     if unknown:
         raise TypeError(f"load_part got unknown keyword arguments {sorted(unknown)}; pass config changes in config_overrides")
-    config = AutoConfig.from_pretrained(name_or_path, **hub, **dict(config_overrides or {}))
+    allow_nonfinite = _pop_allow_nonfinite(config_overrides)
+    given = None if config is None else copy.deepcopy(as_config(config, "config"))
+    order = _weight_order(hints)
+
+    def read(path: str) -> tuple[Any, dict[str, np.ndarray]]:
+        cfg = given
+        if cfg is None:
+            cfg = AutoConfig.from_pretrained(path, **hub, **config_overrides)
+        else:  # given (ours or transformers'): overrides still apply
+            for key, value in config_overrides.items():
+                cfg._check_type(key, value)
+                setattr(cfg, key, value)
+        return cfg, _load_weight_files(path, order, hub)
+
+    with pinned_folder(name_or_path) as view:
+        config, state = view.run(read)
     if isinstance(config, EncoderDecoderConfig):
         raise ValueError(
             f"{os.fspath(name_or_path)!r} is a composite encoder-decoder checkpoint; load it with "
@@ -217,7 +287,7 @@ def load_part(name_or_path: str | os.PathLike, role: str = "encoder", config_ove
         config.is_decoder = True
         config.add_cross_attention = True
     spec = encoder_spec(config) if role == "encoder" else decoder_spec(config)
-    state = _load_weight_files(name_or_path, WEIGHT_FILES, hub)
+    check_finite(state, f"checkpoint {os.fspath(name_or_path)!r}", allow_nonfinite)
     state, unexpected = map_part_state(state, spec, config, role)
     try:
         weights, _ = match_state(state, spec)
@@ -231,3 +301,105 @@ def load_part(name_or_path: str | os.PathLike, role: str = "encoder", config_ove
         filled = {**{n: fresh[n] for n in initialized if n not in spec.ties}, **state}
         weights, _ = match_state(filled, spec)
     return PartLoad(config, weights, initialized, unexpected)
+
+
+#: Part weight formats: the composite-only ``tf-h5`` naming needs the composite config.
+PART_FORMATS = ("safetensors", "pt-bin", "flax-msgpack")
+
+
+def hf_class_name(backend_class_name: str) -> str:
+    """transformers' PyTorch class name for a part class (``TFBertModel`` -> ``BertModel``)."""
+    for prefix in ("TF", "Flax"):
+        if backend_class_name.startswith(prefix) and backend_class_name[len(prefix):][:1].isupper():
+            return backend_class_name[len(prefix):]
+    return backend_class_name
+
+
+def save_part(save_directory: str | os.PathLike, config: PretrainedConfig, weights: Mapping[str, np.ndarray], spec: ModelSpec,
+              architecture: str | None = None, format: str = "safetensors", max_shard_size: int | str = "5GB") -> list[str]:
+    """Write one part as transformers writes that part class: ``config.json`` (with
+    ``architectures``) and the weights under the part's own state-dict names (tie targets left
+    out), which transformers' ``AutoModel`` / ``AutoModelForCausalLM`` and :func:`load_part` read."""
+    if format not in PART_FORMATS:
+        raise ValueError(f"a part model saves as {', '.join(PART_FORMATS)}; got format={format!r} "
+                         "(tf_model.h5 is written for composite models only)")
+    config = copy.deepcopy(config)
+    if architecture:
+        config.architectures = [hf_class_name(architecture)]
+    weights, _ = match_state(weights, spec)
+
+    written: list[str] = []
+
+    def fill(tmp: str) -> list[str]:
+        config.save_pretrained(tmp)
+        written.extend(["config.json", *write_weights(tmp, weights, spec, format, max_shard_size, config)])
+        return written
+
+    atomic_directory(save_directory, fill, format_files(format))
+    return written
+
+
+def part_role(part_class: Any) -> str:
+    """``"decoder"`` for a causal-LM part class (it can take encoder states), else ``"encoder"``."""
+    role = getattr(part_class, "role", None)
+    if role in ("encoder", "decoder"):
+        return role
+    return "decoder" if any(hasattr(part_class, m) for m in ("cross_kv", "cross_cache", "init_cache")) else "encoder"
+
+
+def base_model_prefix(config: PretrainedConfig, role: str) -> str:
+    """transformers' ``base_model_prefix`` of a part class (``bert``, ``transformer``, ``model``, ...)."""
+    if role == "decoder":
+        base = DECODER_BASE_PREFIX.get(config.model_type, "")
+        return base.split(".")[0] if base else config.model_type
+    return config.model_type
+
+
+def newly_initialised_message(names: list[str]) -> str:
+    """transformers' WARNING text for weights a checkpoint lacked (per-layer names collapsed)."""
+    seen = dict.fromkeys(re.sub(r"\.\d+\.", ".*.", n) for n in names)
+    return ("Some weights were not in the checkpoint and are newly initialized: " + ", ".join(seen)
+            + ". You should probably TRAIN this model on a down-stream task to be able to use it for predictions "
+            "and inference.")
+
+
+_WORD_EMBEDDING_LEAVES = ("word_embeddings.weight", "wte.weight", "embed_tokens.weight")
+
+
+def input_embedding_name(spec: ModelSpec) -> str:
+    """The canonical name of a part's input word embedding (``get_input_embeddings``)."""
+    for p in spec:
+        if p.name.endswith(_WORD_EMBEDDING_LEAVES):
+            return p.name
+    raise ValueError("this model has no input word embedding")
+
+
+def load_part_for_class(part_class: Any, name_or_path: str | os.PathLike, config: Any = None,
+                        **kwargs: Any) -> tuple[PartLoad, dict[str, Any]]:
+    """What every backend's ``PartClass.from_pretrained`` does before building the part:
+    split hub / format / loading keywords from config overrides, load the checkpoint for the
+    class's role (encoder parts get ``is_decoder=False``), record ``name_or_path``, and log
+    transformers' WARNING naming weights the checkpoint lacked.  Returns the load and the
+    loading options (``output_loading_info``, ...); :func:`loading_info` builds that dict."""
+    import logging
+
+    options = pop_loading_options(kwargs)
+    hub = split_hub_kwargs(kwargs)
+    hints = {k: kwargs.pop(k) for k in _FORMAT_HINTS if k in kwargs}
+    if options.get("use_safetensors") is not None:
+        hints["use_safetensors"] = options["use_safetensors"]
+    role = part_role(part_class)
+    part = load_part(name_or_path, role=role, config_overrides=kwargs, config=config, **hub, **hints)
+    if role == "encoder":
+        part.config.is_decoder = False
+        part.config.add_cross_attention = False
+    part.config.name_or_path = os.fspath(name_or_path)
+    if part.initialized:
+        logging.getLogger(part_class.__module__).warning(newly_initialised_message(part.initialized))
+    return part, options
+
+
+def loading_info(part: PartLoad) -> dict[str, list[str]]:
+    """transformers' ``output_loading_info=True`` dict."""
+    return {"missing_keys": list(part.initialized), "unexpected_keys": list(part.unexpected),
+            "mismatched_keys": [], "error_msgs": []}

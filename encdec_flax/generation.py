@@ -16,9 +16,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from encdec.generation import DecodePlan, GenerationConfig, default_attention_mask, refuse_in_backend, resolve_generation
+from encdec.generation import (DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask,
+                               refuse_in_backend, resolve_generation)
 from encdec.generation_logits import ArrayOps, is_eos, process, warp
 from encdec.outputs import GenerateOutput
+from encdec.validation import validate_generate_inputs
+from encdec_flax.models.layers import host_values
 
 #: settings this backend refuses (see docs/generation.md).
 UNSUPPORTED = ("use_cache", "max_time", "output_scores", "output_logits", "output_attentions", "output_hidden_states")
@@ -209,16 +212,12 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     ``prng_key`` seeds sampling (default ``PRNGKey(0)``).
     """
     plan, rest = resolve_generation(model.config, generation_config or model.generation_config, kwargs)
-    if rest:
-        raise TypeError(f"generate got unexpected keyword argument(s): {', '.join(sorted(rest))}")
+    check_model_inputs(rest, ())
+    validate_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values)
     refuse_in_backend(plan, "Flax", UNSUPPORTED)
     input_ids = jnp.asarray(input_ids, jnp.int32)
-    if input_ids.ndim != 2:
-        raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}")
     attention_mask = (default_attention_mask(input_ids, plan, xp=jnp) if attention_mask is None
                       else jnp.asarray(attention_mask, jnp.int32))
-    if attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask shape {attention_mask.shape} differs from input_ids shape {input_ids.shape}")
     key = jax.random.PRNGKey(0) if prng_key is None else prng_key
     programs = model.__dict__.setdefault("_generate_programs", {})
     if plan not in programs:

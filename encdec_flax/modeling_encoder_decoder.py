@@ -8,6 +8,7 @@ Weights come from the core's portable init (``seed``) or from checkpoints throug
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -21,7 +22,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from encdec import pretrained
 from encdec.checkpoint import match_state
-from encdec.configuration import EncoderDecoderConfig
+from encdec.configuration import EncoderDecoderConfig, as_config
 from encdec.generation import GenerationConfig
 from encdec.hub import HUB_KWARGS
 from encdec.init import init_model_weights
@@ -29,11 +30,12 @@ from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels
 from encdec.layout import from_backend, to_backend
 from encdec.outputs import BaseModelOutput, CausalLMOutputWithCrossAttentions, ModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
-from encdec.routing import split_pretrained_kwargs
-from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec.routing import output_flags, split_pretrained_kwargs
+from encdec.specs import encoder_decoder_spec, keep_decoder_side, needs_projection
+from encdec.validation import validate_inputs
 from encdec_flax.adapters import ActiveAdapter, FlaxAdapterMixin, adapter_scope
 from encdec_flax.models import FLAX_LAYOUT
-from encdec_flax.models.layers import dense
+from encdec_flax.models.layers import dense, host_values
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +169,7 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
 
     def __init__(self, config: EncoderDecoderConfig, input_shape: tuple | None = None, seed: int = 0,
                  dtype: Any = jnp.float32, _do_init: bool = True) -> None:
+        config = as_config(config, "config", EncoderDecoderConfig)  # ours, or transformers' through its dict
         check_config(config)
         shape = np.asarray(input_shape if input_shape is not None else (1, 1))
         if shape.shape not in ((2,), (2, 2)) or shape.dtype.kind not in "iu" or shape.min() < 1:
@@ -238,13 +241,20 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         variables = {"params": self.module_params(params)}
         return self.module.apply(variables, *args, rngs=rngs, method=method, deterministic=not train, **kwargs)
 
-    def _flags(self, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None) -> tuple[bool, bool, bool]:
-        return bool(output_attentions), bool(output_hidden_states), True if return_dict is None else bool(return_dict)
+    def _flags(self, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None,
+               part: str = "both") -> tuple[bool, bool, bool]:
+        """Argument, else config (:func:`encdec.routing.output_flags`) for ``part``."""
+        ea, eh, da, dh, rd = output_flags(self.config, output_attentions, output_hidden_states, return_dict)
+        if part == "encoder":
+            return ea, eh, rd
+        if part == "decoder":
+            return da, dh, rd
+        return ea or da, eh or dh, rd
 
     def encode(self, input_ids, attention_mask=None, position_ids=None, output_attentions: bool | None = None,
                output_hidden_states: bool | None = None, return_dict: bool | None = None, train: bool = False,
                params: Any = None, dropout_rng: Any = None) -> BaseModelOutput | tuple:
-        oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict)
+        oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict, "encoder")
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
@@ -269,7 +279,7 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         tokens are written at the cache index; ``decoder_attention_mask`` then covers the
         cache's ``max_length`` positions.  Positions default to ``index + arange``
         (RoBERTa: its padding rule)."""
-        oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict)
+        oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict, "decoder")
         states = encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list, ModelOutput)) else encoder_outputs
         out = self._apply(params, "decode", jnp.asarray(decoder_input_ids), states, encoder_attention_mask,
                           decoder_attention_mask, decoder_position_ids, past_key_values, train=train,
@@ -287,6 +297,9 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         inputs are the labels shifted right (core rule) with a mask ignoring pads; the
         loss is the mean cross-entropy over labels != -100."""
         oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict)
+        validate_inputs(self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                           decoder_attention_mask=decoder_attention_mask, labels=labels, position_ids=position_ids,
+                           decoder_position_ids=decoder_position_ids, host=host_values)
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
@@ -363,10 +376,22 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         parts = {}
         for role, path, part_kwargs in (("encoder", encoder_pretrained_model_name_or_path, enc_kwargs),
                                         ("decoder", decoder_pretrained_model_name_or_path, dec_kwargs)):
+            built = part_kwargs.pop("model", None)
+            if built is not None:  # a part object (FlaxBertModel, ...), as transformers accepts
+                if not hasattr(built, "canonical_state") or not hasattr(built, "config"):
+                    raise TypeError(f"{role}_model must be an encdec Flax part model (e.g. FlaxBertModel.from_pretrained"
+                                    f"(...)), got {type(built).__name__}")
+                if part_kwargs:
+                    raise TypeError(f"{role}_model was given, so {role}_ keywords {sorted(part_kwargs)} cannot apply")
+                config = copy.deepcopy(built.config)
+                if role == "decoder" and not (config.is_decoder and config.add_cross_attention):
+                    raise ValueError("decoder_model must be built with is_decoder=True and add_cross_attention=True "
+                                     "to attend to the encoder (as transformers requires)")
+                parts[role] = pretrained.PartLoad(config, built.canonical_state())
+                continue
             if path is None:
-                raise ValueError(f"pass `{role}_pretrained_model_name_or_path`")
-            if "model" in part_kwargs:
-                raise NotImplementedError(f"{role}_model= instances are not supported by the Flax backend; pass a path or id")
+                raise ValueError(f"If `{role}_model` is not defined as an argument, a `{role}_pretrained_model_name_or_path` "
+                                 "has to be defined")
             hub = {k: part_kwargs.pop(k) for k in list(part_kwargs) if k in HUB_KWARGS}
             parts[role] = pretrained.load_part(path, role, config_overrides=part_kwargs, seed=seed, **hub)
         initialized = [f"decoder.{n}" for n in parts["decoder"].initialized] + [f"encoder.{n}" for n in parts["encoder"].initialized]
@@ -384,6 +409,8 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
             weights.update({k: v for k, v in proj.items() if k.startswith("enc_to_dec_proj.")})
             initialized += ["enc_to_dec_proj.weight", "enc_to_dec_proj.bias"]
         if initialized:
-            logger.info("newly initialised (train before use): %s", ", ".join(initialized))
+            logger.warning(pretrained.newly_initialised_message(initialized))
+        if config.tie_encoder_decoder:
+            weights = keep_decoder_side(weights, model.spec)
         model.load_canonical(weights)
         return model

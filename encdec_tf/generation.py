@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from encdec.generation import DecodePlan, GenerationConfig, default_attention_mask, refuse_in_backend, resolve_generation
+from encdec.generation import (DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask,
+                               refuse_in_backend, resolve_generation)
 from encdec.generation_logits import ArrayOps, process, warp
 from encdec.generation_logits import is_eos as core_is_eos
-from encdec_tf.models.common import as_int
+from encdec.validation import validate_generate_inputs
+from encdec_tf.models.common import as_int, host_values
 
 NEG_INF = float("-inf")
 #: settings this backend refuses (see docs/generation.md).
@@ -44,10 +46,9 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     seed = kwargs.pop("seed", None)
     jit_compile = kwargs.pop("jit_compile", True)
     plan, rest = resolve_generation(model.config, generation_config or model.generation_config, kwargs)
-    if rest:
-        raise TypeError(f"generate got unexpected keyword arguments: {', '.join(sorted(rest))}")
+    check_model_inputs(rest, ())
+    validate_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values)
     refuse_in_backend(plan, "TensorFlow", UNSUPPORTED)
-    check_positions(model.config.decoder, plan.max_length)
     input_ids = as_int(input_ids)
     if attention_mask is None:
         attention_mask = default_attention_mask(input_ids, plan, xp=tf.experimental.numpy)
@@ -70,15 +71,6 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
 def forget_compiled(model: Any) -> None:
     """Drop ``model``'s compiled decode programs (they trace its adapter state)."""
     _COMPILED.pop(model, None)
-
-
-def check_positions(decoder_config: Any, max_length: int) -> None:
-    """Refuse lengths beyond the decoder's position table (XLA gathers would clamp silently)."""
-    limit = decoder_config.max_position_embeddings
-    if decoder_config.model_type == "roberta":  # positions start after the padding index
-        limit -= decoder_config.pad_token_id + 1
-    if max_length > limit:
-        raise ValueError(f"max_length ({max_length}) exceeds the decoder's {limit} position embeddings")
 
 
 def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: tf.Tensor, seed: tf.Tensor):

@@ -9,16 +9,17 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from encdec.configuration import EncoderDecoderConfig
+from encdec.configuration import EncoderDecoderConfig, as_config
 from encdec.generation import GenerationConfig
 from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels
 from encdec.layout import from_backend, to_backend
 from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
-from encdec.routing import check_no_unknown, split_forward_kwargs, split_pretrained_kwargs
+from encdec.routing import check_no_unknown, output_flags, split_forward_kwargs, split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec.validation import PART_ID_KWARGS, validate_inputs
 from encdec_tf.adapters import TFAdapterMixin
-from encdec_tf.models.common import TF_LAYOUT, Dense, ParamStore, as_int
+from encdec_tf.models.common import TF_LAYOUT, Dense, ParamStore, as_int, host_values
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
             raise ValueError("TFEncoderDecoderModel needs either `config` or both `encoder` and `decoder`")
         if config is None:
             config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
-        elif not isinstance(config, EncoderDecoderConfig):
-            raise TypeError(f"config must be an EncoderDecoderConfig, got {type(config).__name__}")
+        else:  # ours, or transformers' converted through its dict
+            config = as_config(config, "config", EncoderDecoderConfig)
         if encoder is not None:
             config.encoder = encoder.config
         if decoder is not None:
@@ -124,18 +125,26 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
         ``position_ids``) go to the encoder, ``decoder_``-prefixed ones to the decoder.  With
         ``labels`` and no decoder inputs, the decoder inputs are the labels shifted right and
         pads are masked; ``loss`` is the mean cross-entropy over labels != -100."""
+        validate_inputs(
+            self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask, labels=labels, inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds, past_length=None if past_key_values is not None else 0,
+            encoder_hidden_states=None if encoder_outputs is None else encoder_outputs[0], host=host_values,
+            **{k: kwargs[k] for k in PART_ID_KWARGS if k in kwargs},
+        )
         kw_enc, kw_dec = split_forward_kwargs(kwargs)
         check_no_unknown("TFEncoderDecoderModel.call", {k: v for k, v in kw_enc.items() if k not in PART_KWARGS},
                          PART_KWARGS)
         check_no_unknown("TFEncoderDecoderModel.call (decoder_ arguments)",
                          {f"decoder_{k}": v for k, v in kw_dec.items() if k not in PART_KWARGS}, PART_KWARGS)
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        output_attentions, output_hidden_states = bool(output_attentions), bool(output_hidden_states)
+        use_cache = self.config.decoder.use_cache if use_cache is None else use_cache
+        enc_attn, enc_hidden, output_attentions, output_hidden_states, return_dict = output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict)
         if attention_mask is not None:
             attention_mask = as_int(attention_mask)
         if encoder_outputs is None:
             encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                                           output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                                           output_attentions=enc_attn, output_hidden_states=enc_hidden,
                                            training=training, **kw_enc)
         elif isinstance(encoder_outputs, (tuple, list)):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
@@ -158,7 +167,7 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
             decoder_attentions=out.attentions, cross_attentions=out.cross_attentions,
             encoder_last_hidden_state=encoder_outputs[0], encoder_hidden_states=encoder_outputs.get("hidden_states"),
             encoder_attentions=encoder_outputs.get("attentions"))
-        return result.to_tuple() if return_dict is False else result
+        return result if return_dict else result.to_tuple()
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         """One optimizer step on the built-in loss; batches are dicts of call arguments with ``labels``."""
@@ -243,7 +252,9 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
                     raise ValueError(f"pass `{role}_pretrained_model_name_or_path` or `{role}_model`")
                 loaded = load_part(path, role=role, config_overrides=kw, **{**hub, **split_hub_kwargs(kw)})
                 if loaded.initialized:
-                    logger.info("%s weights newly initialized (not in %s): %s", role, path, ", ".join(loaded.initialized))
+                    from encdec.pretrained import newly_initialised_message
+
+                    logger.warning(newly_initialised_message([f"{role}.{n}" for n in loaded.initialized]))
                 part = part_class("tf", loaded.config.model_type, role)(loaded.config, name=role)
                 assign_weights(part.store.variables, to_backend(loaded.weights, part.store.spec, TF_LAYOUT), f"{role} {path}")
             parts.append(part)

@@ -16,9 +16,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from encdec.generation import DecodePlan, GenerationConfig, decoder_prompt, default_attention_mask, resolve_generation
+from encdec.generation import (DecodePlan, GenerationConfig, check_model_inputs, decoder_prompt,
+                               default_attention_mask, resolve_generation)
 from encdec.generation_logits import ArrayOps, is_eos, process, warp
 from encdec.outputs import BaseModelOutput, GenerateOutput
+from encdec.validation import validate_generate_inputs
+from encdec_torch.models.common import host_values
+
+#: encoder inputs ``generate`` passes on besides ``input_ids`` / ``attention_mask``.
+ENCODER_INPUTS = ("inputs_embeds", "token_type_ids", "position_ids")
 
 #: score given to continuations a beam must not take (transformers' constant).
 _BLOCKED = -1.0e9
@@ -229,10 +235,13 @@ def generate(model, input_ids: Optional[torch.Tensor], attention_mask: Optional[
     decoder_kwargs = sorted(k for k in rest if k.startswith("decoder_"))
     if decoder_kwargs:
         raise TypeError(f"generate does not take these decoder inputs: {', '.join(decoder_kwargs)}")
+    check_model_inputs(rest, ENCODER_INPUTS)
     if input_ids is None and encoder_outputs is None and "inputs_embeds" not in rest:
         raise ValueError("generate needs `input_ids` (or `inputs_embeds` or `encoder_outputs`)")
     if streamer is not None and plan.mode == "beam":
         raise ValueError("`streamer` cannot be used with beam search (num_beams > 1), as in transformers")
+    if encoder_outputs is None:
+        validate_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values, **rest)
     if attention_mask is None and input_ids is not None:
         attention_mask = default_attention_mask(input_ids, plan, xp=torch)
     with torch.no_grad():

@@ -15,18 +15,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encdec.configuration import EncoderDecoderConfig
+from encdec.configuration import EncoderDecoderConfig, as_config
 from encdec.generation import GenerationConfig
 from encdec.hub import split_hub_kwargs
 from encdec.init import init_model_weights
 from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels, shift_tokens_right
 from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
-from encdec.routing import split_forward_kwargs, split_pretrained_kwargs
-from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec.routing import output_flags, split_forward_kwargs, split_pretrained_kwargs
+from encdec.specs import encoder_decoder_spec, keep_decoder_side, needs_projection
+from encdec.validation import PART_ID_KWARGS, validate_inputs
 from encdec_torch.adapters import AdapterModelMixin
 from encdec_torch.generation import generate
-from encdec_torch.models.common import SpecModule, no_init, tensor_to_numpy
+from encdec_torch.models.common import SpecModule, host_values, no_init, past_length, tensor_to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +68,15 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             if encoder is None or decoder is None:
                 raise ValueError("EncoderDecoderModel needs either a `config` or both an `encoder` and a `decoder`")
             config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
-        elif not isinstance(config, EncoderDecoderConfig):
-            raise ValueError(f"config must be an EncoderDecoderConfig, got {type(config).__name__}")
+        else:  # ours, or transformers' converted through its dict
+            config = as_config(config, "config", EncoderDecoderConfig)
         cross = getattr(config.decoder, "cross_attention_hidden_size", None)
         if cross is not None and cross != config.encoder.hidden_size:
             raise ValueError(
                 f"the decoder's cross_attention_hidden_size ({cross}) must equal the encoder's hidden_size "
                 f"({config.encoder.hidden_size}) when it is set"
             )
+        decoder_given = decoder is not None
         if encoder is None:
             encoder = part_class("torch", config.encoder.model_type, "encoder")(config.encoder)
             encoder.init_weights()
@@ -99,7 +101,16 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         self.spec = encoder_decoder_spec(config)
         if needs_projection(config):
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
+        if decoder_given and config.tie_encoder_decoder:  # transformers keeps the decoder's weights
+            params = dict(self.named_parameters(remove_duplicate=False))
+            with torch.no_grad():
+                for tied, source in self.spec.ties.items():
+                    if tied.startswith("decoder.") and source.startswith("encoder."):
+                        params[source].copy_(params[tied])
         self.tie_weights()
+        # transformers' names for the tie targets (its Trainer re-ties when a checkpoint lacks them)
+        self._tied_weights_keys = self._keys_to_ignore_on_save = sorted(self.spec.ties)
+        self.register_state_dict_post_hook(_untie_in_state_dict)
         self.generation_config = GenerationConfig.from_model_config(config)
         if seed is not None:
             self.load_canonical(init_model_weights(config, seed=seed))
@@ -136,11 +147,22 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             "and keep config.encoder/config.decoder vocab sizes in step"
         )
 
-    def gradient_checkpointing_enable(self) -> None:
-        """Recompute layer activations in the backward pass (both parts; disables the cache in training)."""
+    supports_gradient_checkpointing = True
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict] = None) -> None:
+        """Recompute layer activations in the backward pass (both parts; disables the cache in training).
+
+        ``gradient_checkpointing_kwargs`` go to ``torch.utils.checkpoint.checkpoint`` (default
+        ``{"use_reentrant": False}``; transformers' Trainer passes its argument of that name)."""
+        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
         for module in self.modules():
             if hasattr(module, "gradient_checkpointing"):
                 module.gradient_checkpointing = True
+            module.gradient_checkpointing_kwargs = kwargs
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
 
     def gradient_checkpointing_disable(self) -> None:
         for module in self.modules():
@@ -196,13 +218,20 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         encoder pooler output).  ``past_key_values``: per decoder layer ``(self_key,
         self_value, cross_key, cross_value)``.
         """
-        output_attentions = bool(output_attentions)
-        output_hidden_states = bool(output_hidden_states)
-        return_dict = True if return_dict is None else return_dict
+        enc_attn, enc_hidden, output_attentions, output_hidden_states, return_dict = output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict)
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        validate_inputs(
+            self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask, labels=labels, inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds, past_length=past_length(past_key_values), host=host_values,
+            encoder_hidden_states=None if encoder_outputs is None else encoder_outputs[0],
+            **{k: kwargs[k] for k in PART_ID_KWARGS if k in kwargs},
+        )
         kwargs_encoder, kwargs_decoder = split_forward_kwargs(kwargs)
         if encoder_outputs is None:
             encoder_outputs = self.encode(
-                input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, **kwargs_encoder
+                input_ids, attention_mask, inputs_embeds, enc_attn, enc_hidden, **kwargs_encoder
             )
         elif isinstance(encoder_outputs, (tuple, list)):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
@@ -221,7 +250,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             inputs_embeds=decoder_inputs_embeds,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            use_cache=use_cache,
+            use_cache=self.config.decoder.use_cache if use_cache is None else use_cache,
             past_key_values=past_key_values,
             **kwargs_decoder,
         )
@@ -229,8 +258,11 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         if labels is not None:
             logits = dec.logits
             loss = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).to(logits.device), ignore_index=IGNORE_INDEX
+                logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).to(logits.device), ignore_index=IGNORE_INDEX,
+                reduction="mean" if num_items_in_batch is None else "sum",
             )
+            if num_items_in_batch is not None:
+                loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device)
         out = Seq2SeqLMOutput(
             loss=loss,
             logits=dec.logits,
@@ -354,20 +386,42 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             state = model.state_dict()
             weights.update({n: tensor_to_numpy(state[n]) for n in missing})
             initialized += missing
+        if config.tie_encoder_decoder:
+            weights = keep_decoder_side(weights, model.spec)
         model.load_canonical({n: weights[n] for n in model.spec.params if n in weights}, share=True)
         if initialized:
-            logger.info("newly initialised weights (train before use): %s", ", ".join(_summarise(initialized)))
+            from encdec.pretrained import newly_initialised_message
+
+            logger.warning(newly_initialised_message(initialized))
         dtype = _torch_dtype(torch_dtype, config)
         if dtype is not None:
             model.to(dtype)
         return model.eval()
 
 
-def _summarise(names: list[str]) -> list[str]:
-    """Collapse per-layer names (``...layer.3.crossattention...``) into one pattern each."""
-    import re
+def _untie_in_state_dict(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+    """``state_dict()`` keeps every name, as transformers' does, but a tie target's entry is a
+    copy rather than its source's memory, so files written from it with
+    ``safetensors.torch.save_file`` (transformers' Trainer checkpoints) do not fail on
+    shared tensors.  ``keep_vars=True`` (parameters, not data) is left as it is."""
+    for tied in module.spec.ties:
+        value = state_dict.get(prefix + tied)
+        if value is not None and not isinstance(value, nn.Parameter):
+            state_dict[prefix + tied] = value.clone()
 
-    seen: dict[str, None] = {}
-    for n in names:
-        seen[re.sub(r"\.\d+\.", ".*.", n)] = None
-    return list(seen)
+
+def load_torch_part(cls: type, name_or_path: Any, config: Any = None, torch_dtype: Any = None, dtype: Any = None,
+                    **kwargs: Any) -> nn.Module:
+    """``PartClass.from_pretrained``: an HF part checkpoint mapped by the core onto ``cls``'s
+    spec; weights the checkpoint lacks are initialised and named in a WARNING."""
+    from encdec.pretrained import load_part_for_class, loading_info
+
+    part, options = load_part_for_class(cls, name_or_path, config, **kwargs)
+    with no_init():
+        model = cls(part.config)
+    model.load_canonical(part.weights, share=True)
+    cast = _torch_dtype(dtype if dtype is not None else torch_dtype, part.config)
+    if cast is not None:
+        model.to(cast)
+    model.eval()
+    return (model, loading_info(part)) if options.get("output_loading_info") else model

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from encdec.checkpoint import CheckpointError, _bf16_to_float32
+from encdec.checkpoint import CheckpointError, _bf16_to_float32, write_bytes
 from encdec.layout import Layout
 from encdec.specs import BIAS, CONV1D, EMBEDDING, LINEAR, NORM_BIAS, NORM_SCALE, ModelSpec
 
@@ -91,7 +91,10 @@ def read_flax_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path} is not a valid flax msgpack file (truncated or corrupt): {err}") from None
     if not isinstance(tree, dict):
         raise CheckpointError(f"{path} does not hold a parameter tree (got {type(tree).__name__})")
-    tree = _unchunk(tree)
+    try:
+        tree = _unchunk(tree)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"{path}: malformed chunked array in the parameter tree ({type(err).__name__}: {err})") from None
     if set(tree) == {"params"}:
         tree = tree["params"]
     out = {}
@@ -139,5 +142,4 @@ def write_flax_msgpack(path: str | os.PathLike, weights: Mapping[str, np.ndarray
         for m in modules:
             node = node.setdefault(m, {})
         node[leaf] = _encode_array(msgpack, arr)
-    with open(path, "wb") as f:
-        f.write(msgpack.packb(tree, use_bin_type=True))
+    write_bytes(path, [msgpack.packb(tree, use_bin_type=True)])

@@ -16,13 +16,14 @@ leaves follow the parameter kind (linear ``kernel`` transposed to [in, out], GPT
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 from typing import Any, Mapping
 
 import numpy as np
 
-from encdec.checkpoint import CheckpointError
+from encdec.checkpoint import CheckpointError, write_bytes
 from encdec.layout import Layout
 from encdec.specs import BIAS, CONV1D, EMBEDDING, LINEAR, NORM_BIAS, NORM_SCALE, ModelSpec
 
@@ -103,6 +104,19 @@ def _torch_name(tf_name: str) -> str:
     return ".".join(parts)
 
 
+def _check_local_dataset(h5py: Any, path: str, group: Any, name: str) -> None:
+    """Weights must be datasets stored in this file: external links, external raw
+    storage and virtual datasets would read other files."""
+    link = group.get(name, getlink=True)
+    if link is None:
+        raise CheckpointError(f"{path}: weight {name!r} listed in 'weight_names' is missing")
+    if not isinstance(link, h5py.HardLink):
+        raise CheckpointError(f"{path}: weight {name!r} is a {type(link).__name__}, not a dataset stored in the file")
+    node = group[name]
+    if not isinstance(node, h5py.Dataset) or node.external or node.is_virtual:
+        raise CheckpointError(f"{path}: weight {name!r} is not a dataset stored in the file (external or virtual data)")
+
+
 def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Canonical-named weights of an HF ``tf_model.h5`` (a composite or a single part:
     part names keep their main layer, e.g. ``bert.embeddings...``)."""
@@ -117,6 +131,7 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
             for layer in layers:
                 group = f[layer]
                 for weight_name in _read_attr_list(group, "weight_names"):
+                    _check_local_dataset(h5py, path, group, weight_name)
                     arr = np.asarray(group[weight_name])
                     rel = weight_name.split("/", 1)[1] if "/" in weight_name else weight_name
                     rel = rel[:-2] if rel.endswith(":0") else rel
@@ -128,7 +143,7 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
                     out[_torch_name(rel)] = np.ascontiguousarray(arr)
     except CheckpointError:
         raise
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
         raise CheckpointError(f"cannot read TF weights file {path} (truncated or corrupt?): {err}") from None
     return out
 
@@ -191,7 +206,10 @@ def write_tf_h5(path: str | os.PathLike, weights: Mapping[str, np.ndarray], spec
         if p.kind == BIAS and name.rpartition(".")[0] in conv1d_modules:
             arr = arr.reshape(1, -1)
         layers.setdefault(role, []).append((f"{_SCOPE}/{tf_name}:0", arr))
-    with h5py.File(path, "w") as f:
+    # Built in memory and written with plain file I/O: HDF5 itself must never meet a
+    # failing write (it crashes the process on some, e.g. a file-size limit).
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
         f.attrs["backend"] = "tensorflow".encode()
         f.attrs["keras_version"] = "2.15.0".encode()
         _write_attr_list(f, "layer_names", list(layers))
@@ -200,3 +218,4 @@ def write_tf_h5(path: str | os.PathLike, weights: Mapping[str, np.ndarray], spec
             _write_attr_list(group, "weight_names", [n for n, _ in items])
             for weight_name, arr in items:
                 group.create_dataset(weight_name, data=np.ascontiguousarray(arr))
+    write_bytes(path, [buffer.getbuffer()])

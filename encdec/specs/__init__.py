@@ -98,9 +98,13 @@ class ModelSpec:
         """Parameters a checkpoint must hold (tie targets left out)."""
         return [p for p in self.params.values() if p.name not in self.ties]
 
-    def num_parameters(self) -> int:
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Parameters counted once (tie targets left out); ``exclude_embeddings`` leaves out
+        embedding tables, as transformers' ``num_parameters(exclude_embeddings=True)``."""
         total = 0
         for p in self.untied:
+            if exclude_embeddings and p.kind == EMBEDDING:
+                continue
             n = 1
             for s in p.shape:
                 n *= s
@@ -191,6 +195,15 @@ def encoder_decoder_ties(config, enc: ModelSpec, dec: ModelSpec) -> dict[str, st
 #: decoder model_type -> attribute holding its base model (HF ``base_model_prefix``).
 DECODER_BASE_PREFIX: dict[str, str] = {}
 
+#: model_type -> the longest sequence (cached steps included) its position table serves.
+MAX_LENGTHS: dict[str, Callable[..., int]] = {}
+
+
+def max_sequence_length(config) -> int | None:
+    """Longest sequence ``config``'s architecture can embed (``None``: no position table)."""
+    rule = MAX_LENGTHS.get(config.model_type)
+    return None if rule is None else int(rule(config))
+
 
 def _register() -> None:
     from encdec.specs import bart, bert, gpt2  # noqa: F401  (modules register themselves)
@@ -198,3 +211,14 @@ def _register() -> None:
 
 
 _register()
+
+
+def keep_decoder_side(weights: dict, spec: "ModelSpec") -> dict:
+    """``tie_encoder_decoder`` with weights of two given parts: the shared (encoder) names
+    take the decoder's values, the side transformers 4.57 keeps (it points the encoder's
+    parameters at the decoder's).  Returns a new dict; other names untouched."""
+    out = dict(weights)
+    for tied, source in spec.ties.items():
+        if tied.startswith("decoder.") and source.startswith("encoder.") and tied in weights:
+            out[source] = weights[tied]
+    return out

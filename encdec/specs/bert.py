@@ -1,7 +1,7 @@
 """BERT, RoBERTa and ELECTRA: encoder base models and BERT/RoBERTa LM-head decoders."""
 from __future__ import annotations
 
-from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, ENCODER_SPECS, ModelSpec
+from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, ENCODER_SPECS, MAX_LENGTHS, ModelSpec
 
 
 def check_bert_like(config) -> None:
@@ -99,3 +99,12 @@ def roberta_causal_lm_spec(config) -> ModelSpec:
 ENCODER_SPECS.update(bert=bert_model_spec, roberta=bert_model_spec, electra=electra_model_spec)
 DECODER_SPECS.update(bert=bert_lm_head_spec, roberta=roberta_causal_lm_spec)
 DECODER_BASE_PREFIX.update(bert="bert", roberta="roberta")
+
+
+def roberta_max_length(config) -> int:
+    """RoBERTa positions start after the padding index: ``pad + 1 + i`` must fit the table."""
+    return config.max_position_embeddings - (config.pad_token_id or 0) - 1
+
+
+MAX_LENGTHS.update(bert=lambda c: c.max_position_embeddings, electra=lambda c: c.max_position_embeddings,
+                   roberta=roberta_max_length)

@@ -11,8 +11,19 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+import numpy as np
 
 from encdec.formats.flax_msgpack import HF_FLAX_LAYOUT
+
+
+def host_values(x: Any) -> np.ndarray | None:
+    """Values for the core input validator: concrete integer arrays are read (a few ids);
+    traced values (under ``jax.jit``) and floating arrays are not (``None``)."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating):
+        return None
+    return np.asarray(x)
 
 #: How Flax stores each parameter kind: the core's HF Flax layout (linear kernels
 #: [in, out]; GPT-2 ``Conv1D`` kernels [out, in], as transformers' Flax GPT-2 keeps them),

@@ -16,6 +16,7 @@ from encdec.outputs import CausalLMOutputWithCrossAttentions
 from encdec.specs import decoder_spec
 from encdec.specs.bart import BART_POSITION_OFFSET
 from encdec_tf.models.common import (
+    TFPartMixin,
     Dense,
     Embedding,
     LayerNorm,
@@ -89,7 +90,7 @@ class BartDecoderLayer:
         return self.output_adapters(dropout(ff, self.rate, training), h, training), present, probs, cross_probs
 
 
-class TFBartForCausalLM(keras.layers.Layer):
+class TFBartForCausalLM(TFPartMixin, keras.layers.Layer):
     is_causal_lm = True
 
     def __init__(self, config: Any, tied: Mapping[str, Any] | None = None, **kwargs: Any) -> None:

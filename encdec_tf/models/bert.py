@@ -15,6 +15,7 @@ import tensorflow as tf
 from encdec.outputs import BaseModelOutputWithPooling, CausalLMOutputWithCrossAttentions
 from encdec.specs import decoder_spec, encoder_spec
 from encdec_tf.models.common import (
+    TFPartMixin,
     Dense,
     Embedding,
     LayerNorm,
@@ -147,7 +148,7 @@ def check_bert_options(config: Any) -> None:
     activation(config.hidden_act)
 
 
-class TFBertModel(keras.layers.Layer):
+class TFBertModel(TFPartMixin, keras.layers.Layer):
     """``BertModel`` / ``RobertaModel`` (with pooler), used as the encoder."""
 
     embeddings_class = BertEmbeddings
@@ -193,7 +194,7 @@ class LMHead:
         return project(h, self.weight, self.tied, self.bias)
 
 
-class TFBertLMHeadModel(keras.layers.Layer):
+class TFBertLMHeadModel(TFPartMixin, keras.layers.Layer):
     """``BertLMHeadModel`` / ``RobertaForCausalLM``: the decoder role."""
     is_causal_lm = True
     embeddings_class = BertEmbeddings

@@ -28,6 +28,82 @@ TF_LAYOUT = Layout(
 MASK_MIN = float(np.finfo(np.float32).min)
 
 
+def part_role_name(cls: Any) -> str:
+    from encdec.pretrained import part_role
+
+    return part_role(cls)
+
+
+class TFPartMixin:
+    """transformers' ``TFPreTrainedModel`` surface of a part layer (``config``, ``store``):
+    it saves and loads as the HF checkpoint of its class (``TFBertModel`` -> ``BertModel``'s
+    names, ``model.safetensors``), which transformers' TF and PyTorch classes both read."""
+
+    main_input_name = "input_ids"
+
+    @property
+    def base_model_prefix(self) -> str:
+        from encdec.pretrained import base_model_prefix, part_role
+
+        return base_model_prefix(self.config, part_role(type(self)))
+
+    @property
+    def name_or_path(self) -> str:
+        return getattr(self.config, "name_or_path", "")
+
+    def canonical_state(self) -> dict[str, np.ndarray]:
+        from encdec.layout import from_backend
+
+        return from_backend({k: v.numpy() for k, v in self.store.variables.items()}, self.store.spec, TF_LAYOUT)
+
+    def load_canonical(self, weights: Mapping[str, np.ndarray]) -> None:
+        from encdec.checkpoint import match_state
+        from encdec.layout import to_backend
+
+        weights, _ = match_state(weights, self.store.spec)
+        for key, value in to_backend(weights, self.store.spec, TF_LAYOUT).items():
+            self.store.variables[key].assign(value)
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        if only_trainable and not self.trainable:
+            return 0
+        return self.store.spec.num_parameters(exclude_embeddings=exclude_embeddings)
+
+    def get_input_embeddings(self) -> keras.Variable:
+        from encdec.pretrained import input_embedding_name
+
+        return self.store.get(input_embedding_name(self.store.spec))
+
+    def save_pretrained(self, save_directory: Any, saved_model: bool = False, push_to_hub: bool = False,
+                        max_shard_size: Any = "5GB", safe_serialization: bool = True, **kwargs: Any) -> list[str]:
+        from encdec.hub import push_folder
+        from encdec.pretrained import save_part
+
+        if saved_model:
+            raise NotImplementedError("saved_model=True: export the composite model with TFEncoderDecoderModel.export")
+        fmt = "safetensors" if safe_serialization else "pt-bin"
+        written = save_part(save_directory, self.config, self.canonical_state(), self.store.spec, type(self).__name__,
+                            fmt, max_shard_size)
+        if push_to_hub:
+            push_folder(save_directory, **kwargs)
+        elif kwargs:
+            raise TypeError(f"save_pretrained got unexpected keyword argument(s): {', '.join(sorted(kwargs))}")
+        return written
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, config: Any = None, **kwargs: Any) -> Any:
+        """Any HF checkpoint of this part (PyTorch, safetensors, TF or Flax files); ``from_pt``
+        accepted; config fields may be overridden by keyword."""
+        from encdec.pretrained import load_part_for_class, loading_info
+
+        if model_args:
+            raise TypeError("from_pretrained takes no positional arguments besides the name or path")
+        part, options = load_part_for_class(cls, pretrained_model_name_or_path, config, **kwargs)
+        model = cls(part.config, name=part_role_name(cls))
+        model.load_canonical(part.weights)
+        return (model, loading_info(part)) if options.get("output_loading_info") else model
+
+
 class ParamStore:
     """Creates the variables of one part on ``owner`` from the part's spec.
 
@@ -153,6 +229,19 @@ def activation(name: str):
 
 def dropout(x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
     return tf.nn.dropout(x, rate=rate) if training and rate > 0 else x
+
+
+def host_values(x: Any) -> np.ndarray | None:
+    """Values for the core input validator: eager integer tensors and host arrays are read
+    (a few ids); symbolic tensors (inside ``tf.function``) and floating ones are not (``None``)."""
+    if isinstance(x, (tf.Tensor, tf.Variable)):
+        if x.dtype.is_floating or not tf.executing_eagerly():
+            return None
+        try:
+            return x.numpy()
+        except (AttributeError, TypeError):  # symbolic after all
+            return None
+    return np.asarray(x)
 
 
 def as_int(x: Any) -> tf.Tensor | None:

@@ -14,6 +14,7 @@ import tensorflow as tf
 from encdec.outputs import CausalLMOutputWithCrossAttentions
 from encdec.specs import decoder_spec
 from encdec_tf.models.common import (
+    TFPartMixin,
     Dense,
     Embedding,
     LayerNorm,
@@ -91,7 +92,7 @@ class GPT2Block:
         return h, present, probs, cross_probs
 
 
-class TFGPT2LMHeadModel(keras.layers.Layer):
+class TFGPT2LMHeadModel(TFPartMixin, keras.layers.Layer):
     is_causal_lm = True
 
     def __init__(self, config: Any, tied: Mapping[str, Any] | None = None, **kwargs: Any) -> None:

@@ -20,6 +20,7 @@ from encdec.outputs import ProphetNetDecoderLMOutput
 from encdec.specs import decoder_spec
 from encdec.specs.prophetnet import BASE, LAYER_NORM_EPS, check_length, relative_bucket_table
 from encdec_tf.models.common import (
+    TFPartMixin,
     MASK_MIN,
     Dense,
     Embedding,
@@ -146,7 +147,7 @@ class ProphetNetDecoderLayer:
         return self.feed_forward_layer_norm(ff + h), present, probs, cross_scores
 
 
-class TFProphetNetForCausalLM(keras.layers.Layer):
+class TFProphetNetForCausalLM(TFPartMixin, keras.layers.Layer):
     """transformers' ``ProphetNetForCausalLM`` as the decoder of a ``TFEncoderDecoderModel``."""
 
     is_causal_lm = True
