@@ -55,7 +55,8 @@ class ParamStore:
         key = TF_LAYOUT.backend_name(name, p.kind)
         if key not in self.variables:
             shape = p.shape[::-1] if p.kind in TF_LAYOUT.transpose else p.shape
-            self.variables[key] = self.owner.add_weight(shape=shape, initializer="zeros", dtype="float32", name=key)
+            dtype = getattr(self.owner, "variable_dtype", None) or "float32"  # the owner's dtype policy
+            self.variables[key] = self.owner.add_weight(shape=shape, initializer="zeros", dtype=dtype, name=key)
         return self.variables[key]
 
     def add_host(self, prefix: str, module: Any) -> None:
@@ -122,9 +123,12 @@ class LayerNorm:
         self.eps = eps
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        """Statistics in float32 whatever the weights' dtype (bf16 sums lose too much)."""
+        dtype, x = x.dtype, tf.cast(x, tf.float32)
         mean = tf.reduce_mean(x, axis=-1, keepdims=True)
         var = tf.reduce_mean(tf.square(x - mean), axis=-1, keepdims=True)
-        return (x - mean) * tf.math.rsqrt(var + self.eps) * self.gamma + self.beta
+        y = (x - mean) * tf.math.rsqrt(var + self.eps) * tf.cast(self.gamma, tf.float32) + tf.cast(self.beta, tf.float32)
+        return tf.cast(y, dtype)
 
 
 class Embedding:
@@ -229,13 +233,14 @@ def run_layers(layers, h, bias, enc=None, enc_bias=None, past=None, cache_index=
 
 def project(h: tf.Tensor, weight: Any, transpose: bool, bias: Any = None) -> tf.Tensor:
     """[batch, len, hidden] -> [batch, len, vocab] through a kernel [hidden, vocab] or a
-    tied embedding table [vocab, hidden] (``transpose``)."""
+    tied embedding table [vocab, hidden] (``transpose``); float32 logits whatever the
+    weights' dtype (losses and generation's scores are float32)."""
     shape = tf.shape(h)
     flat = tf.matmul(tf.reshape(h, [-1, h.shape[-1]]), weight, transpose_b=transpose)
     if bias is not None:
         flat = flat + bias
     vocab = weight.shape[0] if transpose else weight.shape[1]
-    return tf.reshape(flat, tf.concat([shape[:-1], [vocab]], 0))
+    return tf.reshape(tf.cast(flat, tf.float32), tf.concat([shape[:-1], [vocab]], 0))
 
 
 def split_heads(x: tf.Tensor, heads: int) -> tf.Tensor:
@@ -287,10 +292,12 @@ def attention_kv(key: Dense, value: Dense, h: tf.Tensor, states: Any, past: Any,
 def attend(
     q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, bias: tf.Tensor | None, rate: float, training: bool, scale: float | None = None
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Scaled dot-product attention over [batch, heads, len, dim]; returns (context, probs)."""
+    """Scaled dot-product attention over [batch, heads, len, dim]; returns (context, probs).
+    Scores, masks and softmax are float32 whatever the weights' dtype (the float32 mask
+    minimum does not exist in bf16/fp16); the context is in ``v``'s dtype."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = tf.matmul(q, k, transpose_b=True) * scale
+    scores = tf.cast(tf.matmul(q, k, transpose_b=True), tf.float32) * scale
     if bias is not None:
         scores = scores + bias
     probs = tf.nn.softmax(scores, axis=-1)
-    return tf.matmul(dropout(probs, rate, training), v), probs
+    return tf.matmul(tf.cast(dropout(probs, rate, training), v.dtype), v), probs
