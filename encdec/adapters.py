@@ -415,21 +415,35 @@ def check_adapter_weights(sites: list[AdapterSite], weights: Mapping[str, np.nda
 
 def save_adapter_files(directory: Union[str, os.PathLike], name: str, config: AdapterConfig,
                        weights: Mapping[str, np.ndarray]) -> None:
-    """Write ``adapter_config.json`` (AdapterHub layout) and ``adapter_model.safetensors``."""
-    from safetensors.numpy import save_file
+    """Write ``adapter_config.json`` (AdapterHub layout) and ``adapter_model.safetensors``
+    with the checkpoints' atomic folder writer: an interrupted save leaves the previous
+    adapter whole (never a new config beside old weights); other files are kept."""
+    from encdec.checkpoint import atomic_directory, write_bytes, write_safetensors
 
-    os.makedirs(directory, exist_ok=True)
     meta = {"config": config_to_dict(config), "name": name, "model_type": "encoder-decoder",
             "version": "encdec", "hidden_size": None, "model_class": "EncoderDecoderModel", "model_name": ""}
-    with open(os.path.join(directory, ADAPTER_CONFIG_NAME), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2, sort_keys=True)
-    save_file({k: np.ascontiguousarray(v) for k, v in weights.items()}, os.path.join(directory, ADAPTER_WEIGHTS_NAME))
+    owned = (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, ADAPTERHUB_WEIGHTS_NAME)
+
+    def fill(tmp: str) -> list[str]:
+        write_bytes(os.path.join(tmp, ADAPTER_CONFIG_NAME), [json.dumps(meta, indent=2, sort_keys=True).encode()])
+        write_safetensors(os.path.join(tmp, ADAPTER_WEIGHTS_NAME), weights)
+        return [ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME]
+
+    atomic_directory(directory, fill, lambda entry: entry in owned)
 
 
 def load_adapter_files(directory: Union[str, os.PathLike]) -> tuple[str, AdapterConfig, dict[str, np.ndarray]]:
     """Read an adapter saved by any encdec backend (``adapter_model.safetensors``) or by the
     AdapterHub ``adapters`` library (``pytorch_adapter.bin``, read with ``weights_only=True``).
-    Returns ``(name, config, {canonical name: array})``."""
+    Returns ``(name, config, {canonical name: array})``.  The folder is read through one
+    pinned view, so a save racing this load cannot mix two adapters' files."""
+    from encdec.checkpoint import pinned_folder
+
+    with pinned_folder(directory) as view:
+        return view.run(_read_adapter_folder)
+
+
+def _read_adapter_folder(directory: str) -> tuple[str, AdapterConfig, dict[str, np.ndarray]]:
     cfg_path = os.path.join(directory, ADAPTER_CONFIG_NAME)
     if not os.path.isfile(cfg_path):
         raise FileNotFoundError(f"load_adapter: no {ADAPTER_CONFIG_NAME} in {os.fspath(directory)!r}")

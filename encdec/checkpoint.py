@@ -12,13 +12,16 @@ original dtype of each tensor without reading the data.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -115,23 +118,112 @@ def parse_size(size: int | str) -> int:
 
 
 # --- safetensors ---------------------------------------------------------------------------
-def _safetensors_header(path: str) -> tuple[dict[str, Any], int]:
-    """The JSON header and the offset where tensor data starts."""
+#: safetensors dtype -> numpy dtype (little-endian, as the format stores them).
+_ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
+              "I16": "<i2", "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}
+#: The safetensors library refuses headers above this size (100 MB).
+_MAX_HEADER_BYTES = 100_000_000
+
+
+@dataclass(frozen=True)
+class _TensorEntry:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int
+    end: int
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise CheckpointError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _parse_safetensors_header(path: str, f: Any) -> tuple[dict[str, Any], list[_TensorEntry], int]:
+    """Validate the header of an open safetensors file at least as strictly as the
+    ``safetensors`` library: header size and JSON, known dtypes, integer shapes and
+    offsets, byte spans equal to shape x dtype size, tensors covering the data area
+    exactly (no overlap, no gap, no trailing bytes).  Returns ``(metadata, tensors sorted
+    by offset, data start)``."""
+    def bad(why: str) -> CheckpointError:
+        return CheckpointError(f"{path} is not a valid safetensors file: {why}")
+
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(8)
+    if len(head) < 8:
+        raise CheckpointError(f"{path} is truncated: no safetensors header")
+    n = int.from_bytes(head, "little")
+    if n > _MAX_HEADER_BYTES:
+        raise bad(f"header of {n} bytes (the limit is {_MAX_HEADER_BYTES})")
+    if n > size - 8:
+        raise CheckpointError(f"{path} is truncated or not a safetensors file (header of {n} bytes, file of {size})")
+    raw = f.read(n)
     try:
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise CheckpointError(f"{path} is truncated: no safetensors header")
-            n = int.from_bytes(head, "little")
-            size = os.fstat(f.fileno()).st_size
-            if n > size - 8:
-                raise CheckpointError(f"{path} is truncated or not a safetensors file (header of {n} bytes)")
-            header = json.loads(f.read(n))
+        text = raw.decode("utf-8")
+        if not text.startswith("{"):
+            raise bad("bad header (it does not start with '{')")
+        header = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except CheckpointError as err:
+        if str(err).startswith(path):
+            raise
+        raise bad(f"bad header ({err})") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path} is not a safetensors file: bad header ({err})") from None
+        raise bad(f"bad header ({err})") from None
     if not isinstance(header, dict):
-        raise CheckpointError(f"{path} is not a safetensors file: header is not a JSON object")
-    return header, 8 + n
+        raise bad("header is not a JSON object")
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise bad("'__metadata__' must map strings to strings")
+    entries = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            if not isinstance(info, dict) or info["dtype"] not in _ST_DTYPES:
+                raise ValueError
+            shape, offsets = info["shape"], info["data_offsets"]
+            if not isinstance(shape, list) or not isinstance(offsets, list) or len(offsets) != 2:
+                raise ValueError
+            if not all(type(d) is int and d >= 0 for d in [*shape, *offsets]):
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise bad(f"bad header entry for {name!r}: {info!r} (needs dtype among {', '.join(_ST_DTYPES)}, "
+                      "a shape and two data_offsets, all non-negative integers)") from None
+        entries.append(_TensorEntry(name, info["dtype"], tuple(shape), offsets[0], offsets[1]))
+    entries.sort(key=lambda e: (e.begin, e.end))
+    position = 0
+    for e in entries:
+        if e.begin != position or e.end < e.begin:
+            what = "overlaps the previous tensor" if e.begin < position else "leaves a gap before it" if e.begin > position else "ends before it begins"
+            raise bad(f"tensor {e.name!r} at bytes [{e.begin}, {e.end}) {what}; tensors must tile the data area")
+        count = 1
+        for d in e.shape:
+            count *= d
+        need = count * np.dtype(_ST_DTYPES[e.dtype]).itemsize
+        if e.end - e.begin != need:
+            raise bad(f"tensor {e.name!r} spans {e.end - e.begin} bytes, its shape {e.shape} and dtype {e.dtype} need {need}")
+        position = e.end
+    data_start = 8 + n
+    if data_start + position > size:
+        last = entries[-1].name if entries else "the data"
+        raise CheckpointError(f"{path} is truncated: {last!r} ends at byte {data_start + position}, the file has {size}")
+    if data_start + position < size:
+        raise bad(f"{size - data_start - position} bytes of trailing data after the last tensor")
+    return metadata, entries, data_start
+
+
+def _safetensors_header(path: str) -> tuple[dict[str, Any], int]:
+    """The JSON header (validated) and the offset where tensor data starts."""
+    with open(path, "rb") as f:
+        metadata, entries, data_start = _parse_safetensors_header(path, f)
+    header: dict[str, Any] = {"__metadata__": metadata} if metadata else {}
+    for e in entries:
+        header[e.name] = {"dtype": e.dtype, "shape": list(e.shape), "data_offsets": [e.begin, e.end]}
+    return header, data_start
 
 
 def safetensors_dtypes(path: str | os.PathLike) -> dict[str, str]:
@@ -144,47 +236,73 @@ def _bf16_to_float32(raw: np.ndarray) -> np.ndarray:
     return (raw.astype(np.uint32) << 16).view(np.float32)
 
 
-#: safetensors dtype -> numpy dtype (little-endian, as the format stores them).
-_ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
-              "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
-
-
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All tensors of one ``.safetensors`` file, memory-mapped copy-on-write (no read of
-    the data until it is used; bf16 is widened to float32, which copies)."""
+    """All tensors of one ``.safetensors`` file, validated (see
+    :func:`_parse_safetensors_header`) and read into memory this process owns: the arrays
+    never depend on the file afterwards (rewriting or truncating it changes nothing).
+    bf16 is widened to float32 exactly."""
     path = os.fspath(path)
-    header, data_start = _safetensors_header(path)
-    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        _, entries, data_start = _parse_safetensors_header(path, f)
+        total = entries[-1].end if entries else 0
+        buffer = np.empty(total, np.uint8)
+        f.seek(data_start)
+        got = f.readinto(memoryview(buffer)) if total else 0
+        if got != total:
+            raise CheckpointError(f"{path} is truncated: read {got} of {total} data bytes (file changed while reading?)")
     out: dict[str, np.ndarray] = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = np.dtype(_ST_DTYPES[info["dtype"]])
-            shape = tuple(int(d) for d in info["shape"])
-            begin, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"cannot read safetensors file {path}: bad header entry for {name!r}: {info!r}") from None
-        count = int(np.prod(shape, dtype=np.int64))
-        if end - begin != count * dtype.itemsize or begin < 0:
-            raise CheckpointError(f"cannot read safetensors file {path}: {name!r} spans {end - begin} bytes, "
-                                  f"its shape {shape} and dtype {info['dtype']} need {count * dtype.itemsize}")
-        if data_start + end > size:
-            raise CheckpointError(f"{path} is truncated: {name!r} ends at byte {data_start + end}, the file has {size}")
-        if count == 0:
-            arr = np.zeros(shape, dtype)
-        else:
-            arr = np.memmap(path, dtype=dtype, mode="c", offset=data_start + begin, shape=shape).view(np.ndarray)
-        out[name] = _bf16_to_float32(arr) if info["dtype"] == "BF16" else arr
+    for e in entries:
+        arr = buffer[e.begin:e.end].view(_ST_DTYPES[e.dtype]).reshape(e.shape)
+        if not arr.flags.aligned:  # a hand-made file may misalign a tensor: give it its own copy
+            arr = arr.copy()
+        out[e.name] = _bf16_to_float32(arr) if e.dtype == "BF16" else arr
     return out
 
 
-def write_safetensors(path: str | os.PathLike, weights: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
-    """Write ``weights`` with metadata ``{"format": "pt"}`` (what transformers expects)."""
-    from safetensors.numpy import save_file
+@contextlib.contextmanager
+def writing(path: str) -> Iterator[None]:
+    """Turn any failure to write ``path`` (disk full, file too large, permissions; torch's
+    RuntimeError) into an ``OSError`` that names the file."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno is None:
+            raise OSError(f"could not write {path}: {err}") from err
+        raise OSError(err.errno, f"could not write {path}: {err.strerror or err}") from err
+    except RuntimeError as err:  # torch.save reports short writes this way
+        raise OSError(f"could not write {path}: {err}") from err
 
+
+def write_bytes(path: str, chunks: Iterable[Any]) -> None:
+    """Write ``chunks`` (bytes-like) to ``path``; errors name the file."""
+    with writing(path), open(path, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+
+
+def write_safetensors(path: str | os.PathLike, weights: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
+    """Write ``weights`` with metadata ``{"format": "pt"}`` (what transformers expects),
+    streamed tensor by tensor (no second copy in memory); a write error names the file.
+    Layout as the safetensors library writes it: tensors by alignment then name, header
+    padded with spaces to a multiple of 8 bytes."""
+    path = os.fspath(path)
+    codes = {np.dtype(v).str: k for k, v in _ST_DTYPES.items() if k != "BF16"}
     arrays = {k: np.ascontiguousarray(v) for k, v in weights.items()}
-    save_file(arrays, os.fspath(path), metadata={"format": "pt", **(metadata or {})})
+    arrays = {k: v.astype(v.dtype.newbyteorder("<")) if v.dtype.byteorder == ">" else v for k, v in arrays.items()}
+    header: dict[str, Any] = {"__metadata__": {"format": "pt", **(metadata or {})}}
+    order = sorted(arrays, key=lambda k: (-arrays[k].dtype.itemsize, k))
+    offset = 0
+    for name in order:
+        arr = arrays[name]
+        code = codes.get(arr.dtype.str)
+        if code is None:
+            raise TypeError(f"cannot write tensor {name!r} of dtype {arr.dtype} to safetensors")
+        header[name] = {"dtype": code, "shape": list(arr.shape), "data_offsets": [offset, offset + arr.nbytes]}
+        offset += arr.nbytes
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    write_bytes(path, [len(text).to_bytes(8, "little"), text,
+                       *(memoryview(arrays[n]).cast("B") for n in order if arrays[n].nbytes)])
 
 
 # --- pytorch_model.bin --------------------------------------------------------------------
@@ -234,7 +352,9 @@ def write_pt_bin(path: str | os.PathLike, weights: Mapping[str, np.ndarray]) -> 
     """``torch.save`` of a ``{name: tensor}`` state dict."""
     path = os.fspath(path)
     torch = _import_torch(path)
-    torch.save({k: torch.from_numpy(np.array(v, copy=True)) for k, v in weights.items()}, path)
+    state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in weights.items()}
+    with writing(path), open(path, "wb") as f:
+        torch.save(state, f)
 
 
 # --- sharding ------------------------------------------------------------------------------
@@ -255,11 +375,36 @@ def shard_files(index_path: str | os.PathLike) -> list[str]:
     return list(dict.fromkeys(_read_index(os.fspath(index_path)).values()))
 
 
+def _check_shard_name(shard: Any, index_path: str) -> None:
+    """A shard name is a relative path inside the checkpoint folder (or Hub repo)."""
+    parts = shard.split("/") if isinstance(shard, str) else []
+    if (not parts or shard.startswith("/") or os.path.isabs(shard) or "\\" in shard or "\x00" in shard
+            or any(p in ("", ".", "..") for p in parts)):
+        raise CheckpointError(
+            f"{index_path} lists shard {shard!r}: shard names must be relative file names inside the "
+            "checkpoint folder (no '..', no absolute path)"
+        )
+
+
+def _check_shard_inside(path: str, shard: str, index_path: str) -> None:
+    """The shard file, symlinks followed, lies in the index's folder (or, for a Hub cache
+    snapshot whose files link to blobs, beside the file the index links to)."""
+    real = os.path.realpath(path)
+    roots = {os.path.realpath(os.path.dirname(index_path)), os.path.dirname(os.path.realpath(index_path))}
+    if not any(real.startswith(root.rstrip(os.sep) + os.sep) for root in roots):
+        raise CheckpointError(
+            f"{index_path} lists shard {shard!r}, which resolves to {real}, outside the checkpoint folder; refusing to read it"
+        )
+
+
 def read_sharded(index_path: str | os.PathLike, resolve: Callable[[str], str] | None = None) -> dict[str, np.ndarray]:
     """All weights of a sharded checkpoint; ``resolve(shard name) -> local path``
-    (default: next to the index).  A missing shard names the shard and the index."""
+    (default: next to the index).  A missing shard names the shard and the index; a shard
+    named or linked outside the checkpoint folder is refused."""
     index_path = os.fspath(index_path)
     weight_map = _read_index(index_path)
+    for shard in set(weight_map.values()):
+        _check_shard_name(shard, index_path)
     folder = os.path.dirname(index_path)
     reader = read_pt_bin if index_path.endswith(PT_WEIGHTS_INDEX_NAME) else read_safetensors
     out: dict[str, np.ndarray] = {}
@@ -270,6 +415,7 @@ def read_sharded(index_path: str | os.PathLike, resolve: Callable[[str], str] | 
                 raise FileNotFoundError(path)
         except FileNotFoundError:
             raise FileNotFoundError(f"shard {shard!r} listed in {index_path} is missing") from None
+        _check_shard_inside(path, shard, index_path)
         part = reader(path)
         expected = {k for k, v in weight_map.items() if v == shard}
         if not expected <= set(part):
@@ -314,8 +460,7 @@ def write_sharded(folder: str, weights: Mapping[str, np.ndarray], max_shard_size
         }
         index["weight_map"] = dict(sorted(index["weight_map"].items()))
         index_name = FORMATS[fmt] + ".index.json"
-        with open(os.path.join(folder, index_name), "w", encoding="utf-8") as f:
-            f.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        write_bytes(os.path.join(folder, index_name), [(json.dumps(index, indent=2, sort_keys=True) + "\n").encode()])
         written.append(index_name)
     return written
 
@@ -396,7 +541,43 @@ def match_state(state: Mapping[str, np.ndarray], spec: ModelSpec, strict: bool =
     report.missing = [p.name for p in spec if p.name not in weights and p.name not in bad]
     if report.missing or report.mismatched or (strict and report.unexpected):
         raise LoadError(f"checkpoint does not match the model:\n{report.describe()}", report)
+    check_dtypes(weights, spec)
     return {p.name: weights[p.name] for p in spec}, report
+
+
+def check_dtypes(weights: Mapping[str, np.ndarray], spec: ModelSpec) -> None:
+    """Every spec parameter kind is floating point: an integer or boolean tensor in its
+    place is an error naming it (float16, bfloat16 and float64 are cast by the backends)."""
+    wrong = [f"{n} ({np.asarray(a).dtype}, a {spec[n].kind} parameter)" for n, a in weights.items()
+             if n in spec and np.asarray(a).dtype.kind != "f"]
+    if wrong:
+        more = f", ... ({len(wrong) - 10} more)" if len(wrong) > 10 else ""
+        raise CheckpointError(f"{len(wrong)} checkpoint tensors are not floating point where the model needs "
+                              f"float weights: {', '.join(wrong[:10])}{more}")
+
+
+def check_finite(weights: Mapping[str, np.ndarray], where: str, allow: bool = False) -> None:
+    """Refuse weights holding NaN or infinity, naming the tensors (``allow=True``:
+    the caller's opt-out, ``allow_nonfinite_weights=True``)."""
+    if allow:
+        return
+    bad = []
+    seen: set[int] = set()
+    for name, arr in weights.items():
+        arr = np.asarray(arr)
+        if arr.dtype.kind != "f" or id(arr) in seen:
+            continue
+        seen.add(id(arr))
+        flat = arr.reshape(-1)
+        step = 1 << 22  # chunks keep the temporary boolean array small
+        if not all(np.isfinite(flat[i:i + step]).all() for i in range(0, flat.size, step)):
+            bad.append(name)
+    if bad:
+        more = f", ... ({len(bad) - 10} more)" if len(bad) > 10 else ""
+        raise CheckpointError(
+            f"{where} holds NaN or infinite values in {len(bad)} tensors: {', '.join(bad[:10])}{more}; "
+            "every output would be NaN. Pass allow_nonfinite_weights=True to load it anyway"
+        )
 
 
 def saved_names(spec: ModelSpec) -> list[str]:
@@ -452,50 +633,268 @@ def write_weights(folder: str, weights: Mapping[str, np.ndarray], spec: ModelSpe
     return [FORMATS[fmt]]
 
 
+#: Seconds a save waits for another process's save of the same folder to finish.
+SAVE_LOCK_TIMEOUT = 600.0
+
+
+def _leftover_pattern(base: str) -> "re.Pattern[str]":
+    """Temporary folders of saves of ``base`` (``mkdtemp`` adds 8 characters)."""
+    return re.compile(rf"\.(tmp|old)-{re.escape(base)}-[a-z0-9_]{{8}}")
+
+
+@contextlib.contextmanager
+def save_lock(target: str) -> Iterator[None]:
+    """Exclusive lock (``fcntl.flock`` on ``.<name>.lock`` beside ``target``) held while
+    one process saves to ``target``: concurrent saves run one after the other (the last
+    one wins).  The lock file is removed on release; a waiter that locked a removed file
+    retries.  Without ``fcntl`` (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    import time
+
+    parent, base = os.path.split(target)
+    path = os.path.join(parent, f".{base}.lock")
+    deadline = time.monotonic() + SAVE_LOCK_TIMEOUT
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, default_mode())
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"another process has been saving to {target} for over "
+                                           f"{SAVE_LOCK_TIMEOUT:.0f} s (lock file {path}); try again later") from None
+                    time.sleep(0.01)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and (current.st_ino, current.st_dev) == (os.fstat(fd).st_ino, os.fstat(fd).st_dev):
+                break  # we hold the live lock file
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the previous holder removed it: lock the new one
+    try:
+        yield
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two directory entries (Linux ``renameat2(RENAME_EXCHANGE)``);
+    False where the system or file system cannot."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EPERM, errno.ENOTSUP):
+        return False
+    raise OSError(err, f"could not swap {a} and {b}: {os.strerror(err)}")
+
+
+def _recover_and_clean(target: str) -> None:
+    """Under the save lock: if an interrupted save (two-rename fallback) left ``target``
+    missing, put the previous checkpoint back; then delete temporary folders of earlier
+    saves that were killed."""
+    parent, base = os.path.split(target)
+    pattern = _leftover_pattern(base)
+    leftovers = [e for e in os.listdir(parent) if pattern.fullmatch(e) and os.path.isdir(os.path.join(parent, e))]
+    olds = sorted((e for e in leftovers if e.startswith(".old-")), key=lambda e: os.stat(os.path.join(parent, e)).st_mtime)
+    if olds and not os.path.lexists(target):
+        os.rename(os.path.join(parent, olds[-1]), target)
+        leftovers.remove(olds[-1])
+    for entry in leftovers:
+        shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+
+
+def recover_interrupted_save(folder: str | os.PathLike) -> bool:
+    """If ``folder`` is missing because a save was killed between its two renames (only
+    where atomic exchange is unavailable), restore the previous checkpoint; True if done."""
+    target = os.path.abspath(os.fspath(folder))
+    parent, base = os.path.split(target)
+    if os.path.lexists(target) or not os.path.isdir(parent):
+        return False
+    pattern = _leftover_pattern(base)
+    if not any(e.startswith(".old-") and pattern.fullmatch(e) for e in os.listdir(parent)):
+        return False
+    with save_lock(target):
+        _recover_and_clean(target)
+    return os.path.isdir(target)
+
+
 def atomic_directory(save_directory: str | os.PathLike, fill: Callable[[str], Iterable[str]], replaces: Callable[[str], bool]) -> None:
     """Build a checkpoint folder atomically.
 
     ``fill(tmp)`` writes the new files into a temporary folder beside ``save_directory``
     and returns their names.  Existing entries of ``save_directory`` are carried over
     (hard links, else copies) unless written anew or ``replaces(name)`` says they belong
-    to what is being saved (stale shards of a previous save).  Then the folders are
-    swapped by renames: an interrupted save leaves the previous checkpoint in place.
+    to what is being saved (stale shards of a previous save).  Then the new folder takes
+    the old one's place in one atomic exchange (where the system has none: two renames,
+    and a save or load after a crash between them puts the old folder back).  At every
+    instant ``save_directory`` holds one complete checkpoint, old or new.
+
+    A symlink ``save_directory`` is followed (its target is updated).  Saves of one folder
+    by several processes take turns (:func:`save_lock`); temporary folders left by killed
+    saves are deleted by the next save.  A write-protected folder raises
+    ``PermissionError`` naming it.
     """
-    target = os.path.abspath(os.fspath(save_directory))
+    target = os.path.realpath(os.path.abspath(os.fspath(save_directory)))
     if os.path.exists(target) and not os.path.isdir(target):
         raise NotADirectoryError(f"save_directory {target} exists and is not a folder")
-    parent = os.path.dirname(target)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(target)}-", dir=parent)
-    os.chmod(tmp, default_mode(directory=True))
-    cwd = os.getcwd()
-    backup = None
+    parent, base = os.path.split(target)
     try:
-        written = set(fill(tmp))
-        for name in written:  # some writers create private (0600) files
-            os.chmod(os.path.join(tmp, name), default_mode())
-        if os.path.isdir(target):
-            for entry in os.listdir(target):
-                if entry in written or replaces(entry):
-                    continue
-                src, dst = os.path.join(target, entry), os.path.join(tmp, entry)
-                if os.path.isdir(src) and not os.path.islink(src):
-                    shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+        os.makedirs(parent, exist_ok=True)
+    except OSError as err:
+        raise type(err)(err.errno, f"cannot create the folder {parent} to save {base} into: {err.strerror}") from None
+    # write-protected: no write permission for us, or none for anyone (root passes access())
+    if os.path.isdir(target) and (not os.access(target, os.W_OK) or not os.stat(target).st_mode & 0o222):
+        raise PermissionError(errno.EACCES, f"save_directory {target} is write-protected; not replacing it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"cannot save to {target}: its parent folder {parent} is not writable "
+                              "(the new checkpoint is built beside the old one, then swapped in)")
+    cwd = os.getcwd()
+    with save_lock(target):
+        _recover_and_clean(target)
+        tmp = tempfile.mkdtemp(prefix=f".tmp-{base}-", dir=parent)
+        old = None
+        try:
+            os.chmod(tmp, default_mode(directory=True))
+            written = set(fill(tmp))
+            for name in written:  # some writers create private (0600) files
+                os.chmod(os.path.join(tmp, name), default_mode())
+            if os.path.isdir(target):
+                for entry in os.listdir(target):
+                    if entry in written or replaces(entry):
+                        continue
+                    src, dst = os.path.join(target, entry), os.path.join(tmp, entry)
+                    if os.path.isdir(src) and not os.path.islink(src):
+                        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+                    else:
+                        _link_or_copy(src, dst)
+                os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+                if _exchange(tmp, target):
+                    old = tmp  # now holds the previous checkpoint
                 else:
-                    _link_or_copy(src, dst)
-            backup = tempfile.mkdtemp(prefix=f".old-{os.path.basename(target)}-", dir=parent)
-            os.rmdir(backup)
-            os.rename(target, backup)
-        os.rename(tmp, target)
-    except BaseException:
-        if backup and os.path.isdir(backup) and not os.path.exists(target):
-            os.rename(backup, target)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if cwd == target or cwd.startswith(target + os.sep):
-        os.chdir(cwd)  # the process stood in the old folder: move it to the new one
-    if backup:
-        shutil.rmtree(backup, ignore_errors=True)
+                    old = tempfile.mkdtemp(prefix=f".old-{base}-", dir=parent)
+                    os.rmdir(old)
+                    os.rename(target, old)
+                    try:
+                        os.rename(tmp, target)
+                    except BaseException:
+                        os.rename(old, target)
+                        old = None
+                        raise
+            else:
+                os.rename(tmp, target)
+        except BaseException:
+            if old is None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if cwd == target or cwd.startswith(target + os.sep):
+            os.chdir(cwd)  # the process stood in the old folder: move it to the new one
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+class PinnedFolder:
+    """A local checkpoint folder opened once: :meth:`run` reads every file through that
+    one directory (``/proc/self/fd``), so a save swapping the folder meanwhile cannot mix
+    files of two checkpoints; if the pinned folder vanished mid-read, the current one is
+    pinned and read again.  Where ``/proc`` is missing, a change of the folder's identity
+    during the read triggers the retry.  Not a local folder (a Hub id): read as is."""
+
+    retries = 8
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.fd: int | None = None
+        self.view: str | None = None
+        self.stamp: tuple[int, int] | None = None
+        if not os.path.isdir(name):
+            recover_interrupted_save(name)
+        self._pin()
+
+    def _pin(self) -> None:
+        self.close()
+        if not os.path.isdir(self.name):
+            return
+        try:
+            self.fd = os.open(self.name, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            return
+        st = os.fstat(self.fd)
+        self.stamp = (st.st_ino, st.st_dev)
+        view = f"/proc/self/fd/{self.fd}"
+        self.view = view if os.path.isdir(view) else None
+
+    def _moved(self) -> bool:
+        try:
+            st = os.stat(self.name)
+        except OSError:
+            return self.stamp is not None
+        return self.stamp is not None and (st.st_ino, st.st_dev) != self.stamp
+
+    def run(self, load: Callable[[str], Any]) -> Any:
+        if self.fd is None:
+            return load(self.name)
+        for attempt in range(self.retries):
+            try:
+                result = load(self.view or self.name)
+            except (OSError, ValueError) as err:  # CheckpointError and LoadError are ValueErrors
+                if attempt + 1 < self.retries and self._moved():
+                    self._pin()
+                    continue
+                raise self._renamed(err)
+            if self.view is None and self._moved() and attempt + 1 < self.retries:
+                self._pin()
+                continue
+            return result
+        raise AssertionError("unreachable")
+
+    def _renamed(self, err: BaseException) -> BaseException:
+        """The error with the ``/proc/self/fd`` view replaced by the folder's name."""
+        if self.view:
+            fix = lambda v: v.replace(self.view, self.name.rstrip(os.sep)) if isinstance(v, str) else v
+            err.args = tuple(fix(a) for a in err.args)
+            if isinstance(err, OSError) and err.errno is not None:
+                err.filename, err.strerror = fix(err.filename), fix(err.strerror)
+        return err
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+@contextlib.contextmanager
+def pinned_folder(name_or_path: str | os.PathLike) -> Iterator[PinnedFolder]:
+    """Context manager giving a :class:`PinnedFolder` of ``name_or_path``."""
+    pinned = PinnedFolder(os.fspath(name_or_path))
+    try:
+        yield pinned
+    finally:
+        pinned.close()
 
 
 def _link_or_copy(src: str, dst: str) -> None:

@@ -14,6 +14,52 @@ from encdec._io_utils import atomic_write_text
 
 CONFIG_NAME = "config.json"
 
+#: Generation settings transformers' ``PretrainedConfig`` carries, with its defaults.
+LEGACY_GENERATION_DEFAULTS: dict[str, Any] = {
+    "max_length": 20, "min_length": 0, "do_sample": False, "early_stopping": False, "num_beams": 1,
+    "temperature": 1.0, "top_k": 50, "top_p": 1.0, "typical_p": 1.0, "repetition_penalty": 1.0,
+    "length_penalty": 1.0, "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None,
+    "num_return_sequences": 1, "output_scores": False, "return_dict_in_generate": False,
+    "forced_bos_token_id": None, "forced_eos_token_id": None, "remove_invalid_values": False,
+    "exponential_decay_length_penalty": None, "suppress_tokens": None, "begin_suppress_tokens": None,
+    "num_beam_groups": 1, "diversity_penalty": 0.0,
+}
+
+#: Keys of a transformers ``to_dict()`` that describe the object, not the model.
+_FOREIGN_PRIVATE = ("transformers_version", "_commit_hash", "_attn_implementation_autoset")
+
+
+class ConfigTypeError(TypeError, ValueError):
+    """A config of the wrong kind (a ``TypeError``; also a ``ValueError`` as transformers raises)."""
+
+
+def is_foreign_config(value: Any) -> bool:
+    """A config-like object that is not ours (e.g. transformers' ``BertConfig``): duck-typed
+    by a ``to_dict()`` method and a ``model_type``; encdec never imports transformers."""
+    return (not isinstance(value, PretrainedConfig) and callable(getattr(value, "to_dict", None))
+            and isinstance(getattr(value, "model_type", None), str))
+
+
+def as_config(value: Any, where: str = "config", expected: "type[PretrainedConfig] | None" = None) -> "PretrainedConfig":
+    """``value`` as one of our configs: ours as is, a dict or a transformers config (through its
+    ``to_dict()``) converted by ``model_type``; anything else is refused naming ``where``."""
+    if isinstance(value, PretrainedConfig):
+        config = value
+    elif is_foreign_config(value) or isinstance(value, dict):
+        data = dict(value.to_dict() if not isinstance(value, dict) else value)
+        for key in _FOREIGN_PRIVATE:
+            data.pop(key, None)
+        if "dtype" in data and data.get("torch_dtype") is None:  # transformers 4.57's new name
+            data["torch_dtype"] = data.pop("dtype")
+        config = config_class_for(data.get("model_type"), where).from_dict(data)
+    else:
+        raise ConfigTypeError(f"{where} must be a config or a dict (encdec's or transformers' config), got {type(value).__name__}")
+    if expected is not None and not isinstance(config, expected):
+        article = "an" if expected.__name__[0] in "AEIOU" else "a"
+        raise ConfigTypeError(f"{where} must be {article} {expected.__name__}, got a {type(config).__name__} "
+                              f"(model_type {config.model_type!r})")
+    return config
+
 
 class PretrainedConfig:
     """Base config: defaults per class, unknown keys kept, JSON I/O in HF format."""
@@ -37,18 +83,46 @@ class PretrainedConfig:
         "architectures": None,
         "torch_dtype": None,
         "use_cache": True,
+        # transformers' PretrainedConfig common attributes and their defaults
+        "output_attentions": False,
+        "output_hidden_states": False,
+        "return_dict": True,
+        "torchscript": False,
+        "chunk_size_feed_forward": 0,
+        "tie_encoder_decoder": False,
+        # legacy generation defaults a config.json may carry (transformers reads them into the
+        # generation config when the checkpoint has no generation_config.json)
+        **LEGACY_GENERATION_DEFAULTS,
     }
 
     def __init__(self, **kwargs: Any) -> None:
         values = {**copy.deepcopy(self._common_defaults), **copy.deepcopy(self.defaults)}
         values.update(kwargs)
         values.pop("model_type", None)
-        values.pop("transformers_version", None)
+        for key in _FOREIGN_PRIVATE:
+            values.pop(key, None)
         for key, value in values.items():
             if isinstance(getattr(type(self), key, None), property):
                 continue  # derived attribute HF also writes (e.g. BART's num_hidden_layers)
             self._check_type(key, value)
             setattr(self, key, value)
+
+    @property
+    def use_return_dict(self) -> bool:
+        """transformers' rule: ``return_dict`` unless ``torchscript``."""
+        return bool(self.return_dict) and not self.torchscript
+
+    @property
+    def name_or_path(self) -> str:
+        return self.__dict__.get("_name_or_path", "")
+
+    @name_or_path.setter
+    def name_or_path(self, value: Any) -> None:
+        self.__dict__["_name_or_path"] = str(value)
+
+    def get_text_config(self, decoder: bool = False) -> "PretrainedConfig":
+        """transformers' accessor: the decoder's config for a composite, else itself."""
+        return getattr(self, "decoder", self) if decoder else self
 
     def _check_type(self, key: str, value: Any) -> None:
         expected = self.types.get(key)
@@ -464,7 +538,10 @@ class EncoderDecoderConfig(PretrainedConfig):
     def from_encoder_decoder_configs(
         cls, encoder_config: PretrainedConfig, decoder_config: PretrainedConfig, **kwargs: Any
     ) -> "EncoderDecoderConfig":
-        """Combine two part configs; the decoder is switched to causal + cross-attention."""
+        """Combine two part configs (ours or transformers'); the decoder is switched to causal +
+        cross-attention."""
+        encoder_config = as_config(encoder_config, "encoder_config")
+        decoder_config = as_config(decoder_config, "decoder_config")
         decoder_config.is_decoder = True
         decoder_config.add_cross_attention = True
         return cls(encoder=encoder_config, decoder=decoder_config, **kwargs)
@@ -477,11 +554,7 @@ class EncoderDecoderConfig(PretrainedConfig):
 
 
 def _as_config(value: Any, role: str) -> PretrainedConfig:
-    if isinstance(value, PretrainedConfig):
-        return value
-    if isinstance(value, dict):
-        return config_class_for(value.get("model_type"), f"the {role} sub-config").from_dict(value)
-    raise TypeError(f"EncoderDecoderConfig `{role}` must be a config or a dict, got {type(value).__name__}")
+    return as_config(value, f"EncoderDecoderConfig `{role}`")
 
 
 CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {

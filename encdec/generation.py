@@ -6,7 +6,9 @@ the model config and which combinations are contradictory is decided here, once.
 from __future__ import annotations
 
 import copy
+import difflib
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -14,6 +16,36 @@ from typing import Any
 from encdec._io_utils import atomic_write_text
 
 GENERATION_CONFIG_NAME = "generation_config.json"
+logger = logging.getLogger(__name__)
+
+#: transformers 4.57 generation settings encdec does not implement, with the value that
+#: switches each off.  Any other value is refused by ``generate`` (and warned about on load);
+#: ``None`` always means "off".
+UNIMPLEMENTED_NEUTRAL: dict[str, Any] = {
+    "max_time": None, "stop_strings": None, "min_p": None, "typical_p": 1.0, "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0, "encoder_repetition_penalty": 1.0, "bad_words_ids": None, "renormalize_logits": False,
+    "remove_invalid_values": False, "exponential_decay_length_penalty": None, "suppress_tokens": None,
+    "begin_suppress_tokens": None, "sequence_bias": None, "token_healing": False, "guidance_scale": None,
+    "watermarking_config": None, "encoder_no_repeat_ngram_size": 0, "penalty_alpha": None, "dola_layers": None,
+    "diversity_penalty": 0.0, "num_beam_groups": 1, "constraints": None, "force_words_ids": None,
+    "forced_decoder_ids": None, "prompt_lookup_num_tokens": None, "assistant_early_exit": None,
+}
+#: transformers settings that change only speed, memory or what is returned (never the ids):
+#: accepted and not acted on.
+NO_EFFECT_SETTINGS = (
+    "use_cache", "cache_implementation", "cache_config", "return_legacy_cache", "prefill_chunk_size", "low_memory",
+    "disable_compile", "compile_config", "is_assistant", "num_assistant_tokens", "num_assistant_tokens_schedule",
+    "assistant_confidence_threshold", "max_matching_ngram_size", "assistant_lookbehind", "target_lookbehind",
+    "output_attentions", "output_hidden_states", "output_scores", "output_logits", "return_dict_in_generate",
+    "_from_model_config", "_original_object_hash", "_commit_hash",
+)
+
+
+def unimplemented_settings(values: dict[str, Any]) -> dict[str, Any]:
+    """The transformers generation settings in ``values`` that encdec does not implement and
+    that are not at their "off" value."""
+    return {k: v for k, v in values.items()
+            if k in UNIMPLEMENTED_NEUTRAL and v is not None and v != UNIMPLEMENTED_NEUTRAL[k]}
 #: generation ids a model config may carry (BART configs carry the forced ones).
 _MODEL_IDS = ("eos_token_id", "pad_token_id", "decoder_start_token_id", "bos_token_id",
               "forced_bos_token_id", "forced_eos_token_id")
@@ -44,6 +76,10 @@ class GenerationConfig:
     #: keys we do not interpret, kept for the round trip.
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    #: transformers' flag for settings made from the model config (its Seq2SeqTrainer reads
+    #: and clears it); not a setting, never saved.
+    _from_model_config = False
+
     _INT_FIELDS = ("max_length", "min_length", "num_beams", "top_k", "no_repeat_ngram_size", "num_return_sequences")
 
     @classmethod
@@ -61,24 +97,53 @@ class GenerationConfig:
         data = {**data, **overrides}
         known = set(cls.field_names())
         extra = {k: v for k, v in data.items() if k not in known}
-        extra.pop("transformers_version", None)
+        for key in ("transformers_version", "_from_model_config", "_original_object_hash", "_commit_hash"):
+            extra.pop(key, None)
         cfg = cls(**{k: v for k, v in data.items() if k in known}, extra=extra)
         cfg.validate()
+        unsupported = unimplemented_settings(extra)
+        if unsupported:
+            logger.warning("generation settings not implemented by encdec (generate refuses them until they are "
+                           "switched off): %s", ", ".join(f"{k}={v!r}" for k, v in sorted(unsupported.items())))
         return cfg
 
     @classmethod
+    def coerce(cls, value: Any, where: str = "generation_config") -> "GenerationConfig":
+        """Ours as is; a transformers ``GenerationConfig`` (or a dict) through its ``to_dict()``
+        (duck-typed: encdec never imports transformers)."""
+        if value is None or isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            return cls.from_dict(value)
+        if callable(getattr(value, "to_dict", None)) and not hasattr(value, "model_type"):
+            return cls.from_dict(value.to_dict())
+        raise TypeError(f"{where} must be a GenerationConfig (encdec's or transformers'), got {type(value).__name__}")
+
+    @classmethod
     def from_model_config(cls, config: Any) -> "GenerationConfig":
-        """Defaults taken from a (composite) model config; unset ids fall back to the
-        decoder config's, as transformers does."""
+        """transformers 4.57's rule: every generation setting the model config carries
+        (``config.json``'s legacy keys such as ``num_beams``/``max_length``; ``None`` values
+        skipped), then the decoder config's settings for those still at their default."""
+        known = set(cls.field_names()) | set(UNIMPLEMENTED_NEUTRAL)
+
+        def settings(cfg: Any) -> dict[str, Any]:
+            data = cfg.to_dict() if callable(getattr(cfg, "to_dict", None)) else dict(vars(cfg))
+            return {k: v for k, v in data.items() if k in known and v is not None}
+
+        values = settings(config)
         decoder = getattr(config, "decoder", None)
-        values = {}
-        for name in _MODEL_IDS:
-            value = getattr(config, name, None)
-            if value is None and decoder is not None:
-                value = getattr(decoder, name, None)
-            if value is not None:
-                values[name] = value
-        return cls(**values)
+        if decoder is not None:
+            default = cls().to_dict()
+            for key, value in settings(decoder).items():
+                if key not in values or values[key] == default.get(key, UNIMPLEMENTED_NEUTRAL.get(key)):
+                    values[key] = value
+        values = {k: v for k, v in values.items() if k in cls.field_names() or v != UNIMPLEMENTED_NEUTRAL.get(k)}
+        cfg = cls.from_dict(values)
+        cfg._from_model_config = True
+        return cfg
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GenerationConfig) and self.to_dict() == other.to_dict()
 
     def save_pretrained(self, save_directory: str | os.PathLike) -> None:
         os.makedirs(save_directory, exist_ok=True)
@@ -100,12 +165,17 @@ class GenerationConfig:
 
     # --- semantics ----------------------------------------------------------------------
     def update(self, **kwargs: Any) -> dict[str, Any]:
-        """Set known fields from ``kwargs``; return the keys that are not generation settings."""
+        """Set known fields from ``kwargs`` (transformers settings we do not implement go to
+        ``extra``, checked by ``generate``); return the keys that are not generation settings."""
         names = set(self.field_names())
         rest = {}
         for key, value in kwargs.items():
             if key in names:
                 setattr(self, key, value)
+            elif key in UNIMPLEMENTED_NEUTRAL:
+                self.extra[key] = value
+            elif key in NO_EFFECT_SETTINGS and not (value and (key.startswith("output_") or key == "return_dict_in_generate")):
+                self.extra[key] = value
             else:
                 rest[key] = value
         return rest
@@ -217,6 +287,7 @@ def resolve_generation(
 
     ``start_length`` is the length of the decoder prompt (1: just the start token).
     """
+    generation_config = GenerationConfig.coerce(generation_config)
     cfg = copy.deepcopy(generation_config) if generation_config is not None else GenerationConfig.from_model_config(model_config)
     base = GenerationConfig.from_model_config(model_config)
     for name in _MODEL_IDS:
@@ -224,6 +295,21 @@ def resolve_generation(
             setattr(cfg, name, getattr(base, name))
     rest = cfg.update(**kwargs)
     cfg.validate()
+    # what transformers' trainers pass along: labels (Seq2SeqTrainer's predict_with_generate
+    # hands generate the whole batch) are not model inputs of generation; synced_gpus only
+    # matters for sharded (ZeRO-3/FSDP) models, which a single process never has.
+    rest.pop("labels", None)
+    if rest.pop("synced_gpus", False):
+        raise NotImplementedError("generate(..., synced_gpus=True) is not supported (no ZeRO-3/FSDP-sharded generation)")
+    unsupported = unimplemented_settings(cfg.extra)
+    if unsupported:
+        raise ValueError(
+            "generation settings not implemented by encdec: "
+            + ", ".join(f"{k}={v!r}" for k, v in sorted(unsupported.items()))
+            + "; switch them off ("
+            + ", ".join(f"{k}={UNIMPLEMENTED_NEUTRAL[k]!r}" for k in sorted(unsupported))
+            + ") in the call or in model.generation_config"
+        )
 
     start = cfg.decoder_start_token_id
     if start is None:
@@ -277,3 +363,22 @@ def default_attention_mask(input_ids: Any, plan: DecodePlan, xp: Any) -> Any:
     if plan.pad_token_id in plan.eos_token_ids:
         return ones
     return xp.where(input_ids != plan.pad_token_id, ones, xp.zeros_like(input_ids))
+
+
+def check_model_inputs(rest: dict[str, Any], accepted: "list[str] | tuple[str, ...]", where: str = "generate") -> None:
+    """Refuse keywords left after the generation settings that are not model inputs either,
+    with a suggestion (``max_lenght`` -> ``max_length``), before they reach a model."""
+    unknown = sorted(k for k in rest if k not in accepted)
+    if not unknown:
+        return
+    vocabulary = [*GenerationConfig.field_names(), *UNIMPLEMENTED_NEUTRAL, *NO_EFFECT_SETTINGS, *accepted]
+    hints = []
+    for key in unknown:
+        if key in NO_EFFECT_SETTINGS:
+            raise TypeError(f"{where}: `{key}={rest[key]!r}` is not supported by this backend's generate")
+        close = difflib.get_close_matches(key, vocabulary, n=1)
+        hints.append(f"`{key}`" + (f" (did you mean `{close[0]}`?)" if close else ""))
+    raise TypeError(
+        f"{where} got {', '.join(hints)}: not a generation setting nor an encoder input; "
+        f"encoder inputs accepted here: {', '.join(accepted) or 'none'}"
+    )

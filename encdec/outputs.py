@@ -15,6 +15,8 @@ class ModelOutput(OrderedDict):
     def __post_init__(self) -> None:
         names = [f.name for f in fields(self)]  # type: ignore[arg-type]
         first = getattr(self, names[0])
+        if isinstance(first, dict) and all(getattr(self, n) is None for n in names[1:]):
+            first = iter(first.items())  # rebuilt from a dict, as accelerate does (fp32 outputs under autocast)
         if hasattr(first, "__next__") and all(getattr(self, n) is None for n in names[1:]):
             # rebuilt from (key, value) pairs, as tf.nest does for mappings (e.g. tf.function outputs)
             object.__setattr__(self, names[0], None)

@@ -21,12 +21,14 @@ from encdec.checkpoint import (
     LoadError,
     LoadReport,
     atomic_directory,
+    check_finite,
+    pinned_folder,
     format_files,
     match_state,
     read_weight_file,
     write_weights,
 )
-from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedConfig
+from encdec.configuration import AutoConfig, EncoderDecoderConfig, PretrainedConfig, as_config
 from encdec.generation import GENERATION_CONFIG_NAME, GenerationConfig
 from encdec.hub import HUB_KWARGS, list_files, resolve_file, resolve_first, split_hub_kwargs
 from encdec.init import init_weights
@@ -57,6 +59,13 @@ def _load_weight_files(name_or_path: str | os.PathLike, order: tuple[str, ...], 
     return {k: v for k, v in state.items() if not _IGNORED_BUFFERS.match(k)}
 
 
+def _pop_allow_nonfinite(kwargs: dict[str, Any]) -> bool:
+    allow = kwargs.pop("allow_nonfinite_weights", False)
+    if not isinstance(allow, bool):
+        raise TypeError(f"allow_nonfinite_weights must be True or False, got {allow!r}")
+    return allow
+
+
 def checkpoint_formats(name_or_path: str | os.PathLike, **hub: Any) -> list[str]:
     """Weight formats (``format`` names of :func:`save_pretrained`) present in a folder or
     Hub repo, in loading priority order; nothing is downloaded."""
@@ -70,21 +79,35 @@ def load_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[Enc
     Keywords: hub ones (``revision``, ``cache_dir``, ``local_files_only``, ``token``,
     ``force_download``, ``subfolder``); ``config`` (an :class:`EncoderDecoderConfig` to use
     instead of ``config.json``); ``from_pt`` / ``from_tf`` / ``from_flax`` (prefer that
-    format); any attribute of the config (e.g. ``decoder_start_token_id``) overrides it.
+    format); ``allow_nonfinite_weights`` (default False: weights holding NaN or inf raise
+    :class:`~encdec.checkpoint.CheckpointError` naming them); any attribute of the config
+    (e.g. ``decoder_start_token_id``) overrides it.  A local folder is read consistently
+    while another process saves to it (see :class:`~encdec.checkpoint.PinnedFolder`).
     Returns ``(config, weights, generation_config or None, unused kwargs)``; weights hold
     every spec name, tie targets included.  Raises :class:`LoadError` when the checkpoint
     does not match the config's spec.
     """
     kwargs = dict(kwargs)
+    allow_nonfinite = _pop_allow_nonfinite(kwargs)
     hub = split_hub_kwargs(kwargs)
+    # A local folder is pinned (opened once) and every file read through that one folder,
+    # so a save swapping the folder meanwhile cannot mix two checkpoints.
+    with pinned_folder(name_or_path) as view:
+        config, state, generation_config, unused = view.run(lambda path: _load_composite(path, kwargs, hub))
+    spec = encoder_decoder_spec(config)
+    weights, _ = match_state(state, spec)
+    check_finite(weights, f"checkpoint {os.fspath(name_or_path)!r}", allow_nonfinite)
+    return config, weights, generation_config, unused
+
+
+def _load_composite(name_or_path: str, kwargs: dict[str, Any], hub: dict[str, Any]) -> tuple[Any, dict[str, np.ndarray], GenerationConfig | None, dict[str, Any]]:
+    kwargs = dict(kwargs)
     hints = {k: kwargs.pop(k) for k in list(kwargs) if k in _FORMAT_HINTS}
     config = kwargs.pop("config", None)
     if config is None:
         config = EncoderDecoderConfig.from_pretrained(name_or_path, **hub)
-    elif isinstance(config, EncoderDecoderConfig):
-        config = copy.deepcopy(config)  # overrides below must not change the caller's object
-    else:
-        raise TypeError(f"config must be an EncoderDecoderConfig, got {type(config).__name__}")
+    else:  # ours or transformers' (converted through its dict); overrides must not change the caller's object
+        config = copy.deepcopy(as_config(config, "config", EncoderDecoderConfig))
     unused = {}
     for key, value in kwargs.items():
         if key in config.__dict__:
@@ -92,14 +115,12 @@ def load_pretrained(name_or_path: str | os.PathLike, **kwargs: Any) -> tuple[Enc
             setattr(config, key, value)
         else:
             unused[key] = value
-    spec = encoder_decoder_spec(config)
     state = _load_weight_files(name_or_path, _weight_order(hints), hub)
-    weights, _ = match_state(state, spec)
     try:
         generation_config = GenerationConfig.from_pretrained(name_or_path, **hub)
     except FileNotFoundError:
         generation_config = None
-    return config, weights, generation_config, unused
+    return config, state, generation_config, unused
 
 
 def save_pretrained(
@@ -120,6 +141,7 @@ def save_pretrained(
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     spec = encoder_decoder_spec(config)
+    generation_config = GenerationConfig.coerce(generation_config)
     written: list[str] = []
 
     def fill(tmp: str) -> list[str]:
@@ -200,14 +222,20 @@ def load_part(name_or_path: str | os.PathLike, role: str = "encoder", config_ove
     ``role="decoder"`` switches the config to ``is_decoder=True, add_cross_attention=True``.
     Names the part's spec needs but the checkpoint lacks are filled by
     :func:`encdec.init.init_weights` (``seed``, std = ``initializer_range``) and listed in
-    ``initialized``; shape mismatches raise :class:`LoadError`.
+    ``initialized``; shape mismatches raise :class:`LoadError`.  NaN/inf weights raise
+    :class:`CheckpointError` unless ``config_overrides`` has ``allow_nonfinite_weights=True``
+    (from a backend: ``encoder_allow_nonfinite_weights=True``).
     """
     if role not in ("encoder", "decoder"):
         raise ValueError(f"role must be 'encoder' or 'decoder', got {role!r}")
     unknown = set(hub) - set(HUB_KWARGS)
     if unknown:
         raise TypeError(f"load_part got unknown keyword arguments {sorted(unknown)}; pass config changes in config_overrides")
-    config = AutoConfig.from_pretrained(name_or_path, **hub, **dict(config_overrides or {}))
+    overrides = dict(config_overrides or {})
+    allow_nonfinite = _pop_allow_nonfinite(overrides)
+    with pinned_folder(name_or_path) as view:
+        config, state = view.run(lambda path: (AutoConfig.from_pretrained(path, **hub, **overrides),
+                                               _load_weight_files(path, WEIGHT_FILES, hub)))
     if isinstance(config, EncoderDecoderConfig):
         raise ValueError(
             f"{os.fspath(name_or_path)!r} is a composite encoder-decoder checkpoint; load it with "
@@ -217,7 +245,7 @@ def load_part(name_or_path: str | os.PathLike, role: str = "encoder", config_ove
         config.is_decoder = True
         config.add_cross_attention = True
     spec = encoder_spec(config) if role == "encoder" else decoder_spec(config)
-    state = _load_weight_files(name_or_path, WEIGHT_FILES, hub)
+    check_finite(state, f"checkpoint {os.fspath(name_or_path)!r}", allow_nonfinite)
     state, unexpected = map_part_state(state, spec, config, role)
     try:
         weights, _ = match_state(state, spec)

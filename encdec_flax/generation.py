@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from encdec.generation import DecodePlan, GenerationConfig, default_attention_mask, resolve_generation
+from encdec.generation import DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask, resolve_generation
 from encdec.outputs import GenerateOutput
 
 _NEG = -1.0e9  # transformers' "very large negative" for beam bookkeeping
@@ -255,8 +255,7 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     ``prng_key`` seeds sampling (default ``PRNGKey(0)``).
     """
     plan, rest = resolve_generation(model.config, generation_config or model.generation_config, kwargs)
-    if rest:
-        raise TypeError(f"generate got unexpected keyword argument(s): {', '.join(sorted(rest))}")
+    check_model_inputs(rest, ())
     input_ids = jnp.asarray(input_ids, jnp.int32)
     if input_ids.ndim != 2:
         raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}")

@@ -21,7 +21,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from encdec import pretrained
 from encdec.checkpoint import match_state
-from encdec.configuration import EncoderDecoderConfig
+from encdec.configuration import EncoderDecoderConfig, as_config
 from encdec.generation import GenerationConfig
 from encdec.hub import HUB_KWARGS
 from encdec.init import init_model_weights
@@ -170,6 +170,7 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
 
     def __init__(self, config: EncoderDecoderConfig, input_shape: tuple | None = None, seed: int = 0,
                  dtype: Any = jnp.float32, param_dtype: Any = None, _do_init: bool = True) -> None:
+        config = as_config(config, "config", EncoderDecoderConfig)  # ours, or transformers' through its dict
         check_config(config)
         shape = np.asarray(input_shape if input_shape is not None else (1, 1))
         if shape.shape not in ((2,), (2, 2)) or shape.dtype.kind not in "iu" or shape.min() < 1:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from encdec.generation import DecodePlan, GenerationConfig, default_attention_mask, resolve_generation
+from encdec.generation import DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask, resolve_generation
 from encdec_tf.models.common import as_int
 
 NEG_INF = float("-inf")
@@ -40,8 +40,7 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     seed = kwargs.pop("seed", None)
     jit_compile = kwargs.pop("jit_compile", True)
     plan, rest = resolve_generation(model.config, generation_config or model.generation_config, kwargs)
-    if rest:
-        raise TypeError(f"generate got unexpected keyword arguments: {', '.join(sorted(rest))}")
+    check_model_inputs(rest, ())
     check_positions(model.config.decoder, plan.max_length)
     input_ids = as_int(input_ids)
     if attention_mask is None:

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from encdec.configuration import EncoderDecoderConfig
+from encdec.configuration import EncoderDecoderConfig, as_config
 from encdec.generation import GenerationConfig
 from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels
 from encdec.layout import from_backend, to_backend
@@ -53,8 +53,8 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
             raise ValueError("TFEncoderDecoderModel needs either `config` or both `encoder` and `decoder`")
         if config is None:
             config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
-        elif not isinstance(config, EncoderDecoderConfig):
-            raise TypeError(f"config must be an EncoderDecoderConfig, got {type(config).__name__}")
+        else:  # ours, or transformers' converted through its dict
+            config = as_config(config, "config", EncoderDecoderConfig)
         if encoder is not None:
             config.encoder = encoder.config
         if decoder is not None:

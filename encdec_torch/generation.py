@@ -12,7 +12,10 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from encdec.generation import DecodePlan, GenerationConfig, default_attention_mask, resolve_generation
+from encdec.generation import DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask, resolve_generation
+
+#: encoder inputs ``generate`` passes on besides ``input_ids`` / ``attention_mask``.
+ENCODER_INPUTS = ("inputs_embeds", "token_type_ids", "position_ids")
 from encdec.outputs import GenerateOutput
 
 #: score given to continuations a beam must not take (transformers' constant).
@@ -127,6 +130,7 @@ def generate(model, input_ids: Optional[torch.Tensor], attention_mask: Optional[
     decoder_kwargs = sorted(k for k in rest if k.startswith("decoder_"))
     if decoder_kwargs:
         raise TypeError(f"generate does not take decoder inputs ({', '.join(decoder_kwargs)}); it starts from the decoder start token")
+    check_model_inputs(rest, ENCODER_INPUTS)
     if input_ids is None and "inputs_embeds" not in rest:
         raise ValueError("generate needs `input_ids` (or `inputs_embeds`)")
     if attention_mask is None and input_ids is not None:

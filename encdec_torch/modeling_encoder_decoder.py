@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encdec.configuration import EncoderDecoderConfig
+from encdec.configuration import EncoderDecoderConfig, as_config
 from encdec.generation import GenerationConfig
 from encdec.hub import split_hub_kwargs
 from encdec.init import init_model_weights
@@ -67,8 +67,8 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             if encoder is None or decoder is None:
                 raise ValueError("EncoderDecoderModel needs either a `config` or both an `encoder` and a `decoder`")
             config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
-        elif not isinstance(config, EncoderDecoderConfig):
-            raise ValueError(f"config must be an EncoderDecoderConfig, got {type(config).__name__}")
+        else:  # ours, or transformers' converted through its dict
+            config = as_config(config, "config", EncoderDecoderConfig)
         cross = getattr(config.decoder, "cross_attention_hidden_size", None)
         if cross is not None and cross != config.encoder.hidden_size:
             raise ValueError(
@@ -100,6 +100,9 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         if needs_projection(config):
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
         self.tie_weights()
+        # transformers' names for the tie targets (its Trainer re-ties when a checkpoint lacks them)
+        self._tied_weights_keys = self._keys_to_ignore_on_save = sorted(self.spec.ties)
+        self.register_state_dict_post_hook(_untie_in_state_dict)
         self.generation_config = GenerationConfig.from_model_config(config)
         if seed is not None:
             self.load_canonical(init_model_weights(config, seed=seed))
@@ -136,11 +139,22 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             "and keep config.encoder/config.decoder vocab sizes in step"
         )
 
-    def gradient_checkpointing_enable(self) -> None:
-        """Recompute layer activations in the backward pass (both parts; disables the cache in training)."""
+    supports_gradient_checkpointing = True
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: Optional[dict] = None) -> None:
+        """Recompute layer activations in the backward pass (both parts; disables the cache in training).
+
+        ``gradient_checkpointing_kwargs`` go to ``torch.utils.checkpoint.checkpoint`` (default
+        ``{"use_reentrant": False}``; transformers' Trainer passes its argument of that name)."""
+        kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
         for module in self.modules():
             if hasattr(module, "gradient_checkpointing"):
                 module.gradient_checkpointing = True
+            module.gradient_checkpointing_kwargs = kwargs
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return any(getattr(m, "gradient_checkpointing", False) for m in self.modules())
 
     def gradient_checkpointing_disable(self) -> None:
         for module in self.modules():
@@ -199,6 +213,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         output_attentions = bool(output_attentions)
         output_hidden_states = bool(output_hidden_states)
         return_dict = True if return_dict is None else return_dict
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         kwargs_encoder, kwargs_decoder = split_forward_kwargs(kwargs)
         if encoder_outputs is None:
             encoder_outputs = self.encode(
@@ -229,8 +244,11 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         if labels is not None:
             logits = dec.logits
             loss = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).to(logits.device), ignore_index=IGNORE_INDEX
+                logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1).to(logits.device), ignore_index=IGNORE_INDEX,
+                reduction="mean" if num_items_in_batch is None else "sum",
             )
+            if num_items_in_batch is not None:
+                loss = loss / torch.as_tensor(num_items_in_batch, device=loss.device)
         out = Seq2SeqLMOutput(
             loss=loss,
             logits=dec.logits,
@@ -361,6 +379,17 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         if dtype is not None:
             model.to(dtype)
         return model.eval()
+
+
+def _untie_in_state_dict(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+    """``state_dict()`` keeps every name, as transformers' does, but a tie target's entry is a
+    copy rather than its source's memory, so files written from it with
+    ``safetensors.torch.save_file`` (transformers' Trainer checkpoints) do not fail on
+    shared tensors.  ``keep_vars=True`` (parameters, not data) is left as it is."""
+    for tied in module.spec.ties:
+        value = state_dict.get(prefix + tied)
+        if value is not None and not isinstance(value, nn.Parameter):
+            state_dict[prefix + tied] = value.clone()
 
 
 def _summarise(names: list[str]) -> list[str]:

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from encdec.checkpoint import CheckpointError, _bf16_to_float32
+from encdec.checkpoint import CheckpointError, _bf16_to_float32, write_bytes
 from encdec.layout import Layout
 from encdec.specs import BIAS, CONV1D, EMBEDDING, LINEAR, NORM_BIAS, NORM_SCALE, ModelSpec
 
@@ -139,5 +139,4 @@ def write_flax_msgpack(path: str | os.PathLike, weights: Mapping[str, np.ndarray
         for m in modules:
             node = node.setdefault(m, {})
         node[leaf] = _encode_array(msgpack, arr)
-    with open(path, "wb") as f:
-        f.write(msgpack.packb(tree, use_bin_type=True))
+    write_bytes(path, [msgpack.packb(tree, use_bin_type=True)])

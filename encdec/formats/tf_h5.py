@@ -16,13 +16,14 @@ leaves follow the parameter kind (linear ``kernel`` transposed to [in, out], GPT
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 from typing import Any, Mapping
 
 import numpy as np
 
-from encdec.checkpoint import CheckpointError
+from encdec.checkpoint import CheckpointError, write_bytes
 from encdec.layout import Layout
 from encdec.specs import BIAS, CONV1D, EMBEDDING, LINEAR, NORM_BIAS, NORM_SCALE, ModelSpec
 
@@ -191,7 +192,10 @@ def write_tf_h5(path: str | os.PathLike, weights: Mapping[str, np.ndarray], spec
         if p.kind == BIAS and name.rpartition(".")[0] in conv1d_modules:
             arr = arr.reshape(1, -1)
         layers.setdefault(role, []).append((f"{_SCOPE}/{tf_name}:0", arr))
-    with h5py.File(path, "w") as f:
+    # Built in memory and written with plain file I/O: HDF5 itself must never meet a
+    # failing write (it crashes the process on some, e.g. a file-size limit).
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
         f.attrs["backend"] = "tensorflow".encode()
         f.attrs["keras_version"] = "2.15.0".encode()
         _write_attr_list(f, "layer_names", list(layers))
@@ -200,3 +204,4 @@ def write_tf_h5(path: str | os.PathLike, weights: Mapping[str, np.ndarray], spec
             _write_attr_list(group, "weight_names", [n for n, _ in items])
             for weight_name, arr in items:
                 group.create_dataset(weight_name, data=np.ascontiguousarray(arr))
+    write_bytes(path, [buffer.getbuffer()])

@@ -264,7 +264,11 @@ def run_stack(
             cache.append(layer_past)
             continue
         args = (x, mask, enc, enc_mask, layer_past, output_attentions)
-        x, sw, cw, present = checkpoint(layer, *args, use_reentrant=False) if checkpointing else layer(*args)
+        if checkpointing:  # kwargs set by EncoderDecoderModel.gradient_checkpointing_enable
+            kwargs = getattr(layers, "gradient_checkpointing_kwargs", None) or {"use_reentrant": False}
+            x, sw, cw, present = checkpoint(layer, *args, **kwargs)
+        else:
+            x, sw, cw, present = layer(*args)
         self_attn.append(sw)
         cross_attn.append(cw)
         cache.append(present)

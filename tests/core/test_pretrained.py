@@ -95,9 +95,11 @@ def test_ours_pt_bin_loads_in_transformers(T, tmp_path):
 def test_config_overrides_and_unused_kwargs(tmp_path):
     config, weights, _ = tiny_model()
     save_pretrained(tmp_path, config, weights)
-    config2, _, gen, unused = load_pretrained(tmp_path, decoder_start_token_id=5, pad_token_id=3, output_attentions=True)
+    config2, _, gen, unused = load_pretrained(tmp_path, decoder_start_token_id=5, pad_token_id=3, output_attentions=True,
+                                             not_a_field=1)
     assert (config2.decoder_start_token_id, config2.pad_token_id) == (5, 3)
-    assert unused == {"output_attentions": True} and gen is None
+    assert config2.output_attentions is True  # a common config attribute, as in transformers
+    assert unused == {"not_a_field": 1} and gen is None
     config3, _, _, _ = load_pretrained(tmp_path, config=config, decoder_start_token_id=9)
     assert config3.decoder_start_token_id == 9 and config.decoder_start_token_id == 0
 
