@@ -18,7 +18,7 @@ from encdec.registry import part_class
 from encdec.routing import check_no_unknown, split_forward_kwargs, split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, needs_projection
 from encdec_tf.adapters import TFAdapterMixin
-from encdec_tf.models.common import TF_LAYOUT, Dense, ParamStore, as_int
+from encdec_tf.models.common import TF_LAYOUT, Dense, ParamStore, as_int, initial_values, variable_value
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def assign_weights(variables: Mapping[str, keras.Variable], backend_weights: Map
         var = variables[key]
         if tuple(var.shape) != value.shape:
             raise ValueError(f"{where}: {key} has shape {value.shape}, the model expects {tuple(var.shape)}")
-        var.assign(value)
+        var.assign(variable_value(value, var.dtype))
 
 
 class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
@@ -87,7 +87,7 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
                 "is_decoder=True and add_cross_attention=True"
             )
         self.encoder, self.decoder = encoder, decoder
-        self.store = ParamStore(self, self.spec)
+        self.store = ParamStore(self, self.spec, scope="")
         self.enc_to_dec_proj = Dense(self.store, "enc_to_dec_proj") if needs_projection(config) else None
         self.backend_variables = {
             **{f"encoder.{k}": v for k, v in encoder.store.variables.items()},
@@ -217,8 +217,18 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
         config, weights, generation_config, unused = load_pretrained(pretrained_model_name_or_path, **kwargs)
         if unused:
             raise TypeError(f"from_pretrained got unexpected keyword arguments: {', '.join(sorted(unused))}")
-        model = cls(config, _init=False, **({} if dtype is None else {"dtype": dtype}))
-        model.load_canonical(weights)
+        # each variable is created holding its checkpoint value (one copy; see initial_values)
+        scoped: dict[str, dict[str, np.ndarray]] = {}
+        for key, value in to_backend(weights, encoder_decoder_spec(config), TF_LAYOUT).items():
+            scope, _, rest = key.partition(".")
+            if scope in ("encoder", "decoder"):
+                scoped.setdefault(scope, {})[rest] = value
+            else:
+                scoped.setdefault("", {})[key] = value
+        with initial_values(scoped) as used:
+            model = cls(config, _init=False, **({} if dtype is None else {"dtype": dtype}))
+        if len(used) != len(model.backend_variables) or len(used) != sum(map(len, scoped.values())):
+            model.load_canonical(weights)  # a part kept other names: assign (and check) the usual way
         if generation_config is not None:
             model.generation_config = generation_config
         return model

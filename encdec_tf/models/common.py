@@ -7,6 +7,8 @@ their canonical module path so that :mod:`encdec.layout` maps them generically.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import Any, Mapping
 
@@ -28,6 +30,39 @@ TF_LAYOUT = Layout(
 MASK_MIN = float(np.finfo(np.float32).min)
 
 
+#: ``{store scope: {backend name: array}}`` that stores created inside :func:`initial_values` start from.
+_INITIAL: contextvars.ContextVar = contextvars.ContextVar("encdec_tf_initial_values", default=None)
+
+
+@contextlib.contextmanager
+def initial_values(values: Mapping[str, Mapping[str, np.ndarray]]):
+    """Within, a :class:`ParamStore` of scope ``s`` (a part's layer name, ``""`` for the
+    composite) creates each variable holding ``values[s][backend name]`` instead of zeros,
+    so a checkpoint load copies each weight once (no zero fill, no second assignment).
+    Yields the set of ``(scope, name)`` pairs used, for the caller's completeness check."""
+    used: set[tuple[str, str]] = set()
+    token = _INITIAL.set((values, used))
+    try:
+        yield used
+    finally:
+        _INITIAL.reset(token)
+
+
+def variable_value(value: Any, dtype: Any, name: str = "", shape: tuple | None = None) -> tf.Tensor:
+    """``value`` (numpy) as a tensor of ``dtype``, copied once.  A transposed view (as
+    :func:`encdec.layout.to_backend` lays out kernels) is converted in its contiguous layout
+    and transposed by TF, multi-threaded, instead of by numpy's strided single-thread copy.
+    ``shape``: the variable's, checked with an error naming ``name``."""
+    value = np.asarray(value)
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {value.shape}, the model expects {tuple(shape)}")
+    if value.ndim == 2 and not value.flags.c_contiguous and value.T.flags.c_contiguous:
+        t = tf.transpose(tf.convert_to_tensor(value.T))
+    else:
+        t = tf.convert_to_tensor(value)
+    return t if t.dtype == dtype else tf.cast(t, dtype)
+
+
 class ParamStore:
     """Creates the variables of one part on ``owner`` from the part's spec.
 
@@ -35,14 +70,17 @@ class ParamStore:
     encoder's under ``tie_encoder_decoder``); spec ties inside the part share the source.
     ``variables`` is ``{backend name: variable}`` for the variables this part owns;
     ``hosts`` is ``{canonical module path: module}`` of the modules that can hold an adapter.
+    ``scope`` (default: the owner's layer name) selects this store's :func:`initial_values`.
     """
 
-    def __init__(self, owner: keras.layers.Layer, spec: ModelSpec, tied: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, owner: keras.layers.Layer, spec: ModelSpec, tied: Mapping[str, Any] | None = None,
+                 scope: str | None = None) -> None:
         self.owner = owner
         self.spec = spec
         self.tied = dict(tied or {})
         self.variables: dict[str, keras.Variable] = {}
         self.hosts: dict[str, Any] = {}
+        self.scope = owner.name if scope is None else scope
 
     def get(self, name: str) -> keras.Variable:
         if name in self.tied:
@@ -56,7 +94,13 @@ class ParamStore:
         if key not in self.variables:
             shape = p.shape[::-1] if p.kind in TF_LAYOUT.transpose else p.shape
             dtype = getattr(self.owner, "variable_dtype", None) or "float32"  # the owner's dtype policy
-            self.variables[key] = self.owner.add_weight(shape=shape, initializer="zeros", dtype=dtype, name=key)
+            initializer: Any = "zeros"
+            pending = _INITIAL.get()
+            if pending is not None and key in pending[0].get(self.scope, {}):
+                value = pending[0][self.scope][key]
+                pending[1].add((self.scope, key))
+                initializer = lambda shape, dtype: variable_value(value, dtype, key, shape)  # noqa: E731
+            self.variables[key] = self.owner.add_weight(shape=shape, initializer=initializer, dtype=dtype, name=key)
         return self.variables[key]
 
     def add_host(self, prefix: str, module: Any) -> None:

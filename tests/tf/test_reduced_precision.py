@@ -27,3 +27,19 @@ def test_half_precision_close_to_fp32(checkpoint, ref, dtype):
     ids = half.generate(x["input_ids"], attention_mask=x["attention_mask"], **gen).numpy()
     assert ids.shape[1] == rp.NEW_TOKENS + 1
     assert np.array_equal(ids, ref.generate(x["input_ids"], attention_mask=x["attention_mask"], **gen).numpy())
+
+
+def test_from_pretrained_creates_variables_from_the_checkpoint(checkpoint, ref, monkeypatch):
+    """The load path builds each variable holding its weight (no zero fill + assign):
+    nothing falls back to load_canonical, and the weights round-trip exactly."""
+    from encdec.pretrained import load_pretrained
+
+    def refuse(*_):
+        raise AssertionError("from_pretrained fell back to load_canonical")
+
+    monkeypatch.setattr(TFEncoderDecoderModel, "load_canonical", refuse)
+    model = TFEncoderDecoderModel.from_pretrained(checkpoint)
+    _, weights, _, _ = load_pretrained(checkpoint)
+    state = model.canonical_state()
+    assert state.keys() == weights.keys()
+    assert all(np.array_equal(state[k], weights[k]) for k in weights)
