@@ -36,13 +36,15 @@ class TorchSide(harness.Side):
         self.theirs = theirs
         self.label = "transformers" if theirs else "encdec_torch"
         self.t = {k: torch.from_numpy(v).long() for k, v in self.inputs.items()}
-
-    def load(self, path: str) -> None:
-        if self.theirs:
+        if theirs:  # imported here: the load figure must not include the import
             import transformers
 
             transformers.logging.set_verbosity_error()
-            self.model = transformers.EncoderDecoderModel.from_pretrained(path).eval()
+            self.cls = transformers.EncoderDecoderModel
+
+    def load(self, path: str) -> None:
+        if self.theirs:
+            self.model = self.cls.from_pretrained(path).eval()
         else:
             self.model = EncoderDecoderModel.from_pretrained(path, torch_dtype=getattr(torch, self.dtype))
 
