@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from encdec.configuration import EncoderDecoderConfig
+from encdec.registry import family
 
 os.environ.setdefault("USE_TF", "0")
 
@@ -67,9 +68,9 @@ def flax_forward(config: EncoderDecoderConfig, weights: Mapping[str, np.ndarray]
     inputs = dict(inputs)
     # FlaxEncoderDecoderModel passes arange positions to its parts; give RoBERTa parts the
     # padding-offset positions their PyTorch twins compute, so all oracles agree.
-    if config.encoder.model_type == "roberta":
+    if family(config.encoder.model_type) == "roberta":
         inputs["position_ids"] = roberta_positions(inputs["input_ids"], config.encoder.pad_token_id)
-    if config.decoder.model_type == "roberta":
+    if family(config.decoder.model_type) == "roberta":
         inputs["decoder_position_ids"] = roberta_positions(inputs["decoder_input_ids"], config.decoder.pad_token_id)
     out = model(**inputs)
     return np.asarray(out.logits)

@@ -26,6 +26,9 @@ def part_kwargs(model_type: str, hidden: int = 32) -> dict[str, Any]:
     if model_type == "rembert":
         return dict(SMALL, hidden_size=hidden, input_embedding_size=16, output_embedding_size=24, max_position_embeddings=64)
     extra = {"embedding_size": 16} if model_type == "electra" else {}
+    # the alias / BertGeneration pairs also run activations other than the default through every backend
+    extra.update({"bert-generation": {"hidden_act": "quick_gelu"}, "xlm-roberta": {"hidden_act": "mish"},
+                  "camembert": {"hidden_act": "gelu_10"}}.get(model_type, {}))
     return dict(SMALL, hidden_size=hidden, max_position_embeddings=64, hidden_dropout_prob=0.0,
                 attention_probs_dropout_prob=0.0, **extra)
 
@@ -67,4 +70,8 @@ PAIRS = [
     Pair("bert", "gpt2", encoder_hidden=48, name="bert48-2gpt2-32-proj"),
     Pair("bert", "prophetnet", light=True),
     Pair("rembert", "rembert", light=True),
+    # the layout of Rothe et al.'s *_shared* checkpoints: BertGeneration parts, tie_encoder_decoder
+    Pair("bert-generation", "bert-generation", extra={"tie_encoder_decoder": True}, name="bertgen2bertgen-shared",
+         light=True),
+    Pair("xlm-roberta", "camembert", light=True),  # aliases of RoBERTa's math, own model types
 ]

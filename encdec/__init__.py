@@ -8,6 +8,8 @@ from encdec.configuration import (
     AutoConfig,
     BartConfig,
     BertConfig,
+    BertGenerationConfig,
+    CamembertConfig,
     ElectraConfig,
     EncoderDecoderConfig,
     GPT2Config,
@@ -15,6 +17,7 @@ from encdec.configuration import (
     ProphetNetConfig,
     RemBertConfig,
     RobertaConfig,
+    XLMRobertaConfig,
 )
 from encdec.generation import GenerationConfig
 from encdec.labels import shift_tokens_right
@@ -25,6 +28,8 @@ __all__ = [
     "AutoConfig",
     "BartConfig",
     "BertConfig",
+    "BertGenerationConfig",
+    "CamembertConfig",
     "ElectraConfig",
     "EncoderDecoderConfig",
     "GPT2Config",
@@ -33,6 +38,7 @@ __all__ = [
     "ProphetNetConfig",
     "RemBertConfig",
     "RobertaConfig",
+    "XLMRobertaConfig",
     "shift_tokens_right",
     "__version__",
 ]

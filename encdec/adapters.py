@@ -456,17 +456,19 @@ def _read_adapter_folder(directory: str) -> tuple[str, AdapterConfig, dict[str, 
     config = config_from_dict(meta["config"])
     st_path = os.path.join(directory, ADAPTER_WEIGHTS_NAME)
     bin_path = os.path.join(directory, ADAPTERHUB_WEIGHTS_NAME)
+    from encdec.checkpoint import CheckpointError, check_finite, read_pt_bin, read_safetensors
+
     if os.path.isfile(st_path):
-        from safetensors.numpy import load_file
-
-        weights = dict(load_file(st_path))
+        weights = read_safetensors(st_path)  # validated header, memory owned by this process
     elif os.path.isfile(bin_path):
-        import torch  # AdapterHub's format is a torch pickle; read safely
-
-        state = torch.load(bin_path, map_location="cpu", weights_only=True)
-        weights = {k: v.detach().float().numpy() if v.dtype.is_floating_point else v.numpy() for k, v in state.items()}
+        # AdapterHub's format is a torch pickle, read with weights_only=True
+        weights = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in read_pt_bin(bin_path).items()}
     else:
         raise FileNotFoundError(f"load_adapter: neither {ADAPTER_WEIGHTS_NAME} nor {ADAPTERHUB_WEIGHTS_NAME} in {os.fspath(directory)!r}")
+    wrong = sorted(k for k, v in weights.items() if v.dtype.kind != "f")
+    if wrong:
+        raise CheckpointError(f"load_adapter: {os.fspath(directory)!r} holds non-float adapter weights: {wrong[:10]}")
+    check_finite(weights, f"adapter folder {os.fspath(directory)!r}")
     return meta["name"], config, weights
 
 

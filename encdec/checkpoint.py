@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from encdec._io_utils import default_mode
+from encdec._io_utils import default_mode, writing
 from encdec.specs import ModelSpec
 
 SAFE_WEIGHTS_NAME = "model.safetensors"
@@ -171,7 +171,7 @@ def _parse_safetensors_header(path: str, f: Any) -> tuple[dict[str, Any], list[_
         if str(err).startswith(path):
             raise
         raise bad(f"bad header ({err})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise bad(f"bad header ({err})") from None
     if not isinstance(header, dict):
         raise bad("header is not a JSON object")
@@ -259,20 +259,6 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
-@contextlib.contextmanager
-def writing(path: str) -> Iterator[None]:
-    """Turn any failure to write ``path`` (disk full, file too large, permissions; torch's
-    RuntimeError) into an ``OSError`` that names the file."""
-    try:
-        yield
-    except OSError as err:
-        if err.errno is None:
-            raise OSError(f"could not write {path}: {err}") from err
-        raise OSError(err.errno, f"could not write {path}: {err.strerror or err}") from err
-    except RuntimeError as err:  # torch.save reports short writes this way
-        raise OSError(f"could not write {path}: {err}") from err
-
-
 def write_bytes(path: str, chunks: Iterable[Any]) -> None:
     """Write ``chunks`` (bytes-like) to ``path``; errors name the file."""
     with writing(path), open(path, "wb") as f:
@@ -334,17 +320,23 @@ def read_pt_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"refusing to load {path}: it holds pickled objects other than tensors, and this "
             f"library only unpickles with weights_only=True ({str(err).splitlines()[0]})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # torch raises many unrelated types for corrupt archives
         raise CheckpointError(f"cannot read PyTorch checkpoint {path}: {err}") from None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path} does not hold a state dict (got {type(state).__name__})")
     out = {}
+    storages: set[int] = set()
     for name, tensor in state.items():
         if not isinstance(tensor, torch.Tensor):
             raise CheckpointError(f"{path}: entry {name!r} is a {type(tensor).__name__}, not a tensor")
         if tensor.dtype == torch.bfloat16:
             tensor = tensor.float()
-        out[name] = tensor.detach().cpu().numpy()
+        storage = tensor.untyped_storage().data_ptr()
+        arr = tensor.detach().cpu().numpy()
+        # entries sharing one storage (tied or hostile views) get their own memory: a model
+        # sharing loaded arrays must not alias two parameters
+        out[name] = arr.copy() if storage in storages and arr.size else arr
+        storages.add(storage)
     return out
 
 
@@ -363,7 +355,7 @@ def _read_index(path: str) -> dict[str, str]:
         with open(path, encoding="utf-8") as f:
             index = json.load(f)
         weight_map = index["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError) as err:
         raise CheckpointError(f"{path} is not a valid shard index (needs a 'weight_map'): {err}") from None
     if not isinstance(weight_map, dict):
         raise CheckpointError(f"{path}: 'weight_map' must map weight names to shard files")
@@ -417,6 +409,10 @@ def read_sharded(index_path: str | os.PathLike, resolve: Callable[[str], str] | 
             raise FileNotFoundError(f"shard {shard!r} listed in {index_path} is missing") from None
         _check_shard_inside(path, shard, index_path)
         part = reader(path)
+        elsewhere = sorted(k for k in part if weight_map.get(k, shard) != shard)
+        if elsewhere:
+            raise CheckpointError(f"shard {path} holds {len(elsewhere)} weights its index {index_path} assigns to "
+                                  f"other shards: {elsewhere[:5]}; refusing an ambiguous checkpoint")
         expected = {k for k, v in weight_map.items() if v == shard}
         if not expected <= set(part):
             lost = sorted(expected - set(part))
@@ -568,7 +564,11 @@ def check_finite(weights: Mapping[str, np.ndarray], where: str, allow: bool = Fa
         if arr.dtype.kind != "f" or id(arr) in seen:
             continue
         seen.add(id(arr))
-        flat = arr.reshape(-1)
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = arr.sum()
+        if np.isfinite(total):  # one pass, no temporary; NaN/inf always make the sum non-finite
+            continue
+        flat = arr.reshape(-1)  # the sum overflowed or a value is non-finite: check exactly
         step = 1 << 22  # chunks keep the temporary boolean array small
         if not all(np.isfinite(flat[i:i + step]).all() for i in range(0, flat.size, step)):
             bad.append(name)
@@ -637,6 +637,10 @@ def write_weights(folder: str, weights: Mapping[str, np.ndarray], spec: ModelSpe
 SAVE_LOCK_TIMEOUT = 600.0
 
 
+#: Temporary files of killed single-file writes (``atomic_write``): not carried over.
+_STALE_TEMP_FILE = re.compile(r"\.tmp-[a-z0-9_]{8}-.+")
+
+
 def _leftover_pattern(base: str) -> "re.Pattern[str]":
     """Temporary folders of saves of ``base`` (``mkdtemp`` adds 8 characters)."""
     return re.compile(rf"\.(tmp|old)-{re.escape(base)}-[a-z0-9_]{{8}}")
@@ -659,7 +663,7 @@ def save_lock(target: str) -> Iterator[None]:
     path = os.path.join(parent, f".{base}.lock")
     deadline = time.monotonic() + SAVE_LOCK_TIMEOUT
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, default_mode())
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), default_mode())
         try:
             while True:
                 try:
@@ -785,7 +789,7 @@ def atomic_directory(save_directory: str | os.PathLike, fill: Callable[[str], It
                 os.chmod(os.path.join(tmp, name), default_mode())
             if os.path.isdir(target):
                 for entry in os.listdir(target):
-                    if entry in written or replaces(entry):
+                    if entry in written or replaces(entry) or _STALE_TEMP_FILE.fullmatch(entry):
                         continue
                     src, dst = os.path.join(target, entry), os.path.join(tmp, entry)
                     if os.path.isdir(src) and not os.path.islink(src):
@@ -831,12 +835,12 @@ class PinnedFolder:
         self.fd: int | None = None
         self.view: str | None = None
         self.stamp: tuple[int, int] | None = None
-        if not os.path.isdir(name):
-            recover_interrupted_save(name)
         self._pin()
 
     def _pin(self) -> None:
         self.close()
+        if not os.path.isdir(self.name):
+            recover_interrupted_save(self.name)  # waits for a save's lock if one is mid-swap
         if not os.path.isdir(self.name):
             return
         try:
@@ -849,33 +853,40 @@ class PinnedFolder:
         self.view = view if os.path.isdir(view) else None
 
     def _moved(self) -> bool:
+        if self.stamp is None:
+            return False
         try:
             st = os.stat(self.name)
         except OSError:
-            return self.stamp is not None
-        return self.stamp is not None and (st.st_ino, st.st_dev) != self.stamp
+            return True
+        return (st.st_ino, st.st_dev) != self.stamp
 
     def run(self, load: Callable[[str], Any]) -> Any:
-        if self.fd is None:
-            return load(self.name)
+        """``load(folder path)``, read through the pinned folder, retried while a save
+        replaces the folder underneath."""
+        import time
+
         for attempt in range(self.retries):
+            last = attempt + 1 == self.retries
+            view = self.view
             try:
-                result = load(self.view or self.name)
+                result = load(view or self.name)
             except (OSError, ValueError) as err:  # CheckpointError and LoadError are ValueErrors
-                if attempt + 1 < self.retries and self._moved():
+                if not last and self._moved():
+                    time.sleep(0.002 * attempt)
                     self._pin()
                     continue
-                raise self._renamed(err)
-            if self.view is None and self._moved() and attempt + 1 < self.retries:
+                raise self._renamed(err, view)
+            if view is None and not last and self._moved():
                 self._pin()
                 continue
             return result
         raise AssertionError("unreachable")
 
-    def _renamed(self, err: BaseException) -> BaseException:
+    def _renamed(self, err: BaseException, view: str | None) -> BaseException:
         """The error with the ``/proc/self/fd`` view replaced by the folder's name."""
-        if self.view:
-            fix = lambda v: v.replace(self.view, self.name.rstrip(os.sep)) if isinstance(v, str) else v
+        if view:
+            fix = lambda v: v.replace(view, self.name.rstrip(os.sep)) if isinstance(v, str) else v
             err.args = tuple(fix(a) for a in err.args)
             if isinstance(err, OSError) and err.errno is not None:
                 err.filename, err.strerror = fix(err.filename), fix(err.strerror)
@@ -884,7 +895,7 @@ class PinnedFolder:
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
-            self.fd = None
+        self.fd, self.view, self.stamp = None, None, None
 
 
 @contextlib.contextmanager

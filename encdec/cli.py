@@ -31,20 +31,26 @@ def _say(args: argparse.Namespace, *parts: Any) -> None:
         print(*parts)
 
 
-def _backends(arg: str | None) -> list[str]:
+def _backends(arg: str | None, need_installed: bool = True) -> list[str]:
+    """Backends named by ``--backends`` (default: every installed one); unknown or empty
+    names are bad input, and uninstalled ones too when ``need_installed``."""
     from encdec.registry import available_backends
     from encdec.runner import MODEL_CLASSES
 
     if arg is None:
+        if not need_installed:
+            return []
         found = available_backends()
         if not found:
             raise CliError("no backend installed: pip install 'encdec[torch]' (or tf, flax)", EXIT_NO_BACKEND)
         return found
     wanted = [b.strip() for b in arg.split(",") if b.strip()]
+    if not wanted:
+        raise CliError(f"--backends {arg!r} names no backend; give a comma list of {', '.join(MODEL_CLASSES)}")
     for b in wanted:
         if b not in MODEL_CLASSES:
             raise CliError(f"--backends: unknown backend {b!r}; choose from {', '.join(MODEL_CLASSES)}")
-        if b not in available_backends():
+        if need_installed and b not in available_backends():
             raise CliError(f"--backends: {b} is not installed (pip install 'encdec[{b}]')", EXIT_NO_BACKEND)
     return wanted
 
@@ -81,7 +87,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
     dst = Path(args.dst)
     if dst.exists() and any(dst.iterdir()) and not args.force:
         raise CliError(f"destination {dst} is not empty; pass --force to overwrite it")
-    backends = [] if args.no_verify else _backends(args.backends)
+    backends = _backends(args.backends, need_installed=not args.no_verify)
+    if args.no_verify:
+        backends = []
     # one step per stage; tqdm hides the bar when stderr is not a terminal (disable=None)
     bar = tqdm(total=2 + len(backends), desc="convert", unit="step", disable=True if args.quiet else None)
     bar.set_postfix_str("read")
@@ -112,8 +120,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from encdec.runner import Runner, sample_inputs
 
     source = args.checkpoint or str(BUNDLED)
-    config, weights, _ = _load(source, _hub_kwargs(args))
+    for option in ("batch", "max_new_tokens"):
+        if getattr(args, option) < 1:
+            raise CliError(f"--{option.replace('_', '-')} must be a positive integer, got {getattr(args, option)}")
+    if not 0 <= args.seed < 2**32:
+        raise CliError(f"--seed must be in [0, 2**32), got {args.seed}")
     backends = _backends(args.backends)
+    config, weights, _ = _load(source, _hub_kwargs(args))
     inputs = sample_inputs(config, batch=args.batch, seed=args.seed)
     gen_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask")}
     rows = {}

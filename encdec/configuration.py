@@ -196,6 +196,8 @@ class PretrainedConfig:
                 data = json.load(f)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path} is not valid JSON: {err}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a config.json (not UTF-8 text); pass the checkpoint folder or its config.json") from None
         if cls is PretrainedConfig or cls is AutoConfig:
             return config_class_for(data.get("model_type"), path).from_dict(data, **kwargs)
         return cls.from_dict(data, **kwargs)
@@ -256,6 +258,43 @@ class BertConfig(PretrainedConfig):
 class RobertaConfig(BertConfig):
     model_type = "roberta"
     defaults = {**BertConfig.defaults, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+
+
+class XLMRobertaConfig(RobertaConfig):
+    """XLM-RoBERTa: RoBERTa's fields, defaults and math under its own ``model_type``."""
+
+    model_type = "xlm-roberta"
+
+
+class CamembertConfig(RobertaConfig):
+    """CamemBERT: RoBERTa's fields, defaults and math under its own ``model_type``."""
+
+    model_type = "camembert"
+
+
+class BertGenerationConfig(PretrainedConfig):
+    """BertGeneration (Rothe et al.): BERT layers without token-type embeddings or pooler;
+    the decoder's LM head is a single output projection ``lm_head.decoder`` plus bias."""
+
+    model_type = "bert-generation"
+    defaults = {
+        "vocab_size": 50358,
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "intermediate_size": 4096,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.1,
+        "attention_probs_dropout_prob": 0.1,
+        "max_position_embeddings": 512,
+        "initializer_range": 0.02,
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0,
+        "bos_token_id": 2,
+        "eos_token_id": 1,
+        "position_embedding_type": "absolute",
+    }
+    types = {k: v for k, v in BertConfig.types.items() if k != "type_vocab_size"}
 
 
 class ElectraConfig(BertConfig):
@@ -562,6 +601,7 @@ CONFIG_CLASSES: dict[str, type[PretrainedConfig]] = {
     for c in (BertConfig, RobertaConfig, ElectraConfig, GPT2Config, BartConfig, EncoderDecoderConfig)
 }
 CONFIG_CLASSES.update({c.model_type: c for c in (ProphetNetConfig, RemBertConfig)})
+CONFIG_CLASSES.update({c.model_type: c for c in (XLMRobertaConfig, CamembertConfig, BertGenerationConfig)})
 
 
 def config_class_for(model_type: Any, where: str = "config") -> type[PretrainedConfig]:

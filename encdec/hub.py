@@ -41,6 +41,8 @@ def resolve_file(
     not exist there (or is not cached while offline), ``OSError`` for other hub failures.
     """
     name = os.fspath(name_or_path)
+    if os.path.isfile(name):
+        raise NotADirectoryError(f"{name!r} is a file; pass the checkpoint folder that holds it (with config.json)")
     if os.path.isdir(name):
         folder = os.path.join(name, subfolder) if subfolder else name
         path = os.path.join(folder, filename)
@@ -134,3 +136,39 @@ def list_files(name_or_path: str | os.PathLike, filenames: Sequence[str], **hub:
     except Exception as err:  # hub client errors have no common base besides Exception
         raise OSError(f"could not list the files of Hub repo {name!r}: {err}") from err
     return [f for f in filenames if repo_path(f) in present]
+
+
+#: Keywords of transformers' ``push_to_hub`` / ``save_pretrained(push_to_hub=True)``.
+PUSH_KWARGS = ("repo_id", "commit_message", "private", "token", "create_pr", "revision", "commit_description")
+
+
+def push_folder(folder: str | os.PathLike, repo_id: str | None = None, **kwargs: Any) -> Any:
+    """Upload a saved checkpoint folder with ``huggingface_hub`` (``create_repo`` then
+    ``upload_folder``), as transformers' ``push_to_hub`` does; ``repo_id`` defaults to the
+    folder's name.  Returns ``upload_folder``'s result."""
+    unknown = sorted(set(kwargs) - set(PUSH_KWARGS))
+    if unknown:
+        raise TypeError(f"push_to_hub got unexpected keyword argument(s): {', '.join(unknown)}; "
+                        f"accepted: {', '.join(PUSH_KWARGS)}")
+    import huggingface_hub
+
+    repo_id = repo_id or os.path.basename(os.path.normpath(os.fspath(folder)))
+    token = kwargs.get("token")
+    huggingface_hub.create_repo(repo_id, private=kwargs.get("private"), token=token, exist_ok=True)
+    return huggingface_hub.upload_folder(
+        repo_id=repo_id, folder_path=os.fspath(folder), token=token,
+        commit_message=kwargs.get("commit_message") or "Upload model", commit_description=kwargs.get("commit_description"),
+        create_pr=kwargs.get("create_pr", False), revision=kwargs.get("revision"),
+    )
+
+
+def push_model(model: Any, repo_id: str, **kwargs: Any) -> Any:
+    """transformers' ``model.push_to_hub(repo_id, ...)``: save into a temporary folder with the
+    model's own ``save_pretrained`` (``safe_serialization`` / ``max_shard_size`` passed on),
+    then :func:`push_folder`."""
+    import tempfile
+
+    save_kwargs = {k: kwargs.pop(k) for k in ("safe_serialization", "max_shard_size") if k in kwargs}
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp, **save_kwargs)
+        return push_folder(tmp, repo_id=repo_id, **kwargs)

@@ -16,6 +16,15 @@ BACKEND_FRAMEWORKS = {"torch": "torch", "tf": "tensorflow", "flax": "flax"}
 ROLES = ("encoder", "decoder")
 _CLASSES: dict[tuple[str, str, str], Any] = {}
 
+#: model_type -> the model_type whose math, spec, part classes and checkpoint naming it
+#: reuses (its own config class and ``model_type`` string are kept, as in transformers).
+ALIASES: dict[str, str] = {"xlm-roberta": "roberta", "camembert": "roberta"}
+
+
+def family(model_type: Any) -> Any:
+    """The model_type whose implementation ``model_type`` uses (itself unless an alias)."""
+    return ALIASES.get(model_type, model_type)
+
 
 def register(backend: str, model_type: str, *, encoder: Any = None, decoder: Any = None) -> None:
     """Record the classes a backend uses for ``model_type`` as encoder and/or decoder."""
@@ -34,9 +43,10 @@ def part_class(backend: str, model_type: str, role: str) -> Any:
         raise ValueError(f"role must be one of {ROLES}, got {role!r}")
     importlib.import_module(BACKEND_MODULES[backend])
     try:
-        return _CLASSES[(backend, model_type, role)]
+        return _CLASSES[(backend, family(model_type), role)]
     except KeyError:
-        supported = sorted(m for (b, m, r) in _CLASSES if b == backend and r == role)
+        supported = sorted({m for (b, m, r) in _CLASSES if b == backend and r == role}
+                           | {a for a, f in ALIASES.items() if (backend, f, role) in _CLASSES})
         raise ValueError(
             f"model_type {model_type!r} is not supported as {role} by the {backend} backend; "
             f"supported: {', '.join(supported)}"

@@ -44,3 +44,22 @@ def check_no_unknown(where: str, unknown: dict[str, Any], accepted: list[str] | 
             f"{where} got unexpected keyword argument(s): {names}. Accepted: {', '.join(accepted)}; "
             "prefix decoder arguments with 'decoder_'"
         )
+
+
+def output_flags(config: Any, output_attentions: Any = None, output_hidden_states: Any = None,
+                 return_dict: Any = None) -> tuple[bool, bool, bool, bool, bool]:
+    """transformers' rule for the composite call: an argument given wins; otherwise each part
+    follows its own config (``config.encoder`` / ``config.decoder``), and the composite
+    config's ``output_attentions`` / ``output_hidden_states`` switch both on; ``return_dict``
+    falls back to ``config.use_return_dict``.  Returns ``(encoder attentions, encoder hidden
+    states, decoder attentions, decoder hidden states, return_dict)``."""
+    def flag(value: Any, name: str, part: Any) -> bool:
+        if value is not None:
+            return bool(value)
+        return bool(getattr(config, name, False) or getattr(part, name, False))
+
+    enc, dec = getattr(config, "encoder", None), getattr(config, "decoder", None)
+    rd = return_dict if return_dict is not None else getattr(config, "use_return_dict", True)
+    return (flag(output_attentions, "output_attentions", enc), flag(output_hidden_states, "output_hidden_states", enc),
+            flag(output_attentions, "output_attentions", dec), flag(output_hidden_states, "output_hidden_states", dec),
+            bool(rd))

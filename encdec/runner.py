@@ -94,6 +94,8 @@ class Runner:
 
             with torch.no_grad():
                 out = self.model.generate(self._native(input_ids), attention_mask=self._native(attention_mask), **kwargs)
+        elif self.backend == "flax":  # compared with transformers' PyTorch ids: its trimmed shape
+            out = self.model.generate(input_ids, attention_mask=attention_mask, pad_to_max_length=False, **kwargs)
         else:
             out = self.model.generate(input_ids, attention_mask=attention_mask, **kwargs)
         return to_numpy(getattr(out, "sequences", out)).astype(np.int64)

@@ -1,10 +1,39 @@
 """encdec's JAX/Flax backend: ``FlaxEncoderDecoderModel`` on flax.linen part models with
 an explicit parameter pytree (paths = canonical names), and compiled generation."""
-from encdec.configuration import EncoderDecoderConfig
+from encdec.configuration import (  # transformers' names, importable where users look
+    AutoConfig,
+    BartConfig,
+    BertConfig,
+    ElectraConfig,
+    EncoderDecoderConfig,
+    GPT2Config,
+    PretrainedConfig,
+    ProphetNetConfig,
+    RemBertConfig,
+    RobertaConfig,
+)
+from encdec.generation import GenerationConfig
 from encdec_flax.modeling_encoder_decoder import FlaxEncoderDecoderModel
-from encdec_flax.models import ProphetNetForCausalLM as FlaxProphetNetForCausalLM
-from encdec_flax.models import RemBertForCausalLM as FlaxRemBertForCausalLM
-from encdec_flax.models import RemBertModel as FlaxRemBertModel
+from encdec_flax.parts import (  # part models as module + params objects, as transformers' Flax classes
+    FlaxAutoEncoder,
+    FlaxAutoModelForCausalLM,
+    FlaxBartForCausalLM,
+    FlaxBertForCausalLM,
+    FlaxBertLMHeadModel,
+    FlaxBertModel,
+    FlaxElectraModel,
+    FlaxGPT2LMHeadModel,
+    FlaxPartModel,
+    FlaxProphetNetForCausalLM,
+    FlaxRemBertForCausalLM,
+    FlaxRemBertModel,
+    FlaxRobertaForCausalLM,
+    FlaxRobertaModel,
+)
 
-__all__ = ["EncoderDecoderConfig", "FlaxEncoderDecoderModel"]
-__all__ += ["FlaxProphetNetForCausalLM", "FlaxRemBertForCausalLM", "FlaxRemBertModel"]
+__all__ = ["FlaxEncoderDecoderModel", "FlaxAutoEncoder", "FlaxAutoModelForCausalLM", "FlaxBartForCausalLM",
+           "FlaxBertForCausalLM", "FlaxBertLMHeadModel", "FlaxBertModel", "FlaxElectraModel", "FlaxGPT2LMHeadModel",
+           "FlaxPartModel", "FlaxProphetNetForCausalLM", "FlaxRemBertForCausalLM", "FlaxRemBertModel",
+           "FlaxRobertaForCausalLM", "FlaxRobertaModel"]
+__all__ += ["AutoConfig", "BartConfig", "BertConfig", "ElectraConfig", "EncoderDecoderConfig", "GPT2Config",
+            "GenerationConfig", "PretrainedConfig", "ProphetNetConfig", "RemBertConfig", "RobertaConfig"]

@@ -16,8 +16,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from encdec.compile_cache import ProgramCache, bucket_length, pad_source
 from encdec.generation import DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask, resolve_generation
 from encdec.outputs import GenerateOutput
+from encdec.specs import max_sequence_length
+from encdec.validation import validate_generate_inputs
+from encdec_flax.models.layers import host_values
 
 _NEG = -1.0e9  # transformers' "very large negative" for beam bookkeeping
 
@@ -246,26 +250,36 @@ def _build_program(module, plan: DecodePlan):
 
 
 def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_config: GenerationConfig | None = None,
-             params: Any = None, prng_key: Any = None, **kwargs: Any) -> GenerateOutput:
+             params: Any = None, prng_key: Any = None, pad_to_max_length: bool = True, **kwargs: Any) -> GenerateOutput:
     """Generate decoder ids for ``input_ids`` [batch, source_len].
 
     Returns :class:`~encdec.outputs.GenerateOutput` with ``sequences`` [batch *
     num_return_sequences, length] (starting with the decoder start token; length as
-    transformers would return it) and, for beam search, ``sequences_scores``.
-    ``prng_key`` seeds sampling (default ``PRNGKey(0)``).
+    transformers' Flax returns it: ``max_length`` columns, padded with the pad id after the
+    longest row; ``pad_to_max_length=False`` trims to the longest row as transformers'
+    PyTorch does) and, for beam search, ``sequences_scores``.
+    ``prng_key`` seeds sampling (default ``PRNGKey(0)``).  ``length_buckets`` (default True)
+    pads the source to a length bucket so that few programs are compiled; programs are
+    kept in an LRU per model (see :mod:`encdec.compile_cache`).
     """
+    length_buckets = bool(kwargs.pop("length_buckets", True))
     plan, rest = resolve_generation(model.config, generation_config or model.generation_config, kwargs)
     check_model_inputs(rest, ())
+    validate_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values)
     input_ids = jnp.asarray(input_ids, jnp.int32)
-    if input_ids.ndim != 2:
-        raise ValueError(f"input_ids must be [batch, length], got shape {input_ids.shape}")
     attention_mask = (default_attention_mask(input_ids, plan, xp=jnp) if attention_mask is None
                       else jnp.asarray(attention_mask, jnp.int32))
-    if attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask shape {attention_mask.shape} differs from input_ids shape {input_ids.shape}")
     key = jax.random.PRNGKey(0) if prng_key is None else prng_key
-    programs = model.__dict__.setdefault("_generate_programs", {})
-    if plan not in programs:
-        programs[plan] = _build_program(model.module, plan)
-    sequences, scores, out_length = programs[plan](model.module_params(params), input_ids, attention_mask, key)
-    return GenerateOutput(sequences=sequences[:, : int(out_length)], sequences_scores=scores)
+    if length_buckets:
+        bucket = bucket_length(input_ids.shape[1], max_sequence_length(model.config.encoder))
+        input_ids, attention_mask = pad_source(input_ids, attention_mask, bucket, plan.pad_token_id, jnp)
+    programs = model.__dict__.get("_generate_programs")
+    if programs is None:
+        programs = model.__dict__["_generate_programs"] = ProgramCache()
+    program = programs.get_or_build((plan, input_ids.shape), lambda: _build_program(model.module, plan))
+    sequences, scores, out_length = program(model.module_params(params), input_ids, attention_mask, key)
+    if not pad_to_max_length:  # transformers' PyTorch shape (trimmed to the longest row)
+        return GenerateOutput(sequences=sequences[:, : int(out_length)], sequences_scores=scores)
+    # transformers' Flax shape: always max_length, positions after the longest row hold the pad id
+    sequences = jnp.where(jnp.arange(sequences.shape[1])[None, :] < out_length, sequences, plan.pad_token_id)
+    return GenerateOutput(sequences=sequences, sequences_scores=scores)

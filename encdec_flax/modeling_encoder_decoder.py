@@ -8,6 +8,7 @@ Weights come from the core's portable init (``seed``) or from checkpoints throug
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
@@ -29,11 +30,12 @@ from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels
 from encdec.layout import from_backend, to_backend
 from encdec.outputs import BaseModelOutput, CausalLMOutputWithCrossAttentions, ModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
-from encdec.routing import split_pretrained_kwargs
-from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec.routing import output_flags, split_pretrained_kwargs
+from encdec.specs import encoder_decoder_spec, keep_decoder_side, needs_projection
+from encdec.validation import validate_inputs
 from encdec_flax.adapters import ActiveAdapter, FlaxAdapterMixin, adapter_scope
 from encdec_flax.models import FLAX_LAYOUT
-from encdec_flax.models.layers import dense
+from encdec_flax.models.layers import dense, host_values
 
 logger = logging.getLogger(__name__)
 
@@ -224,8 +226,33 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
             flat[tied] = flat[source]
         return unflatten_dict(flat)
 
-    def num_parameters(self) -> int:
-        return self.spec.num_parameters()
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        return self.spec.num_parameters(exclude_embeddings=exclude_embeddings)
+
+    def init_weights(self, rng: Any, input_shape: tuple, params: Any = None) -> dict:
+        """transformers' ``init_weights(rng, input_shape, params=None)``: a fresh parameter
+        pytree from the portable init seeded by ``rng`` (``input_shape`` is not needed: the
+        spec gives every shape); leaves present in ``params`` are kept (transformers fills
+        only the missing ones).  ``self.params`` is not changed."""
+        seed = int(jax.random.randint(rng, (), 0, 2**31 - 1))
+        fresh = {tuple(k.split(".")): jnp.asarray(v)
+                 for k, v in to_backend(init_model_weights(self.config, seed=seed), self.spec, FLAX_LAYOUT).items()}
+        if params is not None:
+            fresh.update({k: v for k, v in flatten_dict(params).items() if k in fresh})
+        return unflatten_dict(fresh)
+
+    @property
+    def name_or_path(self) -> str:
+        return getattr(self.config, "name_or_path", "")
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return True
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        from encdec.hub import push_model
+
+        return push_model(self, repo_id, **kwargs)
 
     def to_bf16(self, params: Any, mask: Any = None) -> Any:
         """Floating leaves of ``params`` cast to bfloat16 (where ``mask`` is true)."""
@@ -247,13 +274,22 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         variables = {"params": self.module_params(params)}
         return self.module.apply(variables, *args, rngs=rngs, method=method, deterministic=not train, **kwargs)
 
-    def _flags(self, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None) -> tuple[bool, bool, bool]:
-        return bool(output_attentions), bool(output_hidden_states), True if return_dict is None else bool(return_dict)
+    def _flags(self, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None,
+               part: str = "both") -> tuple[bool, bool, bool]:
+        """Argument, else config (:func:`encdec.routing.output_flags`) for ``part``."""
+        ea, eh, da, dh, rd = output_flags(self.config, output_attentions, output_hidden_states, return_dict)
+        if part == "encoder":
+            return ea, eh, rd
+        if part == "decoder":
+            return da, dh, rd
+        return ea or da, eh or dh, rd
 
     def encode(self, input_ids, attention_mask=None, position_ids=None, output_attentions: bool | None = None,
                output_hidden_states: bool | None = None, return_dict: bool | None = None, train: bool = False,
                params: Any = None, dropout_rng: Any = None) -> BaseModelOutput | tuple:
-        oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict)
+        oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict, "encoder")
+        validate_inputs(self.config, input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                        require_decoder=False, host=host_values)
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
@@ -278,8 +314,13 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         tokens are written at the cache index; ``decoder_attention_mask`` then covers the
         cache's ``max_length`` positions.  Positions default to ``index + arange``
         (RoBERTa: its padding rule)."""
-        oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict)
+        oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict, "decoder")
         states = encoder_outputs[0] if isinstance(encoder_outputs, (tuple, list, ModelOutput)) else encoder_outputs
+        if states is not None:
+            validate_inputs(self.config, encoder_hidden_states=states, attention_mask=encoder_attention_mask,
+                            decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention_mask,
+                            decoder_position_ids=decoder_position_ids, host=host_values,
+                            past_length=None if past_key_values is not None else 0)
         out = self._apply(params, "decode", jnp.asarray(decoder_input_ids), states, encoder_attention_mask,
                           decoder_attention_mask, decoder_position_ids, past_key_values, train=train,
                           dropout_rng=dropout_rng, output_attentions=oa, output_hidden_states=oh)
@@ -296,6 +337,9 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         inputs are the labels shifted right (core rule) with a mask ignoring pads; the
         loss is the mean cross-entropy over labels != -100."""
         oa, oh, rd = self._flags(output_attentions, output_hidden_states, return_dict)
+        validate_inputs(self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+                           decoder_attention_mask=decoder_attention_mask, labels=labels, position_ids=position_ids,
+                           decoder_position_ids=decoder_position_ids, host=host_values)
         input_ids = jnp.asarray(input_ids)
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
@@ -333,14 +377,20 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
 
     # --- checkpoints ---------------------------------------------------------------------
     def save_pretrained(self, save_directory: str | os.PathLike, params: Any = None, format: str | None = None,
-                        safe_serialization: bool = True, max_shard_size: int | str = "5GB") -> None:
+                        safe_serialization: bool = True, max_shard_size: int | str = "5GB", push_to_hub: bool = False,
+                        **kwargs: Any) -> None:
         """Write ``config.json``, ``generation_config.json`` and the weights: a
         ``model.safetensors`` with canonical names by default; ``safe_serialization=False``
         or ``format="flax-msgpack"`` writes ``flax_model.msgpack`` (HF Flax naming)."""
+        from encdec.hub import push_folder
+
+        _, push = pretrained.split_save_kwargs(kwargs)
         if format is None:
             format = "safetensors" if safe_serialization else "flax-msgpack"
         pretrained.save_pretrained(save_directory, self.config, self.canonical_state(params), self.generation_config,
                                    format=format, max_shard_size=max_shard_size)
+        if push_to_hub:
+            push_folder(save_directory, **push)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, dtype: Any = jnp.float32,
@@ -349,14 +399,19 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         ``pytorch_model.bin``, ``tf_model.h5``, ``flax_model.msgpack``); ``from_pt`` and
         the other format hints are accepted; config fields may be overridden by keyword.
         ``dtype``: computation dtype; ``param_dtype``: the weights' (see the class docstring)."""
+        info = kwargs.pop("output_loading_info", False)
+        do_init = kwargs.pop("_do_init", True)
         config, weights, generation_config, unused = pretrained.load_pretrained(pretrained_model_name_or_path, **kwargs)
         if unused:
             raise TypeError(f"from_pretrained got unexpected keyword argument(s): {', '.join(sorted(unused))}")
         model = cls(config, dtype=dtype, param_dtype=param_dtype, _do_init=False)
         model.load_canonical(weights)
+        config.name_or_path = os.fspath(pretrained_model_name_or_path)
         if generation_config is not None:
             model.generation_config = generation_config
-        return model
+        if not do_init:  # transformers' Flax contract: (model, params)
+            return model, model.params
+        return (model, {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}) if info else model
 
     @classmethod
     def from_encoder_decoder_pretrained(cls, encoder_pretrained_model_name_or_path: str | os.PathLike | None = None,
@@ -373,10 +428,22 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         parts = {}
         for role, path, part_kwargs in (("encoder", encoder_pretrained_model_name_or_path, enc_kwargs),
                                         ("decoder", decoder_pretrained_model_name_or_path, dec_kwargs)):
+            built = part_kwargs.pop("model", None)
+            if built is not None:  # a part object (FlaxBertModel, ...), as transformers accepts
+                if not hasattr(built, "canonical_state") or not hasattr(built, "config"):
+                    raise TypeError(f"{role}_model must be an encdec Flax part model (e.g. FlaxBertModel.from_pretrained"
+                                    f"(...)), got {type(built).__name__}")
+                if part_kwargs:
+                    raise TypeError(f"{role}_model was given, so {role}_ keywords {sorted(part_kwargs)} cannot apply")
+                config = copy.deepcopy(built.config)
+                if role == "decoder" and not (config.is_decoder and config.add_cross_attention):
+                    raise ValueError("decoder_model must be built with is_decoder=True and add_cross_attention=True "
+                                     "to attend to the encoder (as transformers requires)")
+                parts[role] = pretrained.PartLoad(config, built.canonical_state())
+                continue
             if path is None:
-                raise ValueError(f"pass `{role}_pretrained_model_name_or_path`")
-            if "model" in part_kwargs:
-                raise NotImplementedError(f"{role}_model= instances are not supported by the Flax backend; pass a path or id")
+                raise ValueError(f"If `{role}_model` is not defined as an argument, a `{role}_pretrained_model_name_or_path` "
+                                 "has to be defined")
             hub = {k: part_kwargs.pop(k) for k in list(part_kwargs) if k in HUB_KWARGS}
             parts[role] = pretrained.load_part(path, role, config_overrides=part_kwargs, seed=seed, **hub)
         initialized = [f"decoder.{n}" for n in parts["decoder"].initialized] + [f"encoder.{n}" for n in parts["encoder"].initialized]
@@ -394,6 +461,8 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
             weights.update({k: v for k, v in proj.items() if k.startswith("enc_to_dec_proj.")})
             initialized += ["enc_to_dec_proj.weight", "enc_to_dec_proj.bias"]
         if initialized:
-            logger.info("newly initialised (train before use): %s", ", ".join(initialized))
+            logger.warning(pretrained.newly_initialised_message(initialized))
+        if config.tie_encoder_decoder:
+            weights = keep_decoder_side(weights, model.spec)
         model.load_canonical(weights)
         return model

@@ -10,9 +10,37 @@ if keras.backend.backend() != "tensorflow":
         "before keras is first imported"
     )
 
-from encdec.configuration import EncoderDecoderConfig  # noqa: E402
+from encdec.configuration import (  # noqa: E402  transformers' names, importable where users look
+    AutoConfig,
+    BartConfig,
+    BertConfig,
+    ElectraConfig,
+    EncoderDecoderConfig,
+    GPT2Config,
+    PretrainedConfig,
+    ProphetNetConfig,
+    RemBertConfig,
+    RobertaConfig,
+)
+from encdec.generation import GenerationConfig  # noqa: E402
 from encdec_tf.modeling_encoder_decoder import TFEncoderDecoderModel  # noqa: E402
-from encdec_tf.models import TFProphetNetForCausalLM, TFRemBertForCausalLM, TFRemBertModel  # noqa: E402
+from encdec_tf.models import (  # noqa: E402
+    TFBartForCausalLM,
+    TFBertLMHeadModel,
+    TFBertModel,
+    TFElectraModel,
+    TFGPT2LMHeadModel,
+    TFProphetNetForCausalLM,
+    TFRemBertForCausalLM,
+    TFRemBertModel,
+)
 
-__all__ = ["EncoderDecoderConfig", "TFEncoderDecoderModel"]
-__all__ += ["TFProphetNetForCausalLM", "TFRemBertForCausalLM", "TFRemBertModel"]
+#: transformers' TF names of the RoBERTa parts (same layers as BERT's here)
+TFRobertaModel = TFBertModel
+TFRobertaForCausalLM = TFBertLMHeadModel
+
+__all__ = ["TFEncoderDecoderModel", "TFBartForCausalLM", "TFBertLMHeadModel", "TFBertModel", "TFElectraModel",
+           "TFGPT2LMHeadModel", "TFProphetNetForCausalLM", "TFRemBertForCausalLM", "TFRemBertModel",
+           "TFRobertaForCausalLM", "TFRobertaModel"]
+__all__ += ["AutoConfig", "BartConfig", "BertConfig", "ElectraConfig", "EncoderDecoderConfig", "GPT2Config", "GenerationConfig",
+            "PretrainedConfig", "ProphetNetConfig", "RemBertConfig", "RobertaConfig"]

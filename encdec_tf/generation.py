@@ -15,8 +15,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from encdec.compile_cache import ProgramCache, bucket_length, pad_source
 from encdec.generation import DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask, resolve_generation
-from encdec_tf.models.common import as_int
+from encdec.specs import max_sequence_length
+from encdec.validation import validate_generate_inputs
+from encdec_tf.models.common import as_int, host_values
 
 NEG_INF = float("-inf")
 #: transformers' "impossible" beam score.
@@ -24,14 +27,17 @@ BEAM_NEG = -1.0e9
 #: Length of the decoder prompt (the start token).
 PROMPT = 1
 
-_COMPILED: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+#: model -> its compiled programs, one per (plan, batch, source bucket), LRU-bounded (encdec.compile_cache).
+_COMPILED: "weakref.WeakKeyDictionary[Any, ProgramCache]" = weakref.WeakKeyDictionary()
 
 
 def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_config: GenerationConfig | None = None,
              **kwargs: Any) -> tf.Tensor:
     """Generated ids [batch * num_return_sequences, length] (int32), starting with the
-    decoder start token.  Extra keywords: generation settings, ``seed`` (sampling) and
-    ``jit_compile`` (default True; False runs the same loop eagerly).
+    decoder start token.  Extra keywords: generation settings, ``seed`` (sampling),
+    ``jit_compile`` (default True; False runs the same loop eagerly) and ``length_buckets``
+    (default True: compiled calls pad the source to a length bucket, see
+    :mod:`encdec.compile_cache`).
 
     Called eagerly, the result is cut to the generated length as in transformers; traced
     inside a ``tf.function`` (e.g. ``tf.function(model.generate, jit_compile=True)``) it
@@ -39,9 +45,10 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     """
     seed = kwargs.pop("seed", None)
     jit_compile = kwargs.pop("jit_compile", True)
+    length_buckets = bool(kwargs.pop("length_buckets", True))
     plan, rest = resolve_generation(model.config, generation_config or model.generation_config, kwargs)
     check_model_inputs(rest, ())
-    check_positions(model.config.decoder, plan.max_length)
+    validate_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values)
     input_ids = as_int(input_ids)
     if attention_mask is None:
         attention_mask = default_attention_mask(input_ids, plan, xp=tf.experimental.numpy)
@@ -52,10 +59,15 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     if not jit_compile:
         sequences, length = decode(model, plan, input_ids, attention_mask, seed)
     else:
-        fns = _COMPILED.setdefault(model, {})
-        if plan not in fns:
-            fns[plan] = tf.function(lambda ids, mask, s: decode(model, plan, ids, mask, s), jit_compile=True, autograph=False)
-        sequences, length = fns[plan](input_ids, attention_mask, seed)
+        if length_buckets and tf.executing_eagerly():
+            bucket = bucket_length(int(input_ids.shape[1]), max_sequence_length(model.config.encoder))
+            input_ids, attention_mask = pad_source(input_ids, attention_mask, bucket, plan.pad_token_id, tf.experimental.numpy)
+        fns = _COMPILED.get(model)
+        if fns is None:
+            fns = _COMPILED[model] = ProgramCache()
+        fn = fns.get_or_build((plan, tuple(input_ids.shape)), lambda: tf.function(
+            lambda ids, mask, s: decode(model, plan, ids, mask, s), jit_compile=True, autograph=False))
+        sequences, length = fn(input_ids, attention_mask, seed)
     if not tf.executing_eagerly():
         return sequences
     return sequences[:, : int(length)]
@@ -64,15 +76,6 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
 def forget_compiled(model: Any) -> None:
     """Drop ``model``'s compiled decode programs (they trace its adapter state)."""
     _COMPILED.pop(model, None)
-
-
-def check_positions(decoder_config: Any, max_length: int) -> None:
-    """Refuse lengths beyond the decoder's position table (XLA gathers would clamp silently)."""
-    limit = decoder_config.max_position_embeddings
-    if decoder_config.model_type == "roberta":  # positions start after the padding index
-        limit -= decoder_config.pad_token_id + 1
-    if max_length > limit:
-        raise ValueError(f"max_length ({max_length}) exceeds the decoder's {limit} position embeddings")
 
 
 def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: tf.Tensor, seed: tf.Tensor):

@@ -15,10 +15,11 @@ from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels
 from encdec.layout import from_backend, to_backend
 from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
-from encdec.routing import check_no_unknown, split_forward_kwargs, split_pretrained_kwargs
+from encdec.routing import check_no_unknown, output_flags, split_forward_kwargs, split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec.validation import PART_ID_KWARGS, validate_inputs
 from encdec_tf.adapters import TFAdapterMixin
-from encdec_tf.models.common import TF_LAYOUT, Dense, ParamStore, as_int, initial_values, variable_value
+from encdec_tf.models.common import TF_LAYOUT, Dense, ParamStore, as_int, host_values, initial_values, variable_value
 
 logger = logging.getLogger(__name__)
 
@@ -132,18 +133,26 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
         ``position_ids``) go to the encoder, ``decoder_``-prefixed ones to the decoder.  With
         ``labels`` and no decoder inputs, the decoder inputs are the labels shifted right and
         pads are masked; ``loss`` is the mean cross-entropy over labels != -100."""
+        validate_inputs(
+            self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask, labels=labels, inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds, past_length=None if past_key_values is not None else 0,
+            encoder_hidden_states=None if encoder_outputs is None else encoder_outputs[0], host=host_values,
+            **{k: kwargs[k] for k in PART_ID_KWARGS if k in kwargs},
+        )
         kw_enc, kw_dec = split_forward_kwargs(kwargs)
         check_no_unknown("TFEncoderDecoderModel.call", {k: v for k, v in kw_enc.items() if k not in PART_KWARGS},
                          PART_KWARGS)
         check_no_unknown("TFEncoderDecoderModel.call (decoder_ arguments)",
                          {f"decoder_{k}": v for k, v in kw_dec.items() if k not in PART_KWARGS}, PART_KWARGS)
-        use_cache = self.config.use_cache if use_cache is None else use_cache
-        output_attentions, output_hidden_states = bool(output_attentions), bool(output_hidden_states)
+        use_cache = self.config.decoder.use_cache if use_cache is None else use_cache
+        enc_attn, enc_hidden, output_attentions, output_hidden_states, return_dict = output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict)
         if attention_mask is not None:
             attention_mask = as_int(attention_mask)
         if encoder_outputs is None:
             encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                                           output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+                                           output_attentions=enc_attn, output_hidden_states=enc_hidden,
                                            training=training, **kw_enc)
         elif isinstance(encoder_outputs, (tuple, list)):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
@@ -166,16 +175,20 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
             decoder_attentions=out.attentions, cross_attentions=out.cross_attentions,
             encoder_last_hidden_state=encoder_outputs[0], encoder_hidden_states=encoder_outputs.get("hidden_states"),
             encoder_attentions=encoder_outputs.get("attentions"))
-        return result.to_tuple() if return_dict is False else result
+        return result if return_dict else result.to_tuple()
 
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         """One optimizer step on the built-in loss; batches are dicts of call arguments with ``labels``."""
         batch = data[0] if isinstance(data, tuple) else data
         if not isinstance(batch, Mapping) or "labels" not in batch:
             raise ValueError("TFEncoderDecoderModel.fit expects batches as dicts of call arguments including `labels`")
+        # under tf.distribute each replica sees its share of the batch and Keras sums the
+        # replicas' gradients: scale so the sum is the gradient of the mean loss
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
             loss = self(**batch, use_cache=False, training=True).loss
-        grads = tape.gradient(loss, self.trainable_variables)
+            scaled = loss / replicas if replicas > 1 else loss
+        grads = tape.gradient(scaled, self.trainable_variables)
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))
         return self._step_logs(loss)
 
@@ -190,6 +203,28 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
             if metric.name == "loss":
                 metric.update_state(loss)
         return {"loss": loss}
+
+    # --- transformers' TFPreTrainedModel conveniences ------------------------------------
+    main_input_name = "input_ids"
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        return self.spec.num_parameters(exclude_embeddings=exclude_embeddings)
+
+    @property
+    def name_or_path(self) -> str:
+        return getattr(self.config, "name_or_path", "")
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return True
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        from encdec.hub import push_model
+
+        return push_model(self, repo_id, **kwargs)
+
+    def get_input_embeddings(self) -> keras.Variable:
+        return self.encoder.get_input_embeddings()
 
     # --- accessors ---------------------------------------------------------------------
     def get_encoder(self) -> keras.layers.Layer:
@@ -214,6 +249,7 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
         ``dtype``: weights and activations in that dtype (see the class docstring)."""
         from encdec.pretrained import load_pretrained
 
+        info = kwargs.pop("output_loading_info", False)
         config, weights, generation_config, unused = load_pretrained(pretrained_model_name_or_path, **kwargs)
         if unused:
             raise TypeError(f"from_pretrained got unexpected keyword arguments: {', '.join(sorted(unused))}")
@@ -229,18 +265,29 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
             model = cls(config, _init=False, **({} if dtype is None else {"dtype": dtype}))
         if len(used) != len(model.backend_variables) or len(used) != sum(map(len, scoped.values())):
             model.load_canonical(weights)  # a part kept other names: assign (and check) the usual way
+        config.name_or_path = os.fspath(pretrained_model_name_or_path)
         if generation_config is not None:
             model.generation_config = generation_config
-        return model
+        return (model, {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": []}) if info else model
 
-    def save_pretrained(self, save_directory: str | os.PathLike, format: str = "safetensors",
-                        max_shard_size: int | str = "5GB") -> list[str]:
+    def save_pretrained(self, save_directory: str | os.PathLike, format: str | None = None,
+                        max_shard_size: int | str = "5GB", safe_serialization: bool | None = None,
+                        push_to_hub: bool = False, **kwargs: Any) -> list[str]:
         """Write ``config.json``, ``generation_config.json`` and ``model.safetensors`` (or
-        ``format="tf-h5"`` for HF's ``tf_model.h5``, ``"pt-bin"``, ``"flax-msgpack"``)."""
-        from encdec.pretrained import save_pretrained
+        ``format="tf-h5"`` for HF's ``tf_model.h5``, ``"pt-bin"``, ``"flax-msgpack"``;
+        ``safe_serialization=False`` is ``tf_model.h5``, transformers' TF default);
+        ``push_to_hub=True`` uploads the folder (``repo_id``, ``token``, ``create_pr``, ...)."""
+        from encdec.hub import push_folder
+        from encdec.pretrained import save_pretrained, split_save_kwargs
 
-        return save_pretrained(save_directory, self.config, self.canonical_state(), self.generation_config,
-                               format=format, max_shard_size=max_shard_size)
+        _, push = split_save_kwargs(kwargs)
+        if format is None:
+            format = "tf-h5" if safe_serialization is False else "safetensors"
+        written = save_pretrained(save_directory, self.config, self.canonical_state(), self.generation_config,
+                                  format=format, max_shard_size=max_shard_size)
+        if push_to_hub:
+            push_folder(save_directory, **push)
+        return written
 
     @classmethod
     def from_encoder_decoder_pretrained(cls, encoder_pretrained_model_name_or_path: str | os.PathLike | None = None,
@@ -263,7 +310,9 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
                     raise ValueError(f"pass `{role}_pretrained_model_name_or_path` or `{role}_model`")
                 loaded = load_part(path, role=role, config_overrides=kw, **{**hub, **split_hub_kwargs(kw)})
                 if loaded.initialized:
-                    logger.info("%s weights newly initialized (not in %s): %s", role, path, ", ".join(loaded.initialized))
+                    from encdec.pretrained import newly_initialised_message
+
+                    logger.warning(newly_initialised_message([f"{role}.{n}" for n in loaded.initialized]))
                 part = part_class("tf", loaded.config.model_type, role)(loaded.config, name=role)
                 assign_weights(part.store.variables, to_backend(loaded.weights, part.store.spec, TF_LAYOUT), f"{role} {path}")
             parts.append(part)

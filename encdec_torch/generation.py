@@ -17,6 +17,8 @@ from encdec.generation import DecodePlan, GenerationConfig, check_model_inputs, 
 #: encoder inputs ``generate`` passes on besides ``input_ids`` / ``attention_mask``.
 ENCODER_INPUTS = ("inputs_embeds", "token_type_ids", "position_ids")
 from encdec.outputs import GenerateOutput
+from encdec.validation import validate_generate_inputs
+from encdec_torch.models.common import host_values
 
 #: score given to continuations a beam must not take (transformers' constant).
 _BLOCKED = -1.0e9
@@ -133,6 +135,7 @@ def generate(model, input_ids: Optional[torch.Tensor], attention_mask: Optional[
     check_model_inputs(rest, ENCODER_INPUTS)
     if input_ids is None and "inputs_embeds" not in rest:
         raise ValueError("generate needs `input_ids` (or `inputs_embeds`)")
+    validate_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values, **rest)
     if attention_mask is None and input_ids is not None:
         attention_mask = default_attention_mask(input_ids, plan, xp=torch)
     with torch.no_grad():

@@ -22,11 +22,12 @@ from encdec.init import init_model_weights
 from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels, shift_tokens_right
 from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
-from encdec.routing import split_forward_kwargs, split_pretrained_kwargs
-from encdec.specs import encoder_decoder_spec, needs_projection
+from encdec.routing import output_flags, split_forward_kwargs, split_pretrained_kwargs
+from encdec.specs import encoder_decoder_spec, keep_decoder_side, needs_projection
+from encdec.validation import PART_ID_KWARGS, validate_inputs
 from encdec_torch.adapters import AdapterModelMixin
 from encdec_torch.generation import generate
-from encdec_torch.models.common import SpecModule, no_init, tensor_to_numpy
+from encdec_torch.models.common import SpecModule, _state_dict_weights, host_values, no_init, past_length, tensor_to_numpy
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
                 f"the decoder's cross_attention_hidden_size ({cross}) must equal the encoder's hidden_size "
                 f"({config.encoder.hidden_size}) when it is set"
             )
+        decoder_given = decoder is not None
         if encoder is None:
             encoder = part_class("torch", config.encoder.model_type, "encoder")(config.encoder)
             encoder.init_weights()
@@ -99,6 +101,12 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         self.spec = encoder_decoder_spec(config)
         if needs_projection(config):
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
+        if decoder_given and config.tie_encoder_decoder:  # transformers keeps the decoder's weights
+            params = dict(self.named_parameters(remove_duplicate=False))
+            with torch.no_grad():
+                for tied, source in self.spec.ties.items():
+                    if tied.startswith("decoder.") and source.startswith("encoder."):
+                        params[source].copy_(params[tied])
         self.tie_weights()
         # transformers' names for the tie targets (its Trainer re-ties when a checkpoint lacks them)
         self._tied_weights_keys = self._keys_to_ignore_on_save = sorted(self.spec.ties)
@@ -210,14 +218,20 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         encoder pooler output).  ``past_key_values``: per decoder layer ``(self_key,
         self_value, cross_key, cross_value)``.
         """
-        output_attentions = bool(output_attentions)
-        output_hidden_states = bool(output_hidden_states)
-        return_dict = True if return_dict is None else return_dict
+        enc_attn, enc_hidden, output_attentions, output_hidden_states, return_dict = output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict)
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        validate_inputs(
+            self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask, labels=labels, inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds, past_length=past_length(past_key_values), host=host_values,
+            encoder_hidden_states=None if encoder_outputs is None else encoder_outputs[0],
+            **{k: kwargs[k] for k in PART_ID_KWARGS if k in kwargs},
+        )
         kwargs_encoder, kwargs_decoder = split_forward_kwargs(kwargs)
         if encoder_outputs is None:
             encoder_outputs = self.encode(
-                input_ids, attention_mask, inputs_embeds, output_attentions, output_hidden_states, **kwargs_encoder
+                input_ids, attention_mask, inputs_embeds, enc_attn, enc_hidden, **kwargs_encoder
             )
         elif isinstance(encoder_outputs, (tuple, list)):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
@@ -236,7 +250,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             inputs_embeds=decoder_inputs_embeds,
             output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
-            use_cache=use_cache,
+            use_cache=self.config.decoder.use_cache if use_cache is None else use_cache,
             past_key_values=past_key_values,
             **kwargs_decoder,
         )
@@ -278,30 +292,46 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
 
     # --- weights and checkpoints ----------------------------------------------------------
     def save_pretrained(self, save_directory: Union[str, os.PathLike], safe_serialization: bool = True,
-                        max_shard_size: Union[int, str] = "5GB", format: Optional[str] = None) -> list[str]:
+                        max_shard_size: Union[int, str] = "5GB", format: Optional[str] = None,
+                        state_dict: Optional[dict] = None, push_to_hub: bool = False, **kwargs: Any) -> list[str]:
         """Write ``config.json``, ``generation_config.json`` and ``model.safetensors``
         (``pytorch_model.bin`` with ``safe_serialization=False``) in transformers' format;
         ``format`` ("safetensors", "pt-bin", "tf-h5", "flax-msgpack") picks any format the
-        core writes, as in the other backends."""
-        from encdec.pretrained import save_pretrained
+        core writes, as in the other backends.  ``state_dict`` (names of ``self.state_dict()``)
+        replaces the weights written; ``push_to_hub=True`` then uploads the folder
+        (``repo_id``, ``token``, ``private``, ``commit_message``, ...)."""
+        from encdec.hub import push_folder
+        from encdec.pretrained import save_pretrained, split_save_kwargs
 
-        return save_pretrained(
-            save_directory, self.config, self.canonical_state(), self.generation_config,
+        is_main, push = split_save_kwargs(kwargs)
+        if not is_main:
+            return []
+        weights = self.canonical_state() if state_dict is None else _state_dict_weights(state_dict, self.spec)
+        written = save_pretrained(
+            save_directory, self.config, weights, self.generation_config,
             format=format or _SAVE_FORMATS[bool(safe_serialization)], max_shard_size=max_shard_size,
         )
+        if push_to_hub:
+            push_folder(save_directory, **push)
+        return written
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], *model_args: Any,
-                        torch_dtype: Any = None, **kwargs: Any) -> "EncoderDecoderModel":
+                        torch_dtype: Any = None, dtype: Any = None, output_loading_info: bool = False,
+                        **kwargs: Any) -> "EncoderDecoderModel":
         """Load a composite checkpoint (ours or transformers'); returned in eval mode.
 
-        Keywords: ``torch_dtype`` and those of :func:`encdec.pretrained.load_pretrained`
-        (``revision``, ``local_files_only``, ``cache_dir``, ``token``, ``config``, config overrides).
+        Keywords: ``dtype`` (transformers 4.57's name) or ``torch_dtype``; ``output_loading_info``
+        (returns ``(model, info)``; a load that does not match raises instead); those of
+        :func:`encdec.pretrained.load_pretrained` (``revision``, ``local_files_only``,
+        ``cache_dir``, ``token``, ``subfolder``, ``config``, ``from_tf``/``from_flax``,
+        ``use_safetensors``, ``low_cpu_mem_usage``, config overrides).
         """
         from encdec.pretrained import load_pretrained
 
         if model_args:
             raise TypeError("from_pretrained takes no positional arguments besides the name or path")
+        torch_dtype = dtype if dtype is not None else torch_dtype
         config, weights, generation_config, unused = load_pretrained(pretrained_model_name_or_path, **kwargs)
         if unused:
             raise TypeError(f"from_pretrained got unexpected keyword argument(s): {', '.join(sorted(unused))}")
@@ -310,10 +340,14 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         model.load_canonical(weights, share=True)
         if generation_config is not None:
             model.generation_config = generation_config
-        dtype = _torch_dtype(torch_dtype, config)
-        if dtype is not None:
-            model.to(dtype)
-        return model.eval()
+        config.name_or_path = os.fspath(pretrained_model_name_or_path)
+        cast = _torch_dtype(torch_dtype, config)
+        if cast is not None:
+            model.to(cast)
+        model.eval()
+        if output_loading_info:
+            return model, {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []}
+        return model
 
     @classmethod
     def from_encoder_decoder_pretrained(
@@ -337,6 +371,9 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             raise TypeError("from_encoder_decoder_pretrained takes no positional model arguments")
         kw_enc, kw_dec, kw_rest = split_pretrained_kwargs(kwargs)
         torch_dtype = kw_rest.pop("torch_dtype", None)
+        if kw_rest.get("dtype") is not None:  # transformers 4.57's name
+            torch_dtype = kw_rest.pop("dtype")
+        kw_rest.pop("dtype", None)
         parts: dict[str, Any] = {}
         weights: dict[str, np.ndarray] = {}
         initialized: list[str] = []
@@ -372,9 +409,13 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             state = model.state_dict()
             weights.update({n: tensor_to_numpy(state[n]) for n in missing})
             initialized += missing
+        if config.tie_encoder_decoder:
+            weights = keep_decoder_side(weights, model.spec)
         model.load_canonical({n: weights[n] for n in model.spec.params if n in weights}, share=True)
         if initialized:
-            logger.info("newly initialised weights (train before use): %s", ", ".join(_summarise(initialized)))
+            from encdec.pretrained import newly_initialised_message
+
+            logger.warning(newly_initialised_message(initialized))
         dtype = _torch_dtype(torch_dtype, config)
         if dtype is not None:
             model.to(dtype)
@@ -392,11 +433,18 @@ def _untie_in_state_dict(module: nn.Module, state_dict: dict, prefix: str, local
             state_dict[prefix + tied] = value.clone()
 
 
-def _summarise(names: list[str]) -> list[str]:
-    """Collapse per-layer names (``...layer.3.crossattention...``) into one pattern each."""
-    import re
+def load_torch_part(cls: type, name_or_path: Any, config: Any = None, torch_dtype: Any = None, dtype: Any = None,
+                    **kwargs: Any) -> nn.Module:
+    """``PartClass.from_pretrained``: an HF part checkpoint mapped by the core onto ``cls``'s
+    spec; weights the checkpoint lacks are initialised and named in a WARNING."""
+    from encdec.pretrained import load_part_for_class, loading_info
 
-    seen: dict[str, None] = {}
-    for n in names:
-        seen[re.sub(r"\.\d+\.", ".*.", n)] = None
-    return list(seen)
+    part, options = load_part_for_class(cls, name_or_path, config, **kwargs)
+    with no_init():
+        model = cls(part.config)
+    model.load_canonical(part.weights, share=True)
+    cast = _torch_dtype(dtype if dtype is not None else torch_dtype, part.config)
+    if cast is not None:
+        model.to(cast)
+    model.eval()
+    return (model, loading_info(part)) if options.get("output_loading_info") else model

@@ -91,7 +91,10 @@ def read_flax_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path} is not a valid flax msgpack file (truncated or corrupt): {err}") from None
     if not isinstance(tree, dict):
         raise CheckpointError(f"{path} does not hold a parameter tree (got {type(tree).__name__})")
-    tree = _unchunk(tree)
+    try:
+        tree = _unchunk(tree)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"{path}: malformed chunked array in the parameter tree ({type(err).__name__}: {err})") from None
     if set(tree) == {"params"}:
         tree = tree["params"]
     out = {}

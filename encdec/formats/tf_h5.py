@@ -104,6 +104,19 @@ def _torch_name(tf_name: str) -> str:
     return ".".join(parts)
 
 
+def _check_local_dataset(h5py: Any, path: str, group: Any, name: str) -> None:
+    """Weights must be datasets stored in this file: external links, external raw
+    storage and virtual datasets would read other files."""
+    link = group.get(name, getlink=True)
+    if link is None:
+        raise CheckpointError(f"{path}: weight {name!r} listed in 'weight_names' is missing")
+    if not isinstance(link, h5py.HardLink):
+        raise CheckpointError(f"{path}: weight {name!r} is a {type(link).__name__}, not a dataset stored in the file")
+    node = group[name]
+    if not isinstance(node, h5py.Dataset) or node.external or node.is_virtual:
+        raise CheckpointError(f"{path}: weight {name!r} is not a dataset stored in the file (external or virtual data)")
+
+
 def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Canonical-named weights of an HF ``tf_model.h5`` (a composite or a single part:
     part names keep their main layer, e.g. ``bert.embeddings...``)."""
@@ -118,6 +131,7 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
             for layer in layers:
                 group = f[layer]
                 for weight_name in _read_attr_list(group, "weight_names"):
+                    _check_local_dataset(h5py, path, group, weight_name)
                     arr = np.asarray(group[weight_name])
                     rel = weight_name.split("/", 1)[1] if "/" in weight_name else weight_name
                     rel = rel[:-2] if rel.endswith(":0") else rel
@@ -129,7 +143,7 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
                     out[_torch_name(rel)] = np.ascontiguousarray(arr)
     except CheckpointError:
         raise
-    except (OSError, KeyError, ValueError) as err:
+    except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
         raise CheckpointError(f"cannot read TF weights file {path} (truncated or corrupt?): {err}") from None
     return out
 
@@ -160,7 +174,9 @@ def _tf_path(name: str, kind: str, naming: dict[str, Any], main_layer: str | Non
 def write_tf_h5(path: str | os.PathLike, weights: Mapping[str, np.ndarray], spec: ModelSpec, config: Any) -> None:
     """Write untied canonical ``weights`` of a composite model as HF ``tf_model.h5``."""
     path = os.fspath(path)
-    roles = {"encoder": config.encoder.model_type, "decoder": config.decoder.model_type}
+    from encdec.registry import family
+
+    roles = {"encoder": family(config.encoder.model_type), "decoder": family(config.decoder.model_type)}
     for role, model_type in roles.items():
         if model_type not in TF_NAMING or (role == "encoder" and "main_layer" not in TF_NAMING[model_type]):
             raise NotImplementedError(

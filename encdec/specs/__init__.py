@@ -98,9 +98,13 @@ class ModelSpec:
         """Parameters a checkpoint must hold (tie targets left out)."""
         return [p for p in self.params.values() if p.name not in self.ties]
 
-    def num_parameters(self) -> int:
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Parameters counted once (tie targets left out); ``exclude_embeddings`` leaves out
+        embedding tables, as transformers' ``num_parameters(exclude_embeddings=True)``."""
         total = 0
         for p in self.untied:
+            if exclude_embeddings and p.kind == EMBEDDING:
+                continue
             n = 1
             for s in p.shape:
                 n *= s
@@ -117,10 +121,12 @@ DECODER_SPECS: dict[str, SpecBuilder] = {}
 
 
 def _lookup(table: dict[str, SpecBuilder], model_type: str, role: str) -> SpecBuilder:
+    from encdec.registry import ALIASES, family
+
     try:
-        return table[model_type]
-    except KeyError:
-        supported = ", ".join(sorted(table))
+        return table[family(model_type)]
+    except (KeyError, TypeError):
+        supported = ", ".join(sorted({*table, *(a for a, f in ALIASES.items() if f in table)}))
         raise ValueError(
             f"model_type {model_type!r} is not supported as {role}; supported: {supported}"
         ) from None
@@ -174,7 +180,7 @@ def encoder_decoder_spec(config) -> ModelSpec:
 
 def encoder_decoder_ties(config, enc: ModelSpec, dec: ModelSpec) -> dict[str, str]:
     """``decoder.<base prefix>.X`` -> ``encoder.X`` for every shared weight."""
-    prefix = DECODER_BASE_PREFIX.get(config.decoder.model_type)
+    prefix = base_prefix(config.decoder.model_type)
     if prefix is None or config.encoder.model_type != config.decoder.model_type:
         raise ValueError(
             "tie_encoder_decoder=True needs encoder and decoder of the same model type "
@@ -191,6 +197,24 @@ def encoder_decoder_ties(config, enc: ModelSpec, dec: ModelSpec) -> dict[str, st
 #: decoder model_type -> attribute holding its base model (HF ``base_model_prefix``).
 DECODER_BASE_PREFIX: dict[str, str] = {}
 
+#: model_type -> the longest sequence (cached steps included) its position table serves.
+MAX_LENGTHS: dict[str, Callable[..., int]] = {}
+
+
+def max_sequence_length(config) -> int | None:
+    """Longest sequence ``config``'s architecture can embed (``None``: no position table)."""
+    from encdec.registry import family
+
+    rule = MAX_LENGTHS.get(family(config.model_type))
+    return None if rule is None else int(rule(config))
+
+
+def base_prefix(model_type: str):
+    """``DECODER_BASE_PREFIX`` of ``model_type`` (aliases resolved), or ``None``."""
+    from encdec.registry import family
+
+    return DECODER_BASE_PREFIX.get(family(model_type))
+
 
 def _register() -> None:
     from encdec.specs import bart, bert, gpt2  # noqa: F401  (modules register themselves)
@@ -198,3 +222,14 @@ def _register() -> None:
 
 
 _register()
+
+
+def keep_decoder_side(weights: dict, spec: "ModelSpec") -> dict:
+    """``tie_encoder_decoder`` with weights of two given parts: the shared (encoder) names
+    take the decoder's values, the side transformers 4.57 keeps (it points the encoder's
+    parameters at the decoder's).  Returns a new dict; other names untouched."""
+    out = dict(weights)
+    for tied, source in spec.ties.items():
+        if tied.startswith("decoder.") and source.startswith("encoder.") and tied in weights:
+            out[source] = weights[tied]
+    return out

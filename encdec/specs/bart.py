@@ -1,7 +1,7 @@
 """BART decoder with cross-attention (``BartForCausalLM``)."""
 from __future__ import annotations
 
-from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, ModelSpec
+from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, MAX_LENGTHS, ModelSpec
 
 #: BART's learned positions are offset by 2 (fairseq heritage).
 BART_POSITION_OFFSET = 2
@@ -45,3 +45,4 @@ def bart_causal_lm_spec(config) -> ModelSpec:
 
 DECODER_SPECS["bart"] = bart_causal_lm_spec
 DECODER_BASE_PREFIX["bart"] = "model.decoder"
+MAX_LENGTHS["bart"] = lambda c: c.max_position_embeddings  # the table has OFFSET extra rows

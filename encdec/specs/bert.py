@@ -1,7 +1,16 @@
-"""BERT, RoBERTa and ELECTRA: encoder base models and BERT/RoBERTa LM-head decoders."""
+"""BERT, RoBERTa, ELECTRA and BertGeneration: encoder base models and LM-head decoders.
+
+BertGeneration is BERT without token-type embeddings and pooler, whose decoder head is a
+single output projection ``lm_head.decoder`` (+ ``lm_head.bias``).
+"""
 from __future__ import annotations
 
-from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, ENCODER_SPECS, ModelSpec
+from encdec.specs import BIAS, DECODER_BASE_PREFIX, DECODER_SPECS, ENCODER_SPECS, MAX_LENGTHS, ModelSpec, check_cross_width
+
+
+def has_token_types(config) -> bool:
+    """Whether the embeddings hold a token-type table (BertGeneration's do not)."""
+    return config.model_type != "bert-generation"
 
 
 def check_bert_like(config) -> None:
@@ -21,7 +30,8 @@ def check_bert_like(config) -> None:
 def _embeddings(spec: ModelSpec, config, prefix: str, dim: int) -> None:
     spec.embedding(f"{prefix}.word_embeddings", config.vocab_size, dim)
     spec.embedding(f"{prefix}.position_embeddings", config.max_position_embeddings, dim)
-    spec.embedding(f"{prefix}.token_type_embeddings", config.type_vocab_size, dim)
+    if has_token_types(config):
+        spec.embedding(f"{prefix}.token_type_embeddings", config.type_vocab_size, dim)
     spec.norm(f"{prefix}.LayerNorm", dim)
 
 
@@ -69,12 +79,15 @@ def electra_model_spec(config) -> ModelSpec:
     return spec
 
 
-def _lm_head(spec: ModelSpec, config, head: str, base: str, transform: str, norm: str) -> None:
+def _lm_head(spec: ModelSpec, config, head: str, base: str, transform: str | None, norm: str = "") -> None:
+    """LM head: ``transform`` (dense, activation, norm; ``None`` for none) then the
+    output projection ``decoder`` whose bias is the head's ``bias``."""
     h = config.hidden_size
-    spec.linear(f"{head}.{transform}dense", h, h)
-    spec.norm(f"{head}.{transform}{norm}", h)
+    if transform is not None:
+        spec.linear(f"{head}.{transform}dense", h, h)
+        spec.norm(f"{head}.{transform}{norm}", h)
     spec.linear(f"{head}.decoder", h, config.vocab_size)
-    spec.add(f"{head}.bias", (config.vocab_size,), spec.params[f"{head}.decoder.bias"].kind)
+    spec.add(f"{head}.bias", (config.vocab_size,), BIAS)
     spec.tie(f"{head}.decoder.bias", f"{head}.bias")
     if config.tie_word_embeddings:
         spec.tie(f"{head}.decoder.weight", f"{base}.embeddings.word_embeddings.weight")
@@ -96,6 +109,35 @@ def roberta_causal_lm_spec(config) -> ModelSpec:
     return spec
 
 
+def bert_generation_encoder_spec(config) -> ModelSpec:
+    """``BertGenerationEncoder``: word + position embeddings, BERT layers, no pooler."""
+    check_cross_width(config)
+    if config.add_cross_attention and not config.is_decoder:
+        raise ValueError("bert-generation: add_cross_attention=True needs is_decoder=True")
+    return bert_model_spec(config, add_pooling_layer=False)
+
+
+def bert_generation_decoder_spec(config) -> ModelSpec:
+    """``BertGenerationDecoder``: ``bert.*`` plus ``lm_head.decoder`` (+ ``lm_head.bias``)."""
+    spec = ModelSpec()
+    spec.extend(bert_generation_encoder_spec(config), "bert")
+    _lm_head(spec, config, "lm_head", "bert", None)
+    return spec
+
+
 ENCODER_SPECS.update(bert=bert_model_spec, roberta=bert_model_spec, electra=electra_model_spec)
 DECODER_SPECS.update(bert=bert_lm_head_spec, roberta=roberta_causal_lm_spec)
 DECODER_BASE_PREFIX.update(bert="bert", roberta="roberta")
+
+
+def roberta_max_length(config) -> int:
+    """RoBERTa positions start after the padding index: ``pad + 1 + i`` must fit the table."""
+    return config.max_position_embeddings - (config.pad_token_id or 0) - 1
+
+
+MAX_LENGTHS.update(bert=lambda c: c.max_position_embeddings, electra=lambda c: c.max_position_embeddings,
+                   roberta=roberta_max_length)
+MAX_LENGTHS["bert-generation"] = lambda c: c.max_position_embeddings
+ENCODER_SPECS["bert-generation"] = bert_generation_encoder_spec
+DECODER_SPECS["bert-generation"] = bert_generation_decoder_spec
+DECODER_BASE_PREFIX["bert-generation"] = "bert"

@@ -1,7 +1,7 @@
 """GPT-2 causal LM with optional cross-attention (``GPT2LMHeadModel``)."""
 from __future__ import annotations
 
-from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, ModelSpec
+from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, MAX_LENGTHS, ModelSpec
 
 
 def check_gpt2(config) -> None:
@@ -45,3 +45,4 @@ def gpt2_lm_head_spec(config) -> ModelSpec:
 
 DECODER_SPECS["gpt2"] = gpt2_lm_head_spec
 DECODER_BASE_PREFIX["gpt2"] = "transformer"
+MAX_LENGTHS["gpt2"] = lambda c: c.n_positions

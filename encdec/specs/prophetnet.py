@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, ModelSpec, check_cross_width
+from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, MAX_LENGTHS, ModelSpec, check_cross_width
 
 #: Where the decoder lives in ``ProphetNetForCausalLM`` (and ``ProphetNetForConditionalGeneration``).
 BASE = "prophetnet.decoder"
@@ -124,3 +124,4 @@ def prophetnet_causal_lm_spec(config) -> ModelSpec:
 
 DECODER_SPECS["prophetnet"] = prophetnet_causal_lm_spec
 DECODER_BASE_PREFIX["prophetnet"] = "prophetnet"
+MAX_LENGTHS["prophetnet"] = max_decoder_length

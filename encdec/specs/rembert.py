@@ -7,7 +7,7 @@ BERT layers, but the embeddings have their own width (``input_embedding_size``),
 """
 from __future__ import annotations
 
-from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, ENCODER_SPECS, ModelSpec, check_cross_width
+from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, ENCODER_SPECS, MAX_LENGTHS, ModelSpec, check_cross_width
 from encdec.specs.bert import _embeddings, _layers
 
 
@@ -47,3 +47,4 @@ def rembert_causal_lm_spec(config) -> ModelSpec:
 ENCODER_SPECS["rembert"] = rembert_model_spec
 DECODER_SPECS["rembert"] = rembert_causal_lm_spec
 DECODER_BASE_PREFIX["rembert"] = "rembert"
+MAX_LENGTHS["rembert"] = lambda c: c.max_position_embeddings

@@ -11,6 +11,7 @@ method builds the static-shape cache pytree.
 from encdec.registry import register
 from encdec_flax.models.bart import BartForCausalLM
 from encdec_flax.models.bert import BertLMHeadModel, BertModel
+from encdec_flax.models.bert_generation import BertGenerationDecoder, BertGenerationEncoder
 from encdec_flax.models.electra import ElectraModel
 from encdec_flax.models.gpt2 import GPT2LMHeadModel
 from encdec_flax.models.layers import FLAX_LAYOUT
@@ -24,6 +25,7 @@ register("flax", "gpt2", decoder=GPT2LMHeadModel)
 register("flax", "bart", decoder=BartForCausalLM)
 register("flax", "prophetnet", decoder=ProphetNetForCausalLM)
 register("flax", "rembert", encoder=RemBertModel, decoder=RemBertForCausalLM)
+register("flax", "bert-generation", encoder=BertGenerationEncoder, decoder=BertGenerationDecoder)
 
-__all__ = ["BartForCausalLM", "BertLMHeadModel", "BertModel", "ElectraModel", "GPT2LMHeadModel", "FLAX_LAYOUT",
+__all__ = ["BartForCausalLM", "BertGenerationDecoder", "BertGenerationEncoder", "BertLMHeadModel", "BertModel", "ElectraModel", "GPT2LMHeadModel", "FLAX_LAYOUT",
            "ProphetNetForCausalLM", "RemBertForCausalLM", "RemBertModel"]

@@ -13,7 +13,8 @@ from typing import Any
 import jax.numpy as jnp
 import flax.linen as nn
 
-from encdec.specs.bert import check_bert_like
+from encdec.registry import family
+from encdec.specs.bert import check_bert_like, has_token_types
 from encdec_flax.models.layers import (
     LayerStack,
     activation,
@@ -32,7 +33,7 @@ from encdec_flax.models.layers import (
 def position_ids_for(config: Any, input_ids: jnp.ndarray, past_length: jnp.ndarray | int) -> jnp.ndarray:
     """Default position ids: ``past + arange`` for BERT/ELECTRA; RoBERTa counts only
     non-pad tokens from ``pad_token_id + 1`` and gives pads ``pad_token_id``."""
-    if config.model_type == "roberta":
+    if family(config.model_type) == "roberta":
         not_pad = (input_ids != config.pad_token_id).astype(jnp.int32)
         return (jnp.cumsum(not_pad, axis=1) + past_length) * not_pad + config.pad_token_id
     return jnp.broadcast_to(jnp.arange(input_ids.shape[1]) + past_length, input_ids.shape)
@@ -47,16 +48,17 @@ class BertEmbeddings(nn.Module):
         c = self.config
         self.word_embeddings = nn.Embed(c.vocab_size, self.dim, dtype=self.dtype)
         self.position_embeddings = nn.Embed(c.max_position_embeddings, self.dim, dtype=self.dtype)
-        self.token_type_embeddings = nn.Embed(c.type_vocab_size, self.dim, dtype=self.dtype)
+        if has_token_types(c):  # BertGeneration has no token-type table
+            self.token_type_embeddings = nn.Embed(c.type_vocab_size, self.dim, dtype=self.dtype)
         self.LayerNorm = layer_norm(c.layer_norm_eps, self.dtype)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
     def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool) -> jnp.ndarray:
-        x = (
-            self.word_embeddings(input_ids)
-            + self.position_embeddings(position_ids)
-            + self.token_type_embeddings(token_type_ids)
-        )
+        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+        if has_token_types(self.config):
+            x = x + self.token_type_embeddings(token_type_ids)
+        elif token_type_ids is not None:
+            raise ValueError("token_type_ids given, but this model has no token-type embeddings (bert-generation)")
         return self.dropout(self.LayerNorm(x), deterministic=deterministic)
 
 
@@ -210,7 +212,7 @@ class BertModel(nn.Module):
         index = 0 if cache is None else cache["index"]
         if position_ids is None:
             position_ids = position_ids_for(c, input_ids, index)
-        if token_type_ids is None:
+        if token_type_ids is None and has_token_types(c):
             token_type_ids = jnp.zeros_like(input_ids)
         hidden = self.embeddings(input_ids, token_type_ids, position_ids, deterministic)
         mask = self_attention_mask(batch, length, attention_mask, cache, causal=c.is_decoder)
@@ -245,19 +247,23 @@ class BertPredictionHeadTransform(nn.Module):
 
 
 class BertLMPredictionHead(nn.Module):
-    """``cls.predictions``: transform, then the (tied) decoder plus ``bias``."""
+    """``cls.predictions``: transform, then the (tied) decoder plus ``bias``; without the
+    transform it is BertGeneration's ``lm_head``."""
 
     config: Any
     dtype: Any = jnp.float32
+    with_transform: bool = True
 
     def setup(self) -> None:
-        self.transform = BertPredictionHeadTransform(self.config, self.dtype)
+        if self.with_transform:
+            self.transform = BertPredictionHeadTransform(self.config, self.dtype)
         self.bias = self.param("bias", nn.initializers.zeros, (self.config.vocab_size,))
         if not self.config.tie_word_embeddings:
             self.decoder = dense(self.config.vocab_size, self.dtype, use_bias=False)
 
     def __call__(self, hidden, word_embeddings: nn.Embed) -> jnp.ndarray:
-        hidden = self.transform(hidden)
+        if self.with_transform:
+            hidden = self.transform(hidden)
         logits = word_embeddings.attend(hidden) if self.config.tie_word_embeddings else self.decoder(hidden)
         return logits + self.bias.astype(self.dtype)
 
@@ -301,9 +307,12 @@ class BertLMHeadModel(nn.Module):
 
     def setup(self) -> None:
         c = self.config
-        if c.model_type == "roberta":
+        if family(c.model_type) == "roberta":
             self.base = BertModel(c, self.dtype, add_pooling_layer=False, name="roberta")
             self.head = RobertaLMHead(c, self.dtype, name="lm_head")
+        elif c.model_type == "bert-generation":
+            self.base = BertModel(c, self.dtype, add_pooling_layer=False, name="bert")
+            self.head = BertLMPredictionHead(c, self.dtype, with_transform=False, name="lm_head")
         else:
             self.base = BertModel(c, self.dtype, add_pooling_layer=False, name="bert")
             self.head = BertOnlyMLMHead(c, self.dtype, name="cls")

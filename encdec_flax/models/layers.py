@@ -8,37 +8,69 @@ from __future__ import annotations
 
 from typing import Any
 
+import math
+
 import jax
+import jax.scipy.special
 import jax.numpy as jnp
 import flax.linen as nn
+import numpy as np
 
+from encdec.activations import check_activation, check_backend_table
 from encdec.formats.flax_msgpack import HF_FLAX_LAYOUT
+
+
+def host_values(x: Any) -> np.ndarray | None:
+    """Values for the core input validator: concrete integer arrays are read (a few ids);
+    traced values (under ``jax.jit``) and floating arrays are not (``None``)."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating):
+        return None
+    return np.asarray(x)
 
 #: How Flax stores each parameter kind: the core's HF Flax layout (linear kernels
 #: [in, out]; GPT-2 ``Conv1D`` kernels [out, in], as transformers' Flax GPT-2 keeps them),
 #: so our trees equal HF Flax trees leaf for leaf.
 FLAX_LAYOUT = HF_FLAX_LAYOUT
 
-_ACTIVATIONS = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
+def _gelu_tanh(x):
+    return 0.5 * x * (1.0 + jnp.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * jnp.power(x, 3.0))))
+
+
+def _gelu(x):
+    return jax.nn.gelu(x, approximate=False)
+
+
+#: encdec.activations' names -> JAX functions (the formulas are listed there).
+ACTIVATIONS = {
+    "gelu": _gelu,
+    "gelu_python": _gelu,
+    "gelu_10": lambda x: jnp.clip(_gelu(x), -10.0, 10.0),
+    "gelu_new": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
+    "gelu_python_tanh": _gelu_tanh,
+    "gelu_accurate": _gelu_tanh,
+    "gelu_fast": lambda x: 0.5 * x * (1.0 + jnp.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x))),
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+    "laplace": lambda x: 0.5 * (1.0 + jax.scipy.special.erf((x - 0.707107) / (0.282095 * math.sqrt(2.0)))),
+    "leaky_relu": lambda x: jax.nn.leaky_relu(x, 0.01),
+    "linear": lambda x: x,
+    "mish": lambda x: x * jnp.tanh(jax.nn.softplus(x)),
     "relu": jax.nn.relu,
+    "relu2": lambda x: jnp.square(jax.nn.relu(x)),
+    "relu6": jax.nn.relu6,
+    "sigmoid": jax.nn.sigmoid,
     "silu": jax.nn.silu,
     "swish": jax.nn.silu,
     "tanh": jnp.tanh,
 }
+check_backend_table(ACTIVATIONS, "flax")
 
 
 def activation(name: str, where: str) -> Any:
     """The activation function called ``name`` (HF names); unknown names raise."""
-    try:
-        return _ACTIVATIONS[name]
-    except KeyError:
-        raise NotImplementedError(
-            f"{where}: activation {name!r} is not implemented; supported: {', '.join(sorted(_ACTIVATIONS))}"
-        ) from None
+    return ACTIVATIONS[check_activation(name, where)]
 
 
 class Conv1D(nn.Module):

@@ -16,6 +16,7 @@ from encdec.outputs import CausalLMOutputWithCrossAttentions
 from encdec.specs import decoder_spec
 from encdec.specs.bart import BART_POSITION_OFFSET
 from encdec_tf.models.common import (
+    TFPartMixin,
     Dense,
     Embedding,
     LayerNorm,
@@ -73,7 +74,7 @@ class BartDecoderLayer:
         # bottleneck adapter hosts (AdapterHub's names): LayerNorm(h + sub-layer) after self-attention and the FFN
         self.attention_adapters = Residual(store, f"{prefix}.attention_adapters", self.self_attn_layer_norm)
         self.output_adapters = Residual(store, f"{prefix}.output_adapters", self.final_layer_norm)
-        self.act = activation(config.activation_function)
+        self.act = activation(config.activation_function, f"{config.model_type}: activation_function")
         self.rate, self.act_rate = config.dropout, config.activation_dropout
 
     def __call__(self, h, bias, enc=None, enc_bias=None, past=None, cache_index=None, training=False):
@@ -89,12 +90,12 @@ class BartDecoderLayer:
         return self.output_adapters(dropout(ff, self.rate, training), h, training), present, probs, cross_probs
 
 
-class TFBartForCausalLM(keras.layers.Layer):
+class TFBartForCausalLM(TFPartMixin, keras.layers.Layer):
     is_causal_lm = True
 
     def __init__(self, config: Any, tied: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        activation(config.activation_function)
+        activation(config.activation_function, f"{config.model_type}: activation_function")
         self.config = config
         #: built with cross-attention layers (fixed at construction, whatever the config says later)
         self.accepts_encoder_states = bool(config.add_cross_attention)

@@ -13,8 +13,11 @@ import keras
 import tensorflow as tf
 
 from encdec.outputs import BaseModelOutputWithPooling, CausalLMOutputWithCrossAttentions
-from encdec.specs import decoder_spec, encoder_spec
+from encdec.registry import family
+from encdec.specs import base_prefix, decoder_spec, encoder_spec
+from encdec.specs.bert import has_token_types
 from encdec_tf.models.common import (
+    TFPartMixin,
     Dense,
     Embedding,
     LayerNorm,
@@ -41,10 +44,11 @@ class BertEmbeddings:
     def __init__(self, store: ParamStore, prefix: str, config: Any) -> None:
         self.word = Embedding(store, f"{prefix}.word_embeddings")
         self.position = Embedding(store, f"{prefix}.position_embeddings")
-        self.token_type = Embedding(store, f"{prefix}.token_type_embeddings")
+        # BertGeneration has no token-type table
+        self.token_type = Embedding(store, f"{prefix}.token_type_embeddings") if has_token_types(config) else None
         self.norm = LayerNorm(store, f"{prefix}.LayerNorm", config.layer_norm_eps)
         self.rate = config.hidden_dropout_prob
-        self.roberta = config.model_type == "roberta"
+        self.roberta = family(config.model_type) == "roberta"
         self.pad = config.pad_token_id
 
     def positions(self, input_ids: tf.Tensor | None, batch: tf.Tensor, length: tf.Tensor, past: tf.Tensor) -> tf.Tensor:
@@ -72,9 +76,14 @@ class BertEmbeddings:
         if position_ids is None:
             self.check_length(x.shape[1], past)
             position_ids = self.positions(input_ids, batch, length, past)
-        if token_type_ids is None:
-            token_type_ids = tf.zeros(tf.stack([batch, length]), tf.int32)
-        x = x + self.token_type(token_type_ids) + self.position(position_ids)
+        if self.token_type is None:
+            if token_type_ids is not None:
+                raise ValueError("token_type_ids given, but this model has no token-type embeddings (bert-generation)")
+        else:
+            if token_type_ids is None:
+                token_type_ids = tf.zeros(tf.stack([batch, length]), tf.int32)
+            x = x + self.token_type(token_type_ids)
+        x = x + self.position(position_ids)
         return dropout(self.norm(x), self.rate, training)
 
 
@@ -113,7 +122,7 @@ class BertLayer:
         self.output = Dense(store, f"{prefix}.output.dense")
         norm = LayerNorm(store, f"{prefix}.output.LayerNorm", config.layer_norm_eps)
         self.add_norm = Residual(store, f"{prefix}.output", norm)  # bottleneck adapter host
-        self.act = activation(config.hidden_act)
+        self.act = activation(config.hidden_act, f"{config.model_type}: hidden_act")
         self.rate = config.hidden_dropout_prob
 
     def __call__(self, h, bias, enc=None, enc_bias=None, past=None, cache_index=None, training=False):
@@ -144,10 +153,10 @@ def check_bert_options(config: Any) -> None:
         raise NotImplementedError(
             f"{config.model_type}: position_embedding_type={config.position_embedding_type!r} is not implemented"
         )
-    activation(config.hidden_act)
+    activation(config.hidden_act, f"{config.model_type}: hidden_act")
 
 
-class TFBertModel(keras.layers.Layer):
+class TFBertModel(TFPartMixin, keras.layers.Layer):
     """``BertModel`` / ``RobertaModel`` (with pooler), used as the encoder."""
 
     embeddings_class = BertEmbeddings
@@ -180,20 +189,24 @@ class LMHead:
     A tied output weight is the word-embedding table [vocab, hidden], used transposed.
     """
 
-    def __init__(self, store: ParamStore, head: str, transform: str, norm: str, act: str, eps: float) -> None:
-        self.dense = Dense(store, f"{head}.{transform}dense")
-        self.norm = LayerNorm(store, f"{head}.{transform}{norm}", eps)
-        self.act = activation(act)
+    def __init__(self, store: ParamStore, head: str, transform: str | None, norm: str = "", act: str = "",
+                 eps: float = 0.0) -> None:
+        self.transform = transform is not None  # BertGeneration's head has no transform
+        if self.transform:
+            self.dense = Dense(store, f"{head}.{transform}dense")
+            self.norm = LayerNorm(store, f"{head}.{transform}{norm}", eps)
+            self.act = activation(act)
         self.tied = store.is_tied(f"{head}.decoder.weight")
         self.weight = store.get(f"{head}.decoder.weight")
         self.bias = store.get(f"{head}.bias")
 
     def __call__(self, h: tf.Tensor) -> tf.Tensor:
-        h = self.norm(self.act(self.dense(h)))
+        if self.transform:
+            h = self.norm(self.act(self.dense(h)))
         return project(h, self.weight, self.tied, self.bias)
 
 
-class TFBertLMHeadModel(keras.layers.Layer):
+class TFBertLMHeadModel(TFPartMixin, keras.layers.Layer):
     """``BertLMHeadModel`` / ``RobertaForCausalLM``: the decoder role."""
     is_causal_lm = True
     embeddings_class = BertEmbeddings
@@ -207,7 +220,7 @@ class TFBertLMHeadModel(keras.layers.Layer):
         #: (layers, heads, head_dim) of the self-attention cache
         self.cache_layout = (config.num_hidden_layers, config.num_attention_heads, config.hidden_size // config.num_attention_heads)
         self.store = ParamStore(self, decoder_spec(config), tied)
-        base = config.model_type  # "bert" or "roberta": HF's base_model_prefix
+        base = base_prefix(config.model_type)  # HF's base_model_prefix: "bert", "roberta"
         self.embeddings = self.embeddings_class(self.store, f"{base}.embeddings", config)
         self.stack = BertStack(self.store, f"{base}.encoder", config)
         self.head = self.build_head(config)
@@ -216,8 +229,10 @@ class TFBertLMHeadModel(keras.layers.Layer):
 
     def build_head(self, config: Any) -> Any:
         """The LM head on the final hidden states (RoBERTa's ``lm_head`` or BERT's ``cls.predictions``)."""
-        if config.model_type == "roberta":
+        if family(config.model_type) == "roberta":
             return LMHead(self.store, "lm_head", "", "layer_norm", "gelu", config.layer_norm_eps)
+        if config.model_type == "bert-generation":
+            return LMHead(self.store, "lm_head", None)
         return LMHead(self.store, "cls.predictions", "transform.", "LayerNorm", config.hidden_act, config.layer_norm_eps)
 
     def cross_cache(self, encoder_hidden_states: tf.Tensor) -> tuple[tuple[tf.Tensor, tf.Tensor], ...]:

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from encdec.activations import check_activation, check_backend_table
 from encdec.layout import Layout
 from encdec.specs import CONV1D, EMBEDDING, LINEAR, NORM_BIAS, NORM_SCALE, BIAS, ModelSpec
 
@@ -61,6 +62,85 @@ def variable_value(value: Any, dtype: Any, name: str = "", shape: tuple | None =
     else:
         t = tf.convert_to_tensor(value)
     return t if t.dtype == dtype else tf.cast(t, dtype)
+
+
+def part_role_name(cls: Any) -> str:
+    from encdec.pretrained import part_role
+
+    return part_role(cls)
+
+
+class TFPartMixin:
+    """transformers' ``TFPreTrainedModel`` surface of a part layer (``config``, ``store``):
+    it saves and loads as the HF checkpoint of its class (``TFBertModel`` -> ``BertModel``'s
+    names, ``model.safetensors``), which transformers' TF and PyTorch classes both read."""
+
+    main_input_name = "input_ids"
+
+    @property
+    def base_model_prefix(self) -> str:
+        from encdec.pretrained import base_model_prefix, part_role
+
+        return base_model_prefix(self.config, part_role(type(self)))
+
+    @property
+    def name_or_path(self) -> str:
+        return getattr(self.config, "name_or_path", "")
+
+    def canonical_state(self) -> dict[str, np.ndarray]:
+        from encdec.layout import from_backend
+
+        return from_backend({k: v.numpy() for k, v in self.store.variables.items()}, self.store.spec, TF_LAYOUT)
+
+    def load_canonical(self, weights: Mapping[str, np.ndarray]) -> None:
+        from encdec.checkpoint import match_state
+        from encdec.layout import to_backend
+
+        weights, _ = match_state(weights, self.store.spec)
+        for key, value in to_backend(weights, self.store.spec, TF_LAYOUT).items():
+            var = self.store.variables[key]
+            var.assign(variable_value(value, var.dtype, key, tuple(var.shape)))
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        if only_trainable and not self.trainable:
+            return 0
+        return self.store.spec.num_parameters(exclude_embeddings=exclude_embeddings)
+
+    def get_input_embeddings(self) -> keras.Variable:
+        from encdec.pretrained import input_embedding_name
+
+        return self.store.get(input_embedding_name(self.store.spec))
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        from encdec.hub import push_model
+
+        return push_model(self, repo_id, **kwargs)
+
+    def save_pretrained(self, save_directory: Any, saved_model: bool = False, push_to_hub: bool = False,
+                        max_shard_size: Any = "5GB", safe_serialization: bool = True, **kwargs: Any) -> list[str]:
+        from encdec.hub import push_folder
+        from encdec.pretrained import save_part, split_save_kwargs
+
+        _, push = split_save_kwargs({**kwargs, "saved_model": saved_model})
+        fmt = "safetensors" if safe_serialization else "pt-bin"
+        written = save_part(save_directory, self.config, self.canonical_state(), self.store.spec, type(self).__name__,
+                            fmt, max_shard_size)
+        if push_to_hub:
+            push_folder(save_directory, **push)
+        return written
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, config: Any = None, **kwargs: Any) -> Any:
+        """Any HF checkpoint of this part (PyTorch, safetensors, TF or Flax files); ``from_pt``
+        accepted; config fields may be overridden by keyword."""
+        from encdec.pretrained import load_part_for_class, loading_info
+
+        if model_args:
+            raise TypeError("from_pretrained takes no positional arguments besides the name or path")
+        part, options = load_part_for_class(cls, pretrained_model_name_or_path, config, **kwargs)
+        model = cls(part.config, name=part_role_name(cls))
+        model.load_canonical(part.weights)
+        return (model, loading_info(part)) if options.get("output_loading_info") else model
 
 
 class ParamStore:
@@ -183,24 +263,60 @@ class Embedding:
         return tf.gather(self.embeddings, ids)
 
 
-def activation(name: str):
+def _gelu_tanh(x: tf.Tensor) -> tf.Tensor:
+    return 0.5 * x * (1.0 + tf.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * tf.pow(x, 3.0))))
+
+
+def _gelu(x: tf.Tensor) -> tf.Tensor:
+    return tf.nn.gelu(x, approximate=False)
+
+
+#: encdec.activations' names -> TF functions (the formulas are listed there).
+ACTIVATIONS = {
+    "gelu": _gelu,
+    "gelu_python": _gelu,
+    "gelu_10": lambda x: tf.clip_by_value(_gelu(x), -10.0, 10.0),
+    "gelu_new": _gelu_tanh,
+    "gelu_pytorch_tanh": _gelu_tanh,
+    "gelu_python_tanh": _gelu_tanh,
+    "gelu_accurate": _gelu_tanh,
+    "gelu_fast": lambda x: 0.5 * x * (1.0 + tf.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x))),
+    "quick_gelu": lambda x: x * tf.sigmoid(1.702 * x),
+    "laplace": lambda x: 0.5 * (1.0 + tf.math.erf((x - 0.707107) / (0.282095 * math.sqrt(2.0)))),
+    "leaky_relu": lambda x: tf.nn.leaky_relu(x, alpha=0.01),
+    "linear": tf.identity,
+    "mish": lambda x: x * tf.tanh(tf.nn.softplus(x)),
+    "relu": tf.nn.relu,
+    "relu2": lambda x: tf.square(tf.nn.relu(x)),
+    "relu6": tf.nn.relu6,
+    "sigmoid": tf.sigmoid,
+    "silu": tf.nn.silu,
+    "swish": tf.nn.silu,
+    "tanh": tf.tanh,
+}
+check_backend_table(ACTIVATIONS, "tf")
+
+
+def activation(name: str, where: str = "activation"):
     """The activation function named by an HF config (``hidden_act`` / ``activation_function``)."""
-    table = {
-        "gelu": lambda x: tf.nn.gelu(x, approximate=False),
-        "gelu_new": lambda x: tf.nn.gelu(x, approximate=True),
-        "gelu_pytorch_tanh": lambda x: tf.nn.gelu(x, approximate=True),
-        "relu": tf.nn.relu,
-        "silu": tf.nn.silu,
-        "swish": tf.nn.silu,
-        "tanh": tf.tanh,
-    }
-    if name not in table:
-        raise NotImplementedError(f"activation {name!r} is not implemented; supported: {', '.join(sorted(table))}")
-    return table[name]
+    return ACTIVATIONS[check_activation(name, where)]
 
 
 def dropout(x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
     return tf.nn.dropout(x, rate=rate) if training and rate > 0 else x
+
+
+def host_values(x: Any) -> np.ndarray | None:
+    """Values for the core input validator: eager integer tensors and host arrays are read
+    (a few ids); symbolic tensors (inside ``tf.function``) and floating ones are not (``None``)."""
+    if isinstance(x, (tf.Tensor, tf.Variable)):
+        if x.dtype.is_floating or not tf.executing_eagerly():
+            return None
+        try:
+            return x.numpy()
+        except (AttributeError, TypeError):  # symbolic after all
+            return None
+    return np.asarray(x)
 
 
 def as_int(x: Any) -> tf.Tensor | None:

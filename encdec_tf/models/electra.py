@@ -9,10 +9,10 @@ import keras
 from encdec.outputs import BaseModelOutputWithPooling
 from encdec.specs import encoder_spec
 from encdec_tf.models.bert import BertEmbeddings, BertStack, check_bert_options
-from encdec_tf.models.common import Dense, ParamStore, as_int, padding_bias
+from encdec_tf.models.common import TFPartMixin, Dense, ParamStore, as_int, padding_bias
 
 
-class TFElectraModel(keras.layers.Layer):
+class TFElectraModel(TFPartMixin, keras.layers.Layer):
     def __init__(self, config: Any, tied: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         check_bert_options(config)

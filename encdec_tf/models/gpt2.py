@@ -14,6 +14,7 @@ import tensorflow as tf
 from encdec.outputs import CausalLMOutputWithCrossAttentions
 from encdec.specs import decoder_spec
 from encdec_tf.models.common import (
+    TFPartMixin,
     Dense,
     Embedding,
     LayerNorm,
@@ -74,7 +75,7 @@ class GPT2Block:
         # bottleneck adapter hosts (AdapterHub's names): h + sub-layer, after self-attention and after the MLP
         self.attention_adapters = Residual(store, f"{prefix}.attention_adapters")
         self.output_adapters = Residual(store, f"{prefix}.output_adapters")
-        self.act = activation(config.activation_function)
+        self.act = activation(config.activation_function, f"{config.model_type}: activation_function")
         self.rate = config.resid_pdrop
 
     def __call__(self, h, bias, enc=None, enc_bias=None, past=None, cache_index=None, training=False):
@@ -91,12 +92,12 @@ class GPT2Block:
         return h, present, probs, cross_probs
 
 
-class TFGPT2LMHeadModel(keras.layers.Layer):
+class TFGPT2LMHeadModel(TFPartMixin, keras.layers.Layer):
     is_causal_lm = True
 
     def __init__(self, config: Any, tied: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        activation(config.activation_function)
+        activation(config.activation_function, f"{config.model_type}: activation_function")
         self.config = config
         #: built with cross-attention layers (fixed at construction, whatever the config says later)
         self.accepts_encoder_states = bool(config.add_cross_attention)

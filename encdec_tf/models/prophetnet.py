@@ -20,6 +20,7 @@ from encdec.outputs import ProphetNetDecoderLMOutput
 from encdec.specs import decoder_spec
 from encdec.specs.prophetnet import BASE, LAYER_NORM_EPS, check_length, relative_bucket_table
 from encdec_tf.models.common import (
+    TFPartMixin,
     MASK_MIN,
     Dense,
     Embedding,
@@ -128,7 +129,7 @@ class ProphetNetDecoderLayer:
         self.intermediate = Dense(store, f"{prefix}.feed_forward.intermediate")
         self.output = Dense(store, f"{prefix}.feed_forward.output")
         self.feed_forward_layer_norm = LayerNorm(store, f"{prefix}.feed_forward_layer_norm", LAYER_NORM_EPS)
-        self.act = activation(config.activation_function)
+        self.act = activation(config.activation_function, f"{config.model_type}: activation_function")
         self.rate, self.act_rate = config.dropout, config.activation_dropout
 
     def __call__(self, h, geometry, enc=None, enc_bias=None, past=None, cache_index=None, training=False):
@@ -146,14 +147,14 @@ class ProphetNetDecoderLayer:
         return self.feed_forward_layer_norm(ff + h), present, probs, cross_scores
 
 
-class TFProphetNetForCausalLM(keras.layers.Layer):
+class TFProphetNetForCausalLM(TFPartMixin, keras.layers.Layer):
     """transformers' ``ProphetNetForCausalLM`` as the decoder of a ``TFEncoderDecoderModel``."""
 
     is_causal_lm = True
 
     def __init__(self, config: Any, tied: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        activation(config.activation_function)
+        activation(config.activation_function, f"{config.model_type}: activation_function")
         self.config = config
         #: built with cross-attention layers (fixed at construction, whatever the config says later)
         self.accepts_encoder_states = bool(config.add_cross_attention)

@@ -32,7 +32,7 @@ class RemBertLMHead:
 
     def __init__(self, store: ParamStore, config: Any) -> None:
         self.dense = Dense(store, "cls.predictions.dense")
-        self.act = activation(config.hidden_act)
+        self.act = activation(config.hidden_act, f"{config.model_type}: hidden_act")
         self.norm = LayerNorm(store, "cls.predictions.LayerNorm", config.layer_norm_eps)
         self.decoder = Dense(store, "cls.predictions.decoder")
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from encdec.outputs import BaseModelOutputWithPoolingAndCrossAttentions, CausalLMOutputWithCrossAttentions
-from encdec.specs.bert import bert_lm_head_spec, bert_model_spec
+from encdec.specs.bert import bert_lm_head_spec, bert_model_spec, has_token_types
 from encdec_torch.models.common import (
     LayerCache,
     SpecModule,
@@ -35,7 +35,8 @@ class BertEmbeddings(nn.Module):
         dim = dim or config.hidden_size
         self.word_embeddings = nn.Embedding(config.vocab_size, dim, padding_idx=config.pad_token_id)
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, dim)
-        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, dim)
+        # BertGeneration has no token-type table
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, dim) if has_token_types(config) else None
         self.LayerNorm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -48,9 +49,15 @@ class BertEmbeddings(nn.Module):
         shape = inputs_embeds.shape[:2]
         if position_ids is None:
             position_ids = self.position_ids(input_ids, shape, past, inputs_embeds.device)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros(shape, dtype=torch.long, device=inputs_embeds.device)
-        x = inputs_embeds + self.token_type_embeddings(token_type_ids) + self.position_embeddings(position_ids)
+        x = inputs_embeds
+        if self.token_type_embeddings is None:
+            if token_type_ids is not None:
+                raise ValueError("token_type_ids given, but this model has no token-type embeddings (bert-generation)")
+        else:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros(shape, dtype=torch.long, device=inputs_embeds.device)
+            x = x + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(x))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from encdec.activations import check_activation, check_backend_table
 from encdec.layout import TORCH_LAYOUT, from_backend, to_backend
 from encdec.specs import BIAS, NORM_BIAS, NORM_SCALE, ModelSpec
 
@@ -29,25 +30,39 @@ def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
+def _gelu_erf(x: torch.Tensor) -> torch.Tensor:
+    return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+#: encdec.activations' names -> torch functions (the formulas are listed there).
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
+    "gelu_python": _gelu_erf,
+    "gelu_10": lambda x: torch.clip(F.gelu(x), -10.0, 10.0),
     "gelu_new": _gelu_tanh,
     "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_python_tanh": _gelu_tanh,
+    "gelu_accurate": _gelu_tanh,
+    "gelu_fast": lambda x: 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x))),
+    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
+    "laplace": lambda x: 0.5 * (1.0 + torch.erf((x - 0.707107) / (0.282095 * math.sqrt(2.0)))),
+    "leaky_relu": lambda x: F.leaky_relu(x, 0.01),
+    "linear": lambda x: x,
+    "mish": F.mish,
     "relu": F.relu,
+    "relu2": lambda x: torch.square(F.relu(x)),
+    "relu6": F.relu6,
+    "sigmoid": torch.sigmoid,
     "silu": F.silu,
     "swish": F.silu,
     "tanh": torch.tanh,
 }
+check_backend_table(ACTIVATIONS, "torch")
 
 
 def activation(name: str, where: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The activation called ``name``; unknown names raise ``NotImplementedError``."""
-    try:
-        return ACTIVATIONS[name]
-    except (KeyError, TypeError):
-        raise NotImplementedError(
-            f"{where}={name!r} is not implemented; supported: {', '.join(sorted(ACTIVATIONS))}"
-        ) from None
+    return ACTIVATIONS[check_activation(name, where)]
 
 
 def padding_mask(mask: Optional[torch.Tensor], dtype: torch.dtype, query_len: int) -> Optional[torch.Tensor]:
@@ -137,9 +152,90 @@ def check_inputs(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torc
 
 
 class SpecModule(nn.Module):
-    """Base of every part: weights exposed and loaded under the spec's canonical names."""
+    """Base of every part (and of the composite): weights exposed and loaded under the spec's
+    canonical names, plus transformers' ``PreTrainedModel`` conveniences.  A part saves and
+    loads as the HF checkpoint of its own class (``BertModel``, ``GPT2LMHeadModel``, ...)."""
 
     spec: ModelSpec
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+
+    # --- transformers' PreTrainedModel conveniences ------------------------------------
+    @property
+    def base_model_prefix(self) -> str:
+        from encdec.pretrained import base_model_prefix, part_role
+
+        return base_model_prefix(self.config, part_role(type(self))) if hasattr(self, "spec") else ""
+
+    @property
+    def name_or_path(self) -> str:
+        return getattr(self.config, "name_or_path", "")
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return hasattr(cls, "generate")
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Parameters counted once each (tied ones once), as transformers counts them."""
+        embeddings = {id(m.weight) for m in self.modules() if isinstance(m, nn.Embedding)} if exclude_embeddings else set()
+        return sum(p.numel() for p in self.parameters()
+                   if (p.requires_grad or not only_trainable) and id(p) not in embeddings)
+
+    def get_memory_footprint(self, return_buffers: bool = True) -> int:
+        """Bytes held by parameters (and buffers)."""
+        size = sum(p.nelement() * p.element_size() for p in self.parameters())
+        if return_buffers:
+            size += sum(b.nelement() * b.element_size() for b in self.buffers())
+        return size
+
+    def enable_input_require_grads(self) -> None:
+        """Make the input embeddings' output require grad (for adapters/PEFT with frozen embeddings
+        and gradient checkpointing), as transformers does with a forward hook."""
+        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            output.requires_grad_(True)
+
+        self._require_grads_hook = self.get_input_embeddings().register_forward_hook(hook)
+
+    def disable_input_require_grads(self) -> None:
+        handle = getattr(self, "_require_grads_hook", None)
+        if handle is not None:
+            handle.remove()
+            self._require_grads_hook = None
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Save and upload with ``huggingface_hub`` (see :func:`encdec.hub.push_model`)."""
+        from encdec.hub import push_model
+
+        return push_model(self, repo_id, **kwargs)
+
+    # --- part checkpoints (the composite overrides both) --------------------------------
+    def save_pretrained(self, save_directory: Any, safe_serialization: bool = True, max_shard_size: Any = "5GB",
+                        state_dict: Optional[Mapping[str, Any]] = None, push_to_hub: bool = False, **kwargs: Any) -> list[str]:
+        """Write this part as transformers writes its class: ``config.json`` and
+        ``model.safetensors`` (``pytorch_model.bin`` with ``safe_serialization=False``) under the
+        class's own state-dict names; ``state_dict`` replaces the model's weights."""
+        from encdec.hub import push_folder
+        from encdec.pretrained import save_part, split_save_kwargs
+
+        is_main, push = split_save_kwargs(kwargs)
+        if not is_main:
+            return []
+        weights = self.canonical_state() if state_dict is None else _state_dict_weights(state_dict, self.spec)
+        fmt = "safetensors" if safe_serialization else "pt-bin"
+        written = save_part(save_directory, self.config, weights, self.spec, type(self).__name__, fmt, max_shard_size)
+        if push_to_hub:
+            push_folder(save_directory, **push)
+        return written
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *model_args: Any, config: Any = None, **kwargs: Any) -> Any:
+        """Load an HF checkpoint of this part class (or of one sharing its base model, e.g.
+        ``BertForMaskedLM`` for ``BertModel``); ``config`` keywords override fields."""
+        from encdec_torch.modeling_encoder_decoder import load_torch_part
+
+        if model_args:
+            raise TypeError("from_pretrained takes no positional arguments besides the name or path")
+        return load_torch_part(cls, pretrained_model_name_or_path, config=config, **kwargs)
 
     def canonical_state(self) -> dict[str, np.ndarray]:
         state = self.state_dict()
@@ -176,12 +272,26 @@ class SpecModule(nn.Module):
         load_into(self, self.spec, weights, share)
 
 
+def _state_dict_weights(state_dict: Mapping[str, Any], spec: ModelSpec) -> dict[str, np.ndarray]:
+    """A torch ``state_dict`` (names of the model) as canonical weights."""
+    arrays = {k: tensor_to_numpy(v) if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in state_dict.items()}
+    return from_backend({p.name: arrays[p.name] for p in spec.untied if p.name in arrays}, spec, TORCH_LAYOUT)
+
+
 def tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
     """Detached numpy copy; bfloat16 (no numpy dtype) is widened to float32."""
     t = t.detach().cpu()
     if t.dtype == torch.bfloat16:
         t = t.float()
     return t.numpy().copy()
+
+
+def host_values(x: Any) -> Optional[np.ndarray]:
+    """Values for the core input validator: integer/bool tensors copied to the host (a few
+    ids), floating ones left unread (``None``: only their shape and dtype are checked)."""
+    if torch.is_tensor(x):
+        return None if x.is_floating_point() else x.detach().cpu().numpy()
+    return np.asarray(x)
 
 
 _INIT_FUNCTIONS = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_")

@@ -81,3 +81,19 @@ def test_compare_two_backends_with_plot(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     row = next(line for line in out.splitlines() if line.startswith(backends[0]))
     assert row.split()[-3] == "yes"  # greedy ids equal
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "--backends", ","], "--backends ',' names no backend"),
+    (["convert", "SRC", "DST", "--no-verify", "--backends", "bogus"], "unknown backend 'bogus'"),
+    (["compare", "--batch", "0"], "--batch must be a positive integer, got 0"),
+    (["compare", "--batch", "-1"], "--batch must be a positive integer, got -1"),
+    (["compare", "--max-new-tokens", "0"], "--max-new-tokens must be a positive integer"),
+    (["info", str(cli.BUNDLED / "model.safetensors")], "is not a config.json (not UTF-8 text); pass the checkpoint folder"),
+])
+def test_misuse_is_bad_input_with_one_line(argv, message, capsys, tmp_path):
+    argv = [str(tmp_path / "dst") if a == "DST" else str(cli.BUNDLED) if a == "SRC" else a for a in argv]
+    assert cli.main(argv) == cli.EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith(f"encdec {argv[0]}: error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "dst").exists()  # refused before anything was written

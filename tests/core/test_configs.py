@@ -54,7 +54,7 @@ def test_bad_input(tmp_path):
     with pytest.raises(TypeError, match="num_hidden_layers must be int, got bool"):
         BertConfig(num_hidden_layers=True)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 8}))
-    with pytest.raises(ValueError, match=r"unknown model_type 't5'.*supported model types: bart, bert, electra, encoder-decoder, gpt2, .*prophetnet, .*rembert, .*roberta"):
+    with pytest.raises(ValueError, match=r"unknown model_type 't5'.*supported model types: bart, bert, bert-generation, camembert, electra, encoder-decoder, gpt2, .*prophetnet, .*rembert, .*roberta, xlm-roberta"):
         AutoConfig.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="config.json is not valid JSON"):

@@ -23,7 +23,9 @@ def test_spec_matches_transformers_state_dict(pair):
     enc, dec, hidden, extra = pair
     hf_cls = {"bert": transformers.BertConfig, "roberta": transformers.RobertaConfig,
               "electra": transformers.ElectraConfig, "gpt2": transformers.GPT2Config, "bart": transformers.BartConfig,
-              "prophetnet": transformers.ProphetNetConfig, "rembert": transformers.RemBertConfig}
+              "prophetnet": transformers.ProphetNetConfig, "rembert": transformers.RemBertConfig,
+              "bert-generation": transformers.BertGenerationConfig, "xlm-roberta": transformers.XLMRobertaConfig,
+              "camembert": transformers.CamembertConfig}
     hc = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(
         hf_cls[enc](**part_kwargs(enc, hidden)), hf_cls[dec](**part_kwargs(dec)), **extra)
     model = transformers.EncoderDecoderModel(config=hc)

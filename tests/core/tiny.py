@@ -35,9 +35,23 @@ PAIRS = [
     ("bert", "prophetnet", 48, {}),
     ("rembert", "rembert", 32, {}),
     ("rembert", "rembert", 32, {"tie_encoder_decoder": True}),
+    ("bert-generation", "bert-generation", 32, {}),
+    ("bert-generation", "bert-generation", 32, {"tie_encoder_decoder": True}),
+    ("bert-generation", "gpt2", 48, {}),
+    ("xlm-roberta", "camembert", 32, {}),
+    ("camembert", "xlm-roberta", 32, {}),
 ]
 
 
 def pair_id(pair) -> str:
     enc, dec, hidden, extra = pair
     return f"{enc}2{dec}" + (f"-h{hidden}" if hidden != 32 else "") + ("-tied" if extra else "")
+
+
+def tiny_composite(enc: str = "bert", dec: str = "gpt2", **kwargs):
+    """A tiny ``EncoderDecoderConfig`` (start and pad id 0, unless given)."""
+    from encdec.configuration import AutoConfig, EncoderDecoderConfig
+
+    kwargs = {"decoder_start_token_id": 0, "pad_token_id": 0, **kwargs}
+    return EncoderDecoderConfig.from_encoder_decoder_configs(
+        AutoConfig.for_model(enc, **part_kwargs(enc)), AutoConfig.for_model(dec, **part_kwargs(dec)), **kwargs)

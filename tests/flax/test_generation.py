@@ -20,7 +20,12 @@ def run_both(pair, **settings):
     ids, mask, _ = inputs(pair, batch=3)
     mask[2, 3:] = 0
     kw = dict(max_length=MAX_LENGTH, pad_token_id=cfg.pad_token_id, decoder_start_token_id=cfg.decoder_start_token_id, **settings)
-    ours = model.generate(ids, mask, **kw)
+    ours = model.generate(ids, mask, pad_to_max_length=False, **kw)  # transformers PyTorch's trimmed shape
+    # default: transformers' Flax shape, max_length columns padded with the pad id (same compiled program)
+    padded = np.asarray(model.generate(ids, mask, **kw).sequences)
+    trimmed = np.asarray(ours.sequences)
+    assert padded.shape == (trimmed.shape[0], MAX_LENGTH)
+    assert np.array_equal(padded[:, : trimmed.shape[1]], trimmed) and (padded[:, trimmed.shape[1]:] == cfg.pad_token_id).all()
     with torch.no_grad():
         ref = hf_pt_model(cfg, weights).generate(
             torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),

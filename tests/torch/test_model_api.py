@@ -57,8 +57,8 @@ def test_construction_errors():
     ("bert2bert", "encoder", "position_embedding_type", "relative_key"),
     ("bert2gpt2", "decoder", "scale_attn_by_inverse_layer_idx", True),
     ("bert2gpt2", "decoder", "reorder_and_upcast_attn", True),
-    ("bert2bert", "decoder", "hidden_act", "mish"),
-    ("bert2gpt2", "decoder", "activation_function", "mish"),
+    ("bert2bert", "decoder", "hidden_act", "prelu"),
+    ("bert2gpt2", "decoder", "activation_function", "xielu"),
     ("bert2bart", "decoder", "add_final_layer_norm", True),
 ])
 def test_unsupported_options_are_refused_at_construction(pair, part, field, value):

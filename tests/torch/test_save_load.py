@@ -95,7 +95,7 @@ def test_from_encoder_decoder_pretrained_with_plain_part_checkpoints(tmp_path, c
         if name in ("lm_head.weight",) or ".attn.bias" in name:
             continue
         assert (state[f"decoder.{name}"] == value.numpy()).all(), name
-    messages = [r.getMessage() for r in caplog.records if "newly initialised" in r.getMessage()]
+    messages = [r.getMessage() for r in caplog.records if "newly initialized" in r.getMessage()]
     assert len(messages) == 1 and "crossattention" in messages[0]
     x = inputs(model.config)
     with torch.no_grad():

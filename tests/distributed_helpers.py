@@ -1,0 +1,52 @@
+"""Shared by the engines' distributed tests: run a check script in a child process (the
+simulated devices / process group must not leak into the test process), read its report,
+and load the checkpoint it saved from sharded state with transformers' PyTorch class."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_check(args: list[str], timeout: int = 600, env: dict | None = None) -> dict:
+    """Run ``python args...`` from the repository root; return the dict printed after
+    ``REPORT `` (the test fails with the child's output tail otherwise)."""
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+                "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
+    assert proc.returncode == 0 and lines, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return json.loads(lines[-1][len("REPORT "):])
+
+
+def transformers_logits_diff(checkpoint: Path, npz: Path) -> float:
+    """max |logits of transformers' EncoderDecoderModel on the saved batch - saved logits|."""
+    import torch
+    import transformers
+
+    data = np.load(npz)
+    model = transformers.EncoderDecoderModel.from_pretrained(checkpoint).eval()
+    with torch.no_grad():
+        out = model(input_ids=torch.as_tensor(data["input_ids"]), attention_mask=torch.as_tensor(data["attention_mask"]),
+                    labels=torch.as_tensor(data["labels"]))
+    return float(np.max(np.abs(out.logits.numpy() - data["logits"])))
+
+
+def torch_backend_logits_diff(checkpoint: Path, npz: Path) -> float:
+    """The same with encdec's PyTorch backend."""
+    import torch
+
+    from encdec_torch import EncoderDecoderModel
+
+    data = np.load(npz)
+    model = EncoderDecoderModel.from_pretrained(checkpoint).eval()
+    with torch.no_grad():
+        out = model(input_ids=torch.as_tensor(data["input_ids"]), attention_mask=torch.as_tensor(data["attention_mask"]),
+                    labels=torch.as_tensor(data["labels"]))
+    return float(np.max(np.abs(out.logits.numpy() - data["logits"])))

@@ -1,0 +1,114 @@
+"""transformers 4.57's surface in the Flax backend (issue 12): part objects (module +
+params) as HF part checkpoints, ``from_encoder_decoder_pretrained`` with built parts and its
+missing-argument error, ``tie_encoder_decoder`` keeping the decoder's side, transformers
+configs accepted, output flags from the config; transformers' PyTorch classes as oracle."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+
+from encdec_flax import (  # noqa: E402
+    BertConfig,
+    EncoderDecoderConfig,
+    FlaxBertForCausalLM,
+    FlaxBertModel,
+    FlaxEncoderDecoderModel,
+)
+
+KW = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+          max_position_embeddings=64)
+IDS = np.array([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 1, 1]])
+MASK = np.array([[1] * 6, [1, 1, 1, 1, 0, 0]])
+DEC = np.array([[2, 20, 21, 22], [2, 23, 24, 25]])
+
+
+@pytest.fixture(scope="module")
+def hf_berts(tmp_path_factory):
+    """Two different transformers BertModel checkpoints."""
+    root = tmp_path_factory.mktemp("hf_flax_parts")
+    models = []
+    for seed, name in ((0, "a"), (1, "b")):
+        torch.manual_seed(seed)
+        m = transformers.BertModel(transformers.BertConfig(**KW)).eval()
+        m.save_pretrained(root / name)
+        models.append(m)
+    return root, models
+
+
+def test_part_objects_are_hf_part_checkpoints(hf_berts, tmp_path):
+    root, (bert, _) = hf_berts
+    ours = FlaxBertModel.from_pretrained(root / "a")
+    assert set(ours.params) == {"embeddings", "encoder", "pooler"}
+    ref = bert(torch.tensor(IDS), attention_mask=torch.tensor(MASK)).last_hidden_state.detach().numpy()
+    assert np.abs(np.asarray(ours(IDS, attention_mask=MASK).last_hidden_state) - ref).max() < 1e-5
+    assert ours.num_parameters() == bert.num_parameters() and ours.base_model_prefix == "bert"
+    assert ours.get_input_embeddings().shape == (99, 32)
+    ours.save_pretrained(tmp_path / "ours")
+    again = transformers.AutoModel.from_pretrained(tmp_path / "ours").eval()
+    assert (again(torch.tensor(IDS)).last_hidden_state - bert(torch.tensor(IDS)).last_hidden_state).abs().max() < 1e-6
+
+
+def test_from_encoder_decoder_pretrained_with_built_parts(hf_berts):
+    root, _ = hf_berts
+    enc = FlaxBertModel.from_pretrained(root / "a")
+    dec = FlaxBertForCausalLM.from_pretrained(root / "b")
+    model = FlaxEncoderDecoderModel.from_encoder_decoder_pretrained(encoder_model=enc, decoder_model=dec)
+    state = model.canonical_state()
+    assert np.array_equal(state["encoder.embeddings.word_embeddings.weight"], enc.canonical_state()["embeddings.word_embeddings.weight"])
+    theirs = transformers.EncoderDecoderModel(encoder=transformers.BertModel.from_pretrained(root / "a"),
+                                              decoder=transformers.BertLMHeadModel.from_pretrained(
+                                                  root / "b", is_decoder=True, add_cross_attention=True)).eval()
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
+    ref = theirs(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK), decoder_input_ids=torch.tensor(DEC)).logits
+    ours = model(IDS, attention_mask=MASK, decoder_input_ids=DEC).logits
+    assert np.abs(np.asarray(ours) - ref.detach().numpy()).max() < 1e-5
+    with pytest.raises(ValueError, match="If `encoder_model` is not defined as an argument, a "
+                                         "`encoder_pretrained_model_name_or_path` has to be defined"):
+        FlaxEncoderDecoderModel.from_encoder_decoder_pretrained(decoder_pretrained_model_name_or_path=root / "b")
+
+
+def test_tie_encoder_decoder_keeps_the_decoder_side_like_transformers(hf_berts):
+    root, _ = hf_berts
+    theirs = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(root / "a", root / "b",
+                                                                              tie_encoder_decoder=True).eval()
+    ours = FlaxEncoderDecoderModel.from_encoder_decoder_pretrained(root / "a", root / "b", tie_encoder_decoder=True)
+    ref_state = {k: v.numpy() for k, v in theirs.state_dict().items()}
+    state = ours.canonical_state()
+    for name in ("encoder.embeddings.word_embeddings.weight", "encoder.encoder.layer.1.output.dense.weight"):
+        assert np.array_equal(state[name], ref_state[name]), name
+    # same weights everywhere (cross-attention and head copied from transformers' random init) -> same logits
+    ours.load_canonical({n: ref_state[n] for n in ours.spec.params if n in ref_state})
+    ref = theirs(input_ids=torch.tensor(IDS), decoder_input_ids=torch.tensor(DEC)).logits.detach().numpy()
+    assert np.abs(np.asarray(ours(IDS, decoder_input_ids=DEC).logits) - ref).max() < 1e-5
+
+
+def test_transformers_config_and_output_flags():
+    hf_cfg = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(transformers.BertConfig(**KW),
+                                                                           transformers.BertConfig(**KW))
+    hf_cfg.decoder_start_token_id, hf_cfg.pad_token_id = 2, 0
+    model = FlaxEncoderDecoderModel(hf_cfg)
+    assert isinstance(model.config, EncoderDecoderConfig) and isinstance(model.config.decoder, BertConfig)
+    assert model(IDS, decoder_input_ids=DEC).encoder_attentions is None
+    model.config.output_attentions = True
+    assert len(model(IDS, decoder_input_ids=DEC).encoder_attentions) == 2
+    assert model(IDS, decoder_input_ids=DEC, output_attentions=False).cross_attentions is None
+
+
+def test_init_weights_and_conveniences():
+    import jax
+
+    cfg = EncoderDecoderConfig.from_encoder_decoder_configs(BertConfig(**KW), BertConfig(**KW), decoder_start_token_id=2,
+                                                            pad_token_id=0)
+    model = FlaxEncoderDecoderModel(cfg)
+    fresh = model.init_weights(jax.random.PRNGKey(0), (1, 1))
+    assert jax.tree_util.tree_structure(fresh) == jax.tree_util.tree_structure(model.params)
+    kept = model.init_weights(jax.random.PRNGKey(1), (1, 1), params={"encoder": model.params["encoder"]})
+    assert np.array_equal(kept["encoder"]["embeddings"]["word_embeddings"]["embedding"],
+                          model.params["encoder"]["embeddings"]["word_embeddings"]["embedding"])
+    hf = transformers.EncoderDecoderModel(config=transformers.EncoderDecoderConfig(**cfg.to_dict()))
+    assert model.num_parameters() == hf.num_parameters()
+    assert model.num_parameters(exclude_embeddings=True) == hf.num_parameters(exclude_embeddings=True)
+    assert model.can_generate()

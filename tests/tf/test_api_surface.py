@@ -1,0 +1,95 @@
+"""transformers 4.57's surface in the TF backend (issue 12): TF part layers as HF part
+checkpoints, transformers configs / generation configs accepted, config output flags,
+typos in generate refused.  transformers' PyTorch classes are the oracle (in process)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+transformers = pytest.importorskip("transformers")
+torch = pytest.importorskip("torch")
+
+from encdec_tf import BertConfig, EncoderDecoderConfig, GenerationConfig, TFEncoderDecoderModel  # noqa: E402
+from encdec_tf import TFBertLMHeadModel, TFBertModel, TFGPT2LMHeadModel  # noqa: E402
+
+KW = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+          max_position_embeddings=64)
+IDS = np.array([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 1, 1]])
+MASK = np.array([[1] * 6, [1, 1, 1, 1, 0, 0]])
+DEC = np.array([[2, 20, 21, 22], [2, 23, 24, 25]])
+
+
+@pytest.fixture(scope="module")
+def hf_bert(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf_tf_parts")
+    torch.manual_seed(0)
+    bert = transformers.BertModel(transformers.BertConfig(**KW)).eval()
+    bert.save_pretrained(root / "bert")
+    return root, bert
+
+
+def test_part_layers_are_hf_part_checkpoints(hf_bert, tmp_path):
+    root, bert = hf_bert
+    ours = TFBertModel.from_pretrained(root / "bert", from_pt=True)
+    theirs = bert(torch.tensor(IDS), attention_mask=torch.tensor(MASK)).last_hidden_state.detach().numpy()
+    assert np.abs(np.asarray(ours(input_ids=IDS, attention_mask=MASK).last_hidden_state) - theirs).max() < 1e-5
+    assert ours.num_parameters() == bert.num_parameters()
+    assert ours.num_parameters(exclude_embeddings=True) == bert.num_parameters(exclude_embeddings=True)
+    assert ours.base_model_prefix == "bert" and ours.main_input_name == "input_ids"
+    assert tuple(ours.get_input_embeddings().shape) == (99, 32)
+    ours.save_pretrained(tmp_path / "ours")
+    again = transformers.AutoModel.from_pretrained(tmp_path / "ours").eval()
+    assert (again(torch.tensor(IDS)).last_hidden_state - bert(torch.tensor(IDS)).last_hidden_state).abs().max() < 1e-6
+    dec, info = TFBertLMHeadModel.from_pretrained(root / "bert", output_loading_info=True)
+    assert "pooler.dense.weight" in info["unexpected_keys"] and info["missing_keys"]
+    assert dec.config.is_decoder and dec.config.add_cross_attention
+
+
+def test_composite_from_built_parts_and_transformers_configs(hf_bert):
+    root, _ = hf_bert
+    enc = TFBertModel.from_pretrained(root / "bert")
+    dec = TFBertLMHeadModel.from_pretrained(root / "bert")
+    model = TFEncoderDecoderModel(encoder=enc, decoder=dec)
+    theirs = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(root / "bert", root / "bert").eval()
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in model.canonical_state().items()}, strict=False)
+    ours = np.asarray(model(input_ids=IDS, attention_mask=MASK, decoder_input_ids=DEC).logits)
+    ref = theirs(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK),
+                 decoder_input_ids=torch.tensor(DEC)).logits.detach().numpy()
+    assert np.abs(ours - ref).max() < 1e-5
+    hf_cfg = transformers.EncoderDecoderConfig.from_encoder_decoder_configs(transformers.BertConfig(**KW),
+                                                                           transformers.BertConfig(**KW))
+    hf_cfg.decoder_start_token_id, hf_cfg.pad_token_id = 2, 0
+    built = TFEncoderDecoderModel(hf_cfg)
+    assert isinstance(built.config, EncoderDecoderConfig) and isinstance(built.config.encoder, BertConfig)
+
+
+@pytest.fixture(scope="module")
+def bert2bert():
+    cfg = EncoderDecoderConfig.from_encoder_decoder_configs(BertConfig(**KW), BertConfig(**KW),
+                                                            decoder_start_token_id=2, pad_token_id=0)
+    return TFEncoderDecoderModel(cfg, seed=0)
+
+
+def test_output_flags_from_config(bert2bert):
+    model = bert2bert
+    assert model(input_ids=IDS, decoder_input_ids=DEC).encoder_attentions is None
+    model.config.output_hidden_states = True
+    model.config.return_dict = False
+    try:
+        assert isinstance(model(input_ids=IDS, decoder_input_ids=DEC), tuple)
+        out = model(input_ids=IDS, decoder_input_ids=DEC, return_dict=True)
+        assert len(out.encoder_hidden_states) == 3 and len(out.decoder_hidden_states) == 3
+    finally:
+        model.config.output_hidden_states = False
+        model.config.return_dict = True
+
+
+def test_generate_takes_transformers_generation_config_and_refuses_typos(bert2bert):
+    # (the XLA decode loop itself is compiled in test_generation.py; these checks run before it)
+    model = bert2bert
+    with pytest.raises(TypeError, match="did you mean `max_length`"):
+        model.generate(IDS, generation_config=transformers.GenerationConfig(max_length=5), max_lenght=5)
+    with pytest.raises(ValueError, match="num_beam_groups=2"):
+        model.generate(IDS, generation_config=transformers.GenerationConfig(num_beams=2, num_beam_groups=2,
+                                                                            diversity_penalty=0.5))
+    assert isinstance(model.generation_config, GenerationConfig)

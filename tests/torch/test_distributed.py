@@ -1,0 +1,22 @@
+"""DDP and FSDP2 with gloo, 2 processes (torchrun): same losses and weights as one process,
+and the checkpoint gathered from FSDP2 shards loads in transformers with the same logits."""
+import pytest
+
+from tests.distributed_helpers import run_check, transformers_logits_diff
+
+pytest.importorskip("torch.distributed.fsdp")
+
+
+def test_ddp_and_fsdp2_match_single_process(tmp_path):
+    report = run_check(["-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+                        "tests/torch/distributed_check.py", str(tmp_path)], env={"OMP_NUM_THREADS": "1"})
+    for engine in ("ddp", "fsdp2"):
+        r = report[engine]
+        assert r["max_loss_diff"] <= 1e-5, (engine, r)
+        assert r["max_param_diff"] <= 1e-5, (engine, r)  # after two AdamW steps
+        assert r["losses"][1] < r["losses"][0]
+    # FSDP2 wrapped each of the 2 + 2 layers; parameters are DTensor shards on dim 0 (32 rows / 2 ranks)
+    assert report["fsdp2"]["layers_wrapped"] == 4
+    assert report["fsdp2"]["query_type"] == "DTensor" and report["fsdp2"]["query_local_shape"] == [16, 32]
+    pytest.importorskip("transformers")
+    assert transformers_logits_diff(tmp_path / "ckpt", tmp_path / "batch_logits.npz") <= 1e-5
