@@ -73,7 +73,7 @@ class BertEmbeddings:
                              f"position table has {rows} rows (max_position_embeddings)")
 
     def __call__(self, input_ids, token_type_ids, position_ids, inputs_embeds, past, training) -> tf.Tensor:
-        x = self.word(input_ids) if inputs_embeds is None else tf.convert_to_tensor(inputs_embeds, tf.float32)
+        x = self.word(input_ids) if inputs_embeds is None else tf.cast(inputs_embeds, self.word.embeddings.dtype)
         batch, length = tf.shape(x)[0], tf.shape(x)[1]
         if position_ids is None:
             self.check_length(x.shape[1], past)

@@ -127,7 +127,7 @@ class TFGPT2LMHeadModel(TFPartMixin, keras.layers.Layer):
              inputs_embeds=None, past_key_values=None, cache_index=None, use_cache=False, output_attentions=False,
              output_hidden_states=False, training=False, token_type_ids=None, position_ids=None):
         input_ids, token_type_ids, position_ids = as_int(input_ids), as_int(token_type_ids), as_int(position_ids)
-        h = self.wte(input_ids) if inputs_embeds is None else tf.convert_to_tensor(inputs_embeds, tf.float32)
+        h = self.wte(input_ids) if inputs_embeds is None else tf.cast(inputs_embeds, self.wte.embeddings.dtype)
         batch, length = tf.shape(h)[0], tf.shape(h)[1]
         past_len, bias = decoder_self_bias(attention_mask, batch, length, past_key_values, cache_index)
         if position_ids is None:
