@@ -20,9 +20,15 @@ _MASKS = ("attention_mask", "decoder_attention_mask")
 SUPPORTED_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
-def check_policy(name: str, where: str) -> None:
-    """Refuse a dtype policy we do not implement, by name."""
-    if name not in SUPPORTED_POLICIES:
+#: Policies a TF model may be built and run under (inference): the half ones hold the
+#: weights themselves in bfloat16/float16 (``TFEncoderDecoderModel(dtype="bfloat16")``).
+HALF_POLICIES = ("bfloat16", "float16")
+
+
+def check_policy(name: str, where: str, training: bool = True) -> None:
+    """Refuse a dtype policy we do not implement, by name (``training=False``: building and
+    running a model, where half-precision weights are fine; training keeps float32 ones)."""
+    if name not in SUPPORTED_POLICIES and (training or name not in HALF_POLICIES):
         raise ValueError(
             f"{where}: dtype policy {name!r} is not supported; use one of {', '.join(SUPPORTED_POLICIES)} "
             "(encdec keeps float32 variables, so low-precision training is the mixed_* policies)"

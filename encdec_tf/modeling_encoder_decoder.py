@@ -50,7 +50,7 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
     def __init__(self, config: EncoderDecoderConfig | None = None, encoder: keras.layers.Layer | None = None,
                  decoder: keras.layers.Layer | None = None, seed: int = 0, _init: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        check_policy(self.dtype_policy.name, "TFEncoderDecoderModel")
+        check_policy(self.dtype_policy.name, "TFEncoderDecoderModel", training=False)
         parts_given = encoder is not None or decoder is not None
         if config is None and (encoder is None or decoder is None):
             raise ValueError("TFEncoderDecoderModel needs either `config` or both `encoder` and `decoder`")
