@@ -1,110 +1,76 @@
-"""Time encdec_flax against transformers 4.57's FlaxEncoderDecoderModel in one process.
+"""encdec_flax against transformers 4.57's FlaxEncoderDecoderModel (both in this process).
 
-Workload (issue 4): bert-base encoder + gpt2 decoder with cross-attention, random fp32
-weights, batch 4, source 128 tokens, target 64 tokens, 32 new tokens.  Measures the
-jitted forward, greedy generate (steady state; the first call's compile time is reported
-apart) and ``from_pretrained`` of the ~1 GB PyTorch-format ``model.safetensors``, and
-prints each ratio ours / transformers (below 1 means we are faster).
+Runs the shared workload of :mod:`harness` (bert-base + gpt2, batch 4, source 128, target 64,
+32 new tokens) with interleaved repetitions: the jitted forward, greedy and beam-4 generate
+(one compiled program each, transformers' generate wrapped in ``jax.jit``; the first
+call's compile time is reported apart) and
+``from_pretrained`` of the ~1 GB PyTorch-format ``model.safetensors`` + the first forward.
+``--dtype bfloat16`` loads ours with bf16 parameters and computation.
 
-    python benchmarks/bench_flax.py [--repeats 3] [--tiny] [--skip-hf]
+    python benchmarks/bench_flax.py [--repeats 3] [--dtype bfloat16] [--quick] [--skip-hf]
 """
 from __future__ import annotations
 
-import argparse
 import os
-import tempfile
-import time
-from typing import Any, Callable
+import sys
 
 os.environ.setdefault("USE_TF", "0")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from encdec.configuration import BertConfig, EncoderDecoderConfig, GPT2Config  # noqa: E402
+import harness  # noqa: E402
 from encdec_flax import FlaxEncoderDecoderModel  # noqa: E402
 
-BATCH, SOURCE, TARGET, NEW_TOKENS = 4, 128, 64, 32
-START, PAD = 0, 0
 
+class FlaxSide(harness.Side):
+    first_forward = "forward op by op"
 
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    return out, time.perf_counter() - t
-
-
-def workload_config(tiny: bool) -> EncoderDecoderConfig:
-    if tiny:  # a smoke-test size
-        enc = BertConfig(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
-        dec = GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, bos_token_id=98, eos_token_id=98)
-    else:
-        enc, dec = BertConfig(), GPT2Config()
-    config = EncoderDecoderConfig.from_encoder_decoder_configs(enc, dec)
-    config.decoder_start_token_id, config.pad_token_id = START, PAD
-    return config
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tiny", action="store_true", help="tiny config (smoke test)")
-    parser.add_argument("--skip-hf", action="store_true", help="time encdec_flax only")
-    args = parser.parse_args()
-
-    config = workload_config(args.tiny)
-    rng = np.random.default_rng(0)
-    ids = rng.integers(1, config.encoder.vocab_size, (BATCH, SOURCE)).astype(np.int32)
-    mask = np.ones((BATCH, SOURCE), np.int32)
-    dec = rng.integers(1, config.decoder.vocab_size, (BATCH, TARGET)).astype(np.int32)
-    eos = config.decoder.eos_token_id  # transformers' Flax generate takes it from the decoder config
-    gen_kwargs = dict(max_new_tokens=NEW_TOKENS, decoder_start_token_id=START, pad_token_id=PAD, eos_token_id=eos)
-    results: dict[str, dict[str, float]] = {"ours": {}, "hf": {}}
-
-    with tempfile.TemporaryDirectory() as tmp:
-        model, t = timed(lambda: FlaxEncoderDecoderModel(config, seed=0))
-        print(f"portable init: {t:.2f}s ({model.num_parameters() / 1e6:.0f}M parameters)")
-        model.save_pretrained(tmp)
-        size = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp)) / 1e9
-        print(f"checkpoint: {size:.2f} GB model.safetensors (canonical = PyTorch names)")
-        del model
-
-        ours, results["ours"]["load"] = timed(lambda: FlaxEncoderDecoderModel.from_pretrained(tmp))
-        forward = jax.jit(lambda p: ours(ids, mask, dec, params=p).logits)
-        steady = {
-            ("ours", "forward"): lambda: forward(ours.params),
-            ("ours", "greedy"): lambda: ours.generate(ids, mask, **gen_kwargs).sequences,
-        }
-        _, results["ours"]["forward compile"] = timed(steady["ours", "forward"])
-        out, results["ours"]["greedy compile"] = timed(steady["ours", "greedy"])
-        print(f"ours: generated {out.shape[1] - 1} tokens per row")
-
-        if not args.skip_hf:
+    def __init__(self, config, shape, dtype, theirs: bool = False) -> None:
+        super().__init__(config, shape, dtype)
+        self.theirs = theirs
+        self.label = "transformers" if theirs else "encdec_flax"
+        if theirs:
             import transformers
 
-            hf, results["hf"]["load"] = timed(lambda: transformers.FlaxEncoderDecoderModel.from_pretrained(tmp, from_pt=True))
-            hf_forward = jax.jit(lambda p: hf(ids, mask, dec, params=p).logits)
-            steady["hf", "forward"] = lambda: hf_forward(hf.params)
-            steady["hf", "greedy"] = lambda: hf.generate(ids, attention_mask=mask, **gen_kwargs).sequences
-            logits, results["hf"]["forward compile"] = timed(steady["hf", "forward"])
-            diff = float(np.abs(np.asarray(forward(ours.params)) - np.asarray(logits)).max())
-            print(f"max |logits ours - transformers| = {diff:.2e}")
-            out_hf, results["hf"]["greedy compile"] = timed(steady["hf", "greedy"])
-            print(f"transformers: generated {out_hf.shape[1] - 1} tokens per row; "
-                  f"ids equal: {np.array_equal(np.asarray(out), np.asarray(out_hf))}")
+            transformers.logging.set_verbosity_error()
+            self.cls = transformers.FlaxEncoderDecoderModel
+        self.arrays = {k: jnp.asarray(v) for k, v in self.inputs.items()}
 
-        # steady state, interleaved so that load from other processes hits both sides alike
-        for _ in range(args.repeats):
-            for (who, name), fn in steady.items():
-                _, t = timed(fn)
-                results[who][name] = min(t, results[who].get(name, float("inf")))
+    def load(self, path: str) -> None:
+        if self.theirs:
+            self.model = self.cls.from_pretrained(path, from_pt=True)
+        else:
+            dtype = getattr(jnp, self.dtype)
+            self.model = FlaxEncoderDecoderModel.from_pretrained(path, dtype=dtype, param_dtype=dtype)
+        model = self.model
+        self.jitted = {}
+        self.forward = jax.jit(lambda p, ids, mask, dec: model(ids, mask, dec, params=p).logits)
 
-    print(f"\n{'measure':<18}{'ours (s)':>10}{'transformers (s)':>18}{'ratio':>8}")
-    for name, value in results["ours"].items():
-        ref = results["hf"].get(name)
-        ratio = f"{value / ref:8.2f}" if ref else f"{'-':>8}"
-        print(f"{name:<18}{value:>10.3f}{(ref if ref else float('nan')):>18.3f}{ratio}")
-    print("(compile rows are first calls: tracing + XLA compilation + one run)")
+    def workload(self, name: str):
+        a, m = self.arrays, self.model
+        if name == "forward":
+            return lambda: np.asarray(self.forward(m.params, a["input_ids"], a["attention_mask"],
+                                                   a["decoder_input_ids"]).astype(jnp.float32))
+        if name == "forward op by op":  # not jitted: what a first call after loading costs
+            return lambda: np.asarray(m(a["input_ids"], a["attention_mask"], a["decoder_input_ids"]).logits)
+        gen = harness.generate_kwargs(self.shape, beams=self.shape.beams if name == "beam" else 1)
+        if self.theirs:  # transformers' Flax generate traces on every call unless jitted, as its docs do
+            if name not in self.jitted:
+                self.jitted[name] = jax.jit(lambda ids, mask: m.generate(ids, attention_mask=mask, **gen).sequences)
+            return lambda: np.asarray(self.jitted[name](a["input_ids"], a["attention_mask"]))
+        return lambda: np.asarray(m.generate(a["input_ids"], attention_mask=a["attention_mask"], **gen).sequences)
+
+    def matmul(self, n: int, dtype: str):
+        a = jnp.ones((n, n), getattr(jnp, dtype))
+        f = jax.jit(lambda x: x @ x)
+        return lambda: f(a).block_until_ready()
+
+
+def main(argv=None):
+    return harness.main(__doc__, "flax", FlaxSide, lambda *a: FlaxSide(*a, theirs=True), argv=argv)
 
 
 if __name__ == "__main__":

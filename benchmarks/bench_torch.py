@@ -1,27 +1,25 @@
-"""Time encdec_torch against transformers 4.57's EncoderDecoderModel in one process.
+"""encdec_torch against transformers 4.57's EncoderDecoderModel (both in this process).
 
-Workload (issue 3): bert-base encoder + gpt2 decoder with cross-attention, random fp32
-weights, batch 4, source 128 tokens, target 64 tokens, 32 new tokens.  Measures forward,
-greedy generate, beam-4 generate and ``from_pretrained`` of the ~1 GB checkpoint followed by one
-forward (so deferred page-ins of a memory-mapped load count), and prints
-each ratio ours / transformers (below 1 means we are faster).  ``--bf16`` adds the opt-in
-rows: ours with bfloat16 weights (``torch_dtype=torch.bfloat16``) against transformers in fp32.
+Runs the shared workload of :mod:`harness` (bert-base + gpt2, batch 4, source 128, target 64,
+32 new tokens; forward, greedy, beam 4, load + first forward of the ~1 GB checkpoint) with
+interleaved repetitions and prints ours / transformers and ours / the machine's bound.
+``--dtype bfloat16`` loads ours with ``torch_dtype=torch.bfloat16`` (transformers stays fp32).
 
-    python benchmarks/bench_torch.py [--repeats 3] [--threads N] [--skip-load] [--bf16]
+    python benchmarks/bench_torch.py [--repeats 3] [--dtype bfloat16] [--quick] [--skip-hf]
 """
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
-import tempfile
-import time
+import sys
 
 os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("USE_FLAX", "0")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import harness  # noqa: E402
 from encdec.configuration import BertConfig, EncoderDecoderConfig, GPT2Config  # noqa: E402
 from encdec.init import init_weights  # noqa: E402
 from encdec.specs import encoder_decoder_spec  # noqa: E402
@@ -30,6 +28,46 @@ from encdec_torch import EncoderDecoderModel  # noqa: E402
 BATCH, SOURCE, TARGET, NEW = 4, 128, 64, 32
 
 
+class TorchSide(harness.Side):
+    """Either implementation: they share the call surface."""
+
+    def __init__(self, config, shape, dtype, theirs: bool = False) -> None:
+        super().__init__(config, shape, dtype)
+        self.theirs = theirs
+        self.label = "transformers" if theirs else "encdec_torch"
+        self.t = {k: torch.from_numpy(v).long() for k, v in self.inputs.items()}
+        if theirs:  # imported here: the load figure must not include the import
+            import transformers
+
+            transformers.logging.set_verbosity_error()
+            self.cls = transformers.EncoderDecoderModel
+
+    def load(self, path: str) -> None:
+        if self.theirs:
+            self.model = self.cls.from_pretrained(path).eval()
+        else:
+            self.model = EncoderDecoderModel.from_pretrained(path, torch_dtype=getattr(torch, self.dtype))
+
+    def workload(self, name: str):
+        t, m = self.t, self.model
+        gen = harness.generate_kwargs(self.shape, beams=self.shape.beams if name == "beam" else 1)
+
+        @torch.no_grad()
+        def call():
+            if name == "forward":
+                out = m(input_ids=t["input_ids"], attention_mask=t["attention_mask"],
+                        decoder_input_ids=t["decoder_input_ids"], use_cache=False).logits
+                return out.float().numpy()
+            return m.generate(t["input_ids"], attention_mask=t["attention_mask"], **gen).numpy()
+
+        return call
+
+    def matmul(self, n: int, dtype: str):
+        a = torch.randn(n, n, dtype=getattr(torch, dtype))
+        return lambda: a @ a
+
+
+# --- helpers bench_adapters.py uses: an in-memory pair with the same weights ------------------
 def build():
     import transformers
 
@@ -43,28 +81,20 @@ def build():
     return ours, theirs
 
 
-def timed(ours, theirs, repeats: int) -> tuple[float, float]:
-    """Median seconds of ``ours()`` and ``theirs()``, run alternately after one warm-up each
-    (alternating keeps the ratio fair when other load on the machine comes and goes)."""
-    ours(), theirs()
-    a, b = [], []
-    for _ in range(repeats):
-        for fn, times in ((ours, a), (theirs, b)):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return statistics.median(a), statistics.median(b)
+timed = harness.interleaved
 
 
-def parser_for(doc: str) -> argparse.ArgumentParser:
-    """The options every torch benchmark takes: ``--repeats`` and ``--threads``."""
+def parser_for(doc: str):
+    """``--repeats`` and ``--threads``, for bench_adapters.py."""
+    import argparse
+
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     return parser
 
 
-def setup(args: argparse.Namespace):
+def setup(args):
     """Threads, quiet transformers, seed; then ``(ours, theirs, input_ids, attention_mask)``."""
     import transformers
 
@@ -77,53 +107,8 @@ def setup(args: argparse.Namespace):
     return ours, theirs, ids, torch.ones_like(ids)
 
 
-def main() -> None:
-    import transformers
-
-    parser = parser_for(__doc__)
-    parser.add_argument("--skip-load", action="store_true", help="skip the checkpoint-loading timing")
-    parser.add_argument("--bf16", action="store_true", help="also time ours in bfloat16 (opt-in) against fp32 transformers")
-    args = parser.parse_args()
-    ours, theirs, ids, mask = setup(args)
-    dec = torch.randint(1000, 50000, (BATCH, TARGET))
-    gen = dict(max_new_tokens=NEW, min_new_tokens=NEW)
-
-    def forward(model):
-        with torch.no_grad():
-            return model(input_ids=ids, attention_mask=mask, decoder_input_ids=dec, use_cache=False).logits
-
-    def greedy(model):
-        with torch.no_grad():
-            return model.generate(ids, attention_mask=mask, **gen)
-
-    def beam(model):
-        with torch.no_grad():
-            return model.generate(ids, attention_mask=mask, num_beams=4, **gen)
-
-    assert torch.equal(greedy(ours), greedy(theirs)), "greedy ids differ"
-    assert torch.equal(beam(ours), beam(theirs)), "beam ids differ"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} alternating runs")
-    print(f"{'workload':28s} {'ours s':>9s} {'transformers s':>15s} {'ratio':>7s}", flush=True)
-
-    def report(name: str, a: float, b: float) -> None:
-        print(f"{name:28s} {a:9.3f} {b:15.3f} {a / b:7.2f}", flush=True)
-
-    workloads = (("forward", forward), ("greedy generate", greedy), ("beam-4 generate", beam))
-    for name, fn in workloads:
-        report(name, *timed(lambda: fn(ours), lambda: fn(theirs), args.repeats))
-    if args.bf16:
-        ours.to(torch.bfloat16)
-        for name, fn in workloads:
-            report(f"{name} [ours bf16]", *timed(lambda: fn(ours), lambda: fn(theirs), args.repeats))
-        ours.to(torch.float32)
-    if not args.skip_load:
-        with tempfile.TemporaryDirectory() as tmp:
-            ours.save_pretrained(tmp)
-            size = sum(os.path.getsize(os.path.join(tmp, f)) for f in os.listdir(tmp)) / 1e9
-            # load + first forward: a loader that maps the file defers its reads to the forward
-            report(f"load+forward ({size:.2f} GB)", *timed(
-                lambda: forward(EncoderDecoderModel.from_pretrained(tmp)),
-                lambda: forward(transformers.EncoderDecoderModel.from_pretrained(tmp)), args.repeats))
+def main(argv=None):
+    return harness.main(__doc__, "torch", TorchSide, lambda *a: TorchSide(*a, theirs=True), argv=argv)
 
 
 if __name__ == "__main__":

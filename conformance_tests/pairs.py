@@ -27,8 +27,11 @@ def part_kwargs(model_type: str, hidden: int = 32) -> dict[str, Any]:
         return dict(SMALL, hidden_size=hidden, input_embedding_size=16, output_embedding_size=24, max_position_embeddings=64)
     extra = {"embedding_size": 16} if model_type == "electra" else {}
     # the alias / BertGeneration pairs also run activations other than the default through every backend
-    extra.update({"bert-generation": {"hidden_act": "quick_gelu"}, "xlm-roberta": {"hidden_act": "mish"},
-                  "camembert": {"hidden_act": "gelu_10"}}.get(model_type, {}))
+    # (and relative position scores: XLM-R encoder relative_key, CamemBERT decoder relative_key_query)
+    extra.update({"bert-generation": {"hidden_act": "quick_gelu"},
+                  "xlm-roberta": {"hidden_act": "mish", "position_embedding_type": "relative_key"},
+                  "camembert": {"hidden_act": "gelu_10", "position_embedding_type": "relative_key_query"}
+                  }.get(model_type, {}))
     return dict(SMALL, hidden_size=hidden, max_position_embeddings=64, hidden_dropout_prob=0.0,
                 attention_probs_dropout_prob=0.0, **extra)
 

@@ -80,3 +80,79 @@ def test_default_mask_masks_pads(case, backend):
     run = runner(case, backend)
     greedy = SETTINGS["greedy"]
     np.testing.assert_array_equal(run.generate(ids, **greedy), run.generate(ids, attention_mask=mask, **greedy))
+
+
+# --- the core's processors and warpers, per backend, against transformers' own -------------
+PROCESSOR_SETTINGS = {
+    "penalties": dict(repetition_penalty=1.4, no_repeat_ngram_size=2, encoder_repetition_penalty=1.3,
+                      encoder_no_repeat_ngram_size=2, min_length=9),
+    "words": dict(bad_words_ids=[[5], [7, 8], [3]], sequence_bias=[[[12], 3.0], [[13, 14], -2.0]],
+                  suppress_tokens=[9, 10], begin_suppress_tokens=[11], renormalize_logits=True),
+    "decay": dict(exponential_decay_length_penalty=(1, 1.5), forced_eos_token_id=[4, 6], max_length=7),
+    "sample-typical": dict(do_sample=True, temperature=0.7, top_k=20, typical_p=0.8, min_p=0.05),
+    "sample-cutoffs": dict(do_sample=True, top_k=0, top_p=0.9, epsilon_cutoff=0.02, eta_cutoff=0.05),
+}
+
+
+def _processed(backend, plan, scores, seqs, cur_len, enc, expand):
+    from encdec.generation_logits import process, warp
+
+    if backend == "torch":
+        import torch
+
+        from encdec_torch.generation import TorchOps
+
+        ops, arr = TorchOps(torch.device("cpu")), torch.from_numpy
+    elif backend == "flax":
+        import jax.numpy as jnp
+
+        from encdec_flax.generation import OPS as ops
+        arr = jnp.asarray
+    else:
+        import tensorflow as tf
+
+        from encdec_tf.generation import OPS as ops
+
+        def arr(x):  # the TF backend's ids are int32
+            return tf.constant(x.astype(np.int32) if x.dtype.kind == "i" else x)
+    out = process(plan, ops, arr(scores), arr(seqs), cur_len, arr(enc), expand)
+    return np.asarray(warp(plan, ops, out))
+
+
+@pytest.mark.parametrize("setting", list(PROCESSOR_SETTINGS))
+def test_processed_scores_match_transformers(backend, setting):
+    """Every backend's processed scores (the probability vectors sampling draws from) equal
+    transformers' processors and warpers on the same inputs, at several lengths."""
+    pytest.importorskip("transformers")
+    require(backend)
+    import torch
+    import transformers
+
+    from encdec import BertConfig, EncoderDecoderConfig
+    from encdec.generation import resolve_generation
+
+    tiny = dict(vocab_size=40, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8)
+
+    config = EncoderDecoderConfig.from_encoder_decoder_configs(
+        BertConfig(**tiny), BertConfig(**tiny), decoder_start_token_id=2, pad_token_id=0, eos_token_id=3)
+    rng = np.random.default_rng(0)
+    expand, batch = 2, 2
+    enc = rng.integers(0, 40, (batch, 6))
+    seqs = rng.integers(0, 8, (batch * expand, 6))  # a small alphabet, so n-grams repeat
+    seqs[:, 0] = 2
+    seqs[:, 2] = 13
+    plan, _ = resolve_generation(config, None, dict(PROCESSOR_SETTINGS[setting]))
+    hf_cfg = transformers.GenerationConfig(**{**PROCESSOR_SETTINGS[setting], "eos_token_id": 3, "pad_token_id": 0,
+                                              "decoder_start_token_id": 2})
+    hf = transformers.EncoderDecoderModel(config=oracle._hf_config(config))
+    hf_cfg._eos_token_tensor = torch.tensor([3])
+    procs = hf._get_logits_processor(hf_cfg, input_ids_seq_length=1, encoder_input_ids=torch.from_numpy(enc),
+                                     prefix_allowed_tokens_fn=None, logits_processor=transformers.LogitsProcessorList(),
+                                     device="cpu")
+    for cur_len in (1, 3, 4, 6):
+        scores = rng.normal(size=(batch * expand, 40)).astype(np.float32) * 3
+        ref = procs(torch.from_numpy(seqs[:, :cur_len]), torch.from_numpy(scores)).numpy()
+        ours = _processed(backend, plan, scores, seqs if backend != "torch" else seqs[:, :cur_len], cur_len, enc, expand)
+        np.testing.assert_array_equal(np.isinf(ours), np.isinf(ref), err_msg=f"{setting} at length {cur_len}")
+        finite = np.isfinite(ref)
+        np.testing.assert_allclose(ours[finite], ref[finite], atol=1e-5, rtol=1e-5)

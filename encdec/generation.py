@@ -13,6 +13,8 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+import numpy as np
+
 from encdec._io_utils import atomic_write_text
 
 GENERATION_CONFIG_NAME = "generation_config.json"
@@ -22,21 +24,19 @@ logger = logging.getLogger(__name__)
 #: switches each off.  Any other value is refused by ``generate`` (and warned about on load);
 #: ``None`` always means "off".
 UNIMPLEMENTED_NEUTRAL: dict[str, Any] = {
-    "max_time": None, "stop_strings": None, "min_p": None, "typical_p": 1.0, "epsilon_cutoff": 0.0,
-    "eta_cutoff": 0.0, "encoder_repetition_penalty": 1.0, "bad_words_ids": None, "renormalize_logits": False,
-    "remove_invalid_values": False, "exponential_decay_length_penalty": None, "suppress_tokens": None,
-    "begin_suppress_tokens": None, "sequence_bias": None, "token_healing": False, "guidance_scale": None,
-    "watermarking_config": None, "encoder_no_repeat_ngram_size": 0, "penalty_alpha": None, "dola_layers": None,
+    "stop_strings": None, "token_healing": False, "guidance_scale": None,
+    "watermarking_config": None, "penalty_alpha": None, "dola_layers": None,
     "diversity_penalty": 0.0, "num_beam_groups": 1, "constraints": None, "force_words_ids": None,
     "forced_decoder_ids": None, "prompt_lookup_num_tokens": None, "assistant_early_exit": None,
+    "assistant_model": None, "prefix_allowed_tokens_fn": None, "negative_prompt_ids": None,
+    "negative_prompt_attention_mask": None,
 }
 #: transformers settings that change only speed, memory or what is returned (never the ids):
 #: accepted and not acted on.
 NO_EFFECT_SETTINGS = (
-    "use_cache", "cache_implementation", "cache_config", "return_legacy_cache", "prefill_chunk_size", "low_memory",
+    "cache_implementation", "cache_config", "return_legacy_cache", "prefill_chunk_size", "low_memory",
     "disable_compile", "compile_config", "is_assistant", "num_assistant_tokens", "num_assistant_tokens_schedule",
     "assistant_confidence_threshold", "max_matching_ngram_size", "assistant_lookbehind", "target_lookbehind",
-    "output_attentions", "output_hidden_states", "output_scores", "output_logits", "return_dict_in_generate",
     "_from_model_config", "_original_object_hash", "_commit_hash",
 )
 
@@ -73,6 +73,28 @@ class GenerationConfig:
     bos_token_id: int | None = None
     forced_bos_token_id: int | None = None
     forced_eos_token_id: int | list[int] | None = None
+    # --- further logits processors and warpers (transformers 4.57's meanings) ---------
+    bad_words_ids: list[list[int]] | None = None
+    suppress_tokens: list[int] | None = None
+    begin_suppress_tokens: list[int] | None = None
+    sequence_bias: Any = None
+    renormalize_logits: bool = False
+    remove_invalid_values: bool = False
+    encoder_repetition_penalty: float = 1.0
+    encoder_no_repeat_ngram_size: int = 0
+    exponential_decay_length_penalty: Any = None
+    typical_p: float = 1.0
+    epsilon_cutoff: float = 0.0
+    eta_cutoff: float = 0.0
+    min_p: float | None = None
+    max_time: float | None = None
+    use_cache: bool = True
+    # --- outputs ----------------------------------------------------------------------
+    return_dict_in_generate: bool = False
+    output_scores: bool = False
+    output_logits: bool = False
+    output_attentions: bool = False
+    output_hidden_states: bool = False
     #: keys we do not interpret, kept for the round trip.
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -80,7 +102,8 @@ class GenerationConfig:
     #: and clears it); not a setting, never saved.
     _from_model_config = False
 
-    _INT_FIELDS = ("max_length", "min_length", "num_beams", "top_k", "no_repeat_ngram_size", "num_return_sequences")
+    _INT_FIELDS = ("max_length", "min_length", "num_beams", "top_k", "no_repeat_ngram_size", "num_return_sequences",
+                   "encoder_no_repeat_ngram_size")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -190,6 +213,10 @@ class GenerationConfig:
 
     def validate(self) -> None:
         """Reject values and combinations that cannot mean anything."""
+        # transformers writes None for some switched-off settings (e.g. output_logits)
+        for f in fields(self):
+            if f.name in _NONE_MEANS_DEFAULT and getattr(self, f.name) is None:
+                setattr(self, f.name, f.default)
         for name in self._INT_FIELDS:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
@@ -232,6 +259,75 @@ class GenerationConfig:
         bos = self.forced_bos_token_id
         if bos is not None and (not isinstance(bos, int) or isinstance(bos, bool)):
             raise ValueError(f"`forced_bos_token_id` must be an int or None, got {bos!r}")
+        self._validate_processors()
+
+    def _validate_processors(self) -> None:
+        def number(name: str, ok: Any, expected: str, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if optional and value is None:
+                return
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok(value):
+                raise ValueError(f"generation setting `{name}` must be {expected}, got {value!r}")
+
+        number("encoder_repetition_penalty", lambda v: v > 0, "a positive number")
+        number("typical_p", lambda v: 0 < v <= 1, "in (0, 1]")
+        number("epsilon_cutoff", lambda v: 0 <= v < 1, "in [0, 1)")
+        number("eta_cutoff", lambda v: 0 <= v < 1, "in [0, 1)")
+        number("min_p", lambda v: 0 <= v <= 1, "in [0, 1] or None", optional=True)
+        number("max_time", lambda v: v > 0, "a positive number of seconds or None", optional=True)
+        if self.encoder_no_repeat_ngram_size < 0:
+            raise ValueError(f"`encoder_no_repeat_ngram_size` must be >= 0, got {self.encoder_no_repeat_ngram_size}")
+        for name in ("renormalize_logits", "remove_invalid_values", "use_cache", "return_dict_in_generate",
+                     "output_scores", "output_logits", "output_attentions", "output_hidden_states"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"generation setting `{name}` must be True or False, got {getattr(self, name)!r}")
+        for name in ("suppress_tokens", "begin_suppress_tokens"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (list, tuple)) and all(_is_token(t) for t in value)):
+                raise ValueError(f"`{name}` must be a list of non-negative token ids, got {value!r}")
+        bad = self.bad_words_ids
+        if bad is not None and not (isinstance(bad, (list, tuple)) and bad and all(
+                isinstance(w, (list, tuple)) and w and all(_is_token(t) for t in w) for w in bad)):
+            raise ValueError(f"`bad_words_ids` must be a non-empty list of non-empty lists of token ids, got {bad!r}")
+        sequence_bias_items(self.sequence_bias)
+        decay = self.exponential_decay_length_penalty
+        if decay is not None and not (isinstance(decay, (list, tuple)) and len(decay) == 2 and _is_token(decay[0])
+                                      and isinstance(decay[1], (int, float)) and not isinstance(decay[1], bool)):
+            raise ValueError("`exponential_decay_length_penalty` must be a (start_index, decay_factor) pair, "
+                             f"got {decay!r}")
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def sequence_bias_items(value: Any) -> tuple[tuple[tuple[int, ...], float], ...]:
+    """``sequence_bias`` as ``((token ids, bias), ...)``: transformers' list form
+    ``[[ids, bias], ...]`` or the dict form ``{tuple(ids): bias}``."""
+    if value is None:
+        return ()
+    items = value.items() if isinstance(value, dict) else value
+    out = []
+    try:
+        for ids, bias in items:
+            ids = (ids,) if isinstance(ids, int) else tuple(ids)
+            if not ids or not all(_is_token(t) for t in ids) or isinstance(bias, bool) or not isinstance(bias, (int, float)):
+                raise TypeError
+            out.append((ids, float(bias)))
+    except (TypeError, ValueError):
+        raise ValueError("`sequence_bias` must be a list of [token ids, bias] pairs (or a dict from token-id tuples "
+                         f"to biases), got {value!r}") from None
+    return tuple(out)
+
+
+_NONE_MEANS_DEFAULT = ("renormalize_logits", "remove_invalid_values", "encoder_repetition_penalty",
+                       "encoder_no_repeat_ngram_size", "typical_p", "epsilon_cutoff", "eta_cutoff", "use_cache",
+                       "return_dict_in_generate", "output_scores", "output_logits", "output_attentions",
+                       "output_hidden_states")
+
+
+class UnsupportedGenerationSetting(NotImplementedError, ValueError):
+    """A transformers generation setting this library does not implement was set."""
 
 
 def _id_list(value: int | list[int] | None) -> list[int]:
@@ -267,6 +363,32 @@ class DecodePlan:
     forced_bos_token_id: int | None = None
     #: forced as the last token (at length ``max_length - 1``), when non-empty.
     forced_eos_token_ids: tuple[int, ...] = ()
+    #: decoder prompt length (1: the start token alone).
+    prompt_length: int = 1
+    sequence_bias: tuple[tuple[tuple[int, ...], float], ...] = ()
+    #: ``bad_words_ids`` without single-token eos entries (transformers drops those).
+    bad_words: tuple[tuple[int, ...], ...] = ()
+    suppress_tokens: tuple[int, ...] = ()
+    begin_suppress_tokens: tuple[int, ...] = ()
+    #: length at which ``begin_suppress_tokens`` apply.
+    begin_index: int = 1
+    encoder_repetition_penalty: float = 1.0
+    encoder_no_repeat_ngram_size: int = 0
+    #: (absolute start length, factor) of the exponential decay length penalty.
+    exponential_decay: tuple[int, float] | None = None
+    remove_invalid_values: bool = False
+    renormalize_logits: bool = False
+    typical_p: float = 1.0
+    epsilon_cutoff: float = 0.0
+    eta_cutoff: float = 0.0
+    min_p: float | None = None
+    max_time: float | None = None
+    use_cache: bool = True
+    return_dict_in_generate: bool = False
+    output_scores: bool = False
+    output_logits: bool = False
+    output_attentions: bool = False
+    output_hidden_states: bool = False
 
     @property
     def mode(self) -> str:
@@ -303,7 +425,7 @@ def resolve_generation(
         raise NotImplementedError("generate(..., synced_gpus=True) is not supported (no ZeRO-3/FSDP-sharded generation)")
     unsupported = unimplemented_settings(cfg.extra)
     if unsupported:
-        raise ValueError(
+        raise UnsupportedGenerationSetting(
             "generation settings not implemented by encdec: "
             + ", ".join(f"{k}={v!r}" for k, v in sorted(unsupported.items()))
             + "; switch them off ("
@@ -332,6 +454,18 @@ def resolve_generation(
             f"max_length ({max_length}) leaves no room to generate after the {start_length}-token decoder "
             "prompt; raise `max_length` or set `max_new_tokens`"
         )
+    vocab = getattr(getattr(model_config, "decoder", model_config), "vocab_size", None)
+    bias = sequence_bias_items(cfg.sequence_bias)
+    bad = tuple(tuple(w) for w in (cfg.bad_words_ids or ()) if not (len(w) == 1 and w[0] in eos))
+    named = [("sequence_bias", t) for ids, _ in bias for t in ids] + [("bad_words_ids", t) for w in bad for t in w]
+    named += [(n, t) for n in ("suppress_tokens", "begin_suppress_tokens") for t in (getattr(cfg, n) or ())]
+    for name, token in named:
+        if vocab is not None and token >= vocab:
+            raise ValueError(f"`{name}` holds token id {token}, outside the decoder's vocabulary of {vocab}")
+    begin_index = start_length if (start_length > 1 or cfg.forced_bos_token_id is None) else start_length + 1
+    decay = cfg.exponential_decay_length_penalty
+    if decay is not None and not eos:
+        raise ValueError("`exponential_decay_length_penalty` needs `eos_token_id`")
     plan = DecodePlan(
         max_length=max_length,
         min_length=min_length,
@@ -350,8 +484,52 @@ def resolve_generation(
         decoder_start_token_id=int(start),
         forced_bos_token_id=cfg.forced_bos_token_id,
         forced_eos_token_ids=tuple(cfg.forced_eos_token_ids),
+        prompt_length=start_length,
+        sequence_bias=bias,
+        bad_words=bad,
+        suppress_tokens=tuple(cfg.suppress_tokens or ()),
+        begin_suppress_tokens=tuple(cfg.begin_suppress_tokens or ()),
+        begin_index=begin_index,
+        encoder_repetition_penalty=float(cfg.encoder_repetition_penalty),
+        encoder_no_repeat_ngram_size=cfg.encoder_no_repeat_ngram_size,
+        exponential_decay=None if decay is None else (int(decay[0]) + start_length, float(decay[1])),
+        remove_invalid_values=cfg.remove_invalid_values,
+        renormalize_logits=cfg.renormalize_logits,
+        typical_p=float(cfg.typical_p),
+        epsilon_cutoff=float(cfg.epsilon_cutoff),
+        eta_cutoff=float(cfg.eta_cutoff),
+        min_p=None if cfg.min_p is None else float(cfg.min_p),
+        max_time=None if cfg.max_time is None else float(cfg.max_time),
+        use_cache=cfg.use_cache,
+        return_dict_in_generate=cfg.return_dict_in_generate,
+        output_scores=cfg.output_scores,
+        output_logits=cfg.output_logits,
+        output_attentions=cfg.output_attentions,
+        output_hidden_states=cfg.output_hidden_states,
     )
     return plan, rest
+
+
+def refuse_in_backend(plan: DecodePlan, backend: str, names: tuple[str, ...]) -> None:
+    """Refuse the plan settings in ``names`` that ``backend`` does not implement, when set."""
+    defaults = {f.name: f.default for f in fields(DecodePlan)}
+    for name in names:
+        if getattr(plan, name) != defaults[name]:
+            raise UnsupportedGenerationSetting(
+                f"generation setting `{name}`={getattr(plan, name)!r} is not implemented by the {backend} backend "
+                "(see docs/generation.md, 'Backend differences')")
+
+
+def decoder_prompt(ids: Any, decoder_start_token_id: int) -> np.ndarray:
+    """A ``decoder_input_ids`` prompt as ``generate`` uses it: int64 [batch, length], with the
+    start token put in front when no row starts with it (transformers' rule)."""
+    ids = np.asarray(ids)
+    if ids.ndim != 2 or ids.shape[1] < 1 or ids.dtype.kind not in "iu":
+        raise ValueError(f"decoder_input_ids must be integer ids [batch, length >= 1], got {ids.dtype} {ids.shape}")
+    ids = ids.astype(np.int64)
+    if (ids[:, 0] != decoder_start_token_id).all():
+        ids = np.concatenate([np.full((ids.shape[0], 1), decoder_start_token_id, np.int64), ids], axis=1)
+    return ids
 
 
 def default_attention_mask(input_ids: Any, plan: DecodePlan, xp: Any) -> Any:
@@ -363,6 +541,35 @@ def default_attention_mask(input_ids: Any, plan: DecodePlan, xp: Any) -> Any:
     if plan.pad_token_id in plan.eos_token_ids:
         return ones
     return xp.where(input_ids != plan.pad_token_id, ones, xp.zeros_like(input_ids))
+
+
+class TextStreamer:
+    """A minimal streamer with transformers' ``put`` / ``end`` protocol: prints (or hands to
+    ``on_text``) the text of the first row as ``generate`` produces it.  ``decode`` is any
+    callable from a list of ids to text (e.g. ``tokenizer.decode``); with ``skip_prompt``
+    the decoder prompt (the start token) is not shown."""
+
+    def __init__(self, decode: Any, skip_prompt: bool = False, on_text: Any = None) -> None:
+        self.decode, self.skip_prompt = decode, skip_prompt
+        self.on_text = on_text or (lambda text: print(text, end="", flush=True))
+        self.ids: list[int] = []
+        self.shown = 0
+        self.prompt_seen = False
+
+    def put(self, value: Any) -> None:
+        ids = np.asarray(value).reshape(np.asarray(value).shape[0], -1)[0].tolist() if np.ndim(value) else [int(value)]
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            if self.skip_prompt:
+                return
+        self.ids.extend(int(i) for i in ids)
+        text = self.decode(self.ids)
+        self.on_text(text[self.shown:])
+        self.shown = len(text)
+
+    def end(self) -> None:
+        self.on_text("\n")
+        self.ids, self.shown, self.prompt_seen = [], 0, False
 
 
 def check_model_inputs(rest: dict[str, Any], accepted: "list[str] | tuple[str, ...]", where: str = "generate") -> None:

@@ -121,8 +121,18 @@ class Seq2SeqLMOutput(ModelOutput):
 
 @dataclass
 class GenerateOutput(ModelOutput):
-    """``generate`` result: ``sequences`` [batch * num_return_sequences, length]; beam
-    search also fills ``sequences_scores``."""
+    """``generate`` result with transformers' field names: ``sequences`` [batch *
+    num_return_sequences, length]; beam search also fills ``sequences_scores`` (and
+    ``beam_indices`` with scores or logits); ``scores`` (processed) and ``logits`` (raw)
+    hold one [rows, vocab] array per generated step when asked for."""
 
     sequences: Any = None
     sequences_scores: Any = None
+    scores: Any = None
+    logits: Any = None
+    beam_indices: Any = None
+    encoder_attentions: Any = None
+    encoder_hidden_states: Any = None
+    decoder_attentions: Any = None
+    cross_attentions: Any = None
+    decoder_hidden_states: Any = None

@@ -349,10 +349,10 @@ def part_role(part_class: Any) -> str:
 
 def base_model_prefix(config: PretrainedConfig, role: str) -> str:
     """transformers' ``base_model_prefix`` of a part class (``bert``, ``transformer``, ``model``, ...)."""
-    if role == "decoder":
-        base = DECODER_BASE_PREFIX.get(config.model_type, "")
-        return base.split(".")[0] if base else config.model_type
-    return config.model_type
+    # the same in both roles for every supported type (aliases resolved: xlm-roberta -> roberta,
+    # bert-generation -> bert); types without a decoder use their model_type (electra)
+    base = base_prefix(config.model_type)
+    return base.split(".")[0] if base else config.model_type
 
 
 def newly_initialised_message(names: list[str]) -> str:

@@ -11,6 +11,9 @@ activations need one reduction and no other communication:
 
 * **column** (split the output dimension): attention query/key/value projections (fused
   ``c_attn`` / ``q_attn`` too) and the first MLP matrix; their biases are split with them.
+  A fused ``c_attn`` [d, 3d] is split in contiguous blocks: exact under GSPMD / DTensor
+  (they redistribute as needed), but a hand-written Megatron kernel would want each
+  device's block to hold whole heads of q, k and v (a head-interleaved layout).
 * **row** (split the input dimension): the attention output projection and the second MLP
   matrix; their biases stay replicated (added once, after the reduction).
 * **embeddings**: the word-embedding table and the LM head that reads it (tied or not)

@@ -18,6 +18,8 @@ from encdec_flax.parts import (  # part models as module + params objects, as tr
     FlaxAutoEncoder,
     FlaxAutoModelForCausalLM,
     FlaxBartForCausalLM,
+    FlaxBertGenerationDecoder,
+    FlaxBertGenerationEncoder,
     FlaxBertForCausalLM,
     FlaxBertLMHeadModel,
     FlaxBertModel,
@@ -29,11 +31,14 @@ from encdec_flax.parts import (  # part models as module + params objects, as tr
     FlaxRemBertModel,
     FlaxRobertaForCausalLM,
     FlaxRobertaModel,
+    FlaxXLMRobertaForCausalLM,
+    FlaxXLMRobertaModel,
 )
 
 __all__ = ["FlaxEncoderDecoderModel", "FlaxAutoEncoder", "FlaxAutoModelForCausalLM", "FlaxBartForCausalLM",
            "FlaxBertForCausalLM", "FlaxBertLMHeadModel", "FlaxBertModel", "FlaxElectraModel", "FlaxGPT2LMHeadModel",
            "FlaxPartModel", "FlaxProphetNetForCausalLM", "FlaxRemBertForCausalLM", "FlaxRemBertModel",
-           "FlaxRobertaForCausalLM", "FlaxRobertaModel"]
+           "FlaxRobertaForCausalLM", "FlaxRobertaModel", "FlaxBertGenerationDecoder", "FlaxBertGenerationEncoder",
+           "FlaxXLMRobertaForCausalLM", "FlaxXLMRobertaModel"]
 __all__ += ["AutoConfig", "BartConfig", "BertConfig", "ElectraConfig", "EncoderDecoderConfig", "GPT2Config",
             "GenerationConfig", "PretrainedConfig", "ProphetNetConfig", "RemBertConfig", "RobertaConfig"]

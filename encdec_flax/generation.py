@@ -3,8 +3,8 @@ sampling, each one ``jax.jit`` program (encoder once, ``lax.while_loop`` over a
 static-shape cache).
 
 Semantics follow transformers 4.57's PyTorch ``generate`` for encoder-decoder models:
-logits processors in its order (repetition penalty, no-repeat n-gram, min length, forced
-first / last tokens, then temperature / top-k / top-p when sampling); finished rows padded; beam search with its
+the logits processors and warpers are the core's (:mod:`encdec.generation_logits`), traced
+into the loop; finished rows padded; beam search with its
 top-``2k`` candidates, length penalty over the generated length, early-stopping
 heuristic and ``sequences_scores``.  Compiled programs are cached per
 :class:`~encdec.generation.DecodePlan` (jit retraces only for new shapes).
@@ -17,97 +17,52 @@ import jax
 import jax.numpy as jnp
 
 from encdec.compile_cache import ProgramCache, bucket_length, pad_source
-from encdec.generation import DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask, resolve_generation
+from encdec.generation import (DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask,
+                               refuse_in_backend, resolve_generation)
+from encdec.generation_logits import ArrayOps, is_eos, process, warp
 from encdec.outputs import GenerateOutput
 from encdec.specs import max_sequence_length
 from encdec.validation import validate_generate_inputs
 from encdec_flax.models.layers import host_values
 
+#: settings this backend refuses (see docs/generation.md).
+UNSUPPORTED = ("use_cache", "max_time", "output_scores", "output_logits", "output_attentions", "output_hidden_states")
 _NEG = -1.0e9  # transformers' "very large negative" for beam bookkeeping
 
 
-# --- logits processors ----------------------------------------------------------------------
-def _token_presence(sequences: jnp.ndarray, valid: jnp.ndarray, vocab: int) -> jnp.ndarray:
-    """Boolean [n, vocab]: token occurs at a valid position of its row."""
-    rows = jnp.arange(sequences.shape[0])[:, None]
-    return jnp.zeros((sequences.shape[0], vocab), bool).at[rows, sequences].max(valid)
+class JaxOps(ArrayOps):
+    """The core's array operations (:mod:`encdec.generation_logits`) in jax spelling."""
+
+    def __init__(self) -> None:
+        super().__init__(jnp)
+
+    def top_k(self, x, k: int):
+        return jax.lax.top_k(x, k)  # ties: lower index first
+
+    def softmax(self, x):
+        return jax.nn.softmax(x, axis=-1)
+
+    def log_softmax(self, x):
+        return jax.nn.log_softmax(x, axis=-1)
+
+    def presence(self, ids, valid, vocab: int):
+        rows = jnp.arange(ids.shape[0])[:, None]
+        return jnp.zeros((ids.shape[0], vocab), bool).at[rows, ids].max(valid)
 
 
-def _repetition_penalty(scores, sequences, cur_len, penalty: float):
-    valid = jnp.arange(sequences.shape[1])[None, :] < cur_len
-    seen = _token_presence(sequences, jnp.broadcast_to(valid, sequences.shape), scores.shape[-1])
-    penalized = jnp.where(scores < 0, scores * penalty, scores / penalty)
-    return jnp.where(seen, penalized, scores)
+OPS = JaxOps()
 
 
-def _no_repeat_ngram(scores, sequences, cur_len, n: int):
-    """Ban tokens that would complete an n-gram already present in the row."""
-    n_rows, length = sequences.shape
-    starts = jnp.arange(length)
-    windows = sequences[:, jnp.minimum(starts[:, None] + jnp.arange(n)[None, :], length - 1)]  # [rows, starts, n]
-    prefix = jax.lax.dynamic_slice(sequences, (0, jnp.maximum(cur_len - n + 1, 0)), (n_rows, n - 1))
-    match = jnp.all(windows[:, :, : n - 1] == prefix[:, None, :], axis=-1) & (starts[None, :] <= cur_len - n)
-    banned = _token_presence(windows[:, :, n - 1], match, scores.shape[-1])
-    return jnp.where(banned, -jnp.inf, scores)
-
-
-def _in_vocab(scores, ids) -> jnp.ndarray:
-    """Boolean [1, vocab]: the token is one of ``ids``."""
-    return jnp.isin(jnp.arange(scores.shape[-1]), jnp.asarray(ids, jnp.int32))[None, :]
-
-
-def _force(scores, when, ids):
-    """When ``when``: only ``ids`` stay possible (score 0, the rest -inf), as transformers' forced tokens."""
-    return jnp.where(when, jnp.where(_in_vocab(scores, ids), 0.0, -jnp.inf), scores)
-
-
-def _top_k(scores, k: int):
-    k = min(k, scores.shape[-1])
-    kth = jax.lax.top_k(scores, k)[0][:, -1:]
-    return jnp.where(scores < kth, -jnp.inf, scores)
-
-
-def _top_p(scores, p: float):
-    order = jnp.argsort(scores, axis=-1)  # ascending
-    sorted_scores = jnp.take_along_axis(scores, order, axis=-1)
-    cumulative = jnp.cumsum(jax.nn.softmax(sorted_scores, axis=-1), axis=-1)
-    remove_sorted = (cumulative <= 1 - p).at[:, -1].set(False)
-    remove = jnp.zeros_like(remove_sorted).at[jnp.arange(scores.shape[0])[:, None], order].set(remove_sorted)
-    return jnp.where(remove, -jnp.inf, scores)
-
-
-def process_scores(scores, sequences, cur_len, plan: DecodePlan):
-    """transformers' processor list for ``plan``, applied to [rows, vocab] scores."""
-    if plan.repetition_penalty != 1.0:
-        scores = _repetition_penalty(scores, sequences, cur_len, plan.repetition_penalty)
-    if plan.no_repeat_ngram_size > 0:
-        scores = _no_repeat_ngram(scores, sequences, cur_len, plan.no_repeat_ngram_size)
-    if plan.min_length > 0 and plan.eos_token_ids:
-        scores = jnp.where(_in_vocab(scores, plan.eos_token_ids) & (cur_len < plan.min_length), -jnp.inf, scores)
-    if plan.forced_bos_token_id is not None:
-        scores = _force(scores, cur_len == 1, (plan.forced_bos_token_id,))
-    if plan.forced_eos_token_ids:
-        scores = _force(scores, cur_len == plan.max_length - 1, plan.forced_eos_token_ids)
-    if plan.do_sample:
-        if plan.temperature != 1.0:
-            scores = scores / plan.temperature
-        if plan.top_k != 0:
-            scores = _top_k(scores, plan.top_k)
-        if plan.top_p < 1.0:
-            scores = _top_p(scores, plan.top_p)
-    return scores
+def process_scores(scores, sequences, cur_len, plan: DecodePlan, encoder_ids=None, rows_per_input: int = 1):
+    """The core's processors then warpers for ``plan`` on [rows, vocab] scores."""
+    scores = process(plan, OPS, scores, sequences, cur_len, encoder_ids, rows_per_input)
+    return warp(plan, OPS, scores)
 
 
 # --- decode loops ---------------------------------------------------------------------------
 def _repeat(tree: Any, times: int) -> Any:
     """Repeat every batched leaf ``times`` along axis 0 (each row ``times`` in a row)."""
     return jax.tree_util.tree_map(lambda x: jnp.repeat(x, times, axis=0) if x.ndim else x, tree)
-
-
-def _is_eos(tokens: jnp.ndarray, plan: DecodePlan) -> jnp.ndarray:
-    if not plan.eos_token_ids:
-        return jnp.zeros(tokens.shape, bool)
-    return jnp.isin(tokens, jnp.asarray(plan.eos_token_ids, jnp.int32))
 
 
 def _step_logits(module, params, tokens, encoder_mask, cache):
@@ -118,7 +73,7 @@ def _step_logits(module, params, tokens, encoder_mask, cache):
     return logits[:, -1].astype(jnp.float32), cache
 
 
-def _sample_or_greedy(module, params, cache, encoder_mask, key, plan: DecodePlan, rows: int):
+def _sample_or_greedy(module, params, cache, encoder_mask, key, plan: DecodePlan, rows: int, encoder_ids):
     length = plan.max_length
     sequences = jnp.full((rows, length), plan.pad_token_id, jnp.int32).at[:, 0].set(plan.decoder_start_token_id)
 
@@ -130,7 +85,7 @@ def _sample_or_greedy(module, params, cache, encoder_mask, key, plan: DecodePlan
         sequences, cur_len, unfinished, cache, key = state
         tokens = jax.lax.dynamic_slice(sequences, (0, cur_len - 1), (rows, 1))
         logits, cache = _step_logits(module, params, tokens, encoder_mask, cache)
-        scores = process_scores(logits, sequences, cur_len, plan)
+        scores = process_scores(logits, sequences, cur_len, plan, encoder_ids, rows // encoder_ids.shape[0])
         if plan.do_sample:
             key, sub = jax.random.split(key)
             next_tokens = jax.random.categorical(sub, scores, axis=-1).astype(jnp.int32)
@@ -139,7 +94,7 @@ def _sample_or_greedy(module, params, cache, encoder_mask, key, plan: DecodePlan
         if plan.eos_token_ids:
             next_tokens = jnp.where(unfinished, next_tokens, plan.pad_token_id)
         sequences = jax.lax.dynamic_update_slice(sequences, next_tokens[:, None], (0, cur_len))
-        unfinished = unfinished & ~_is_eos(next_tokens, plan)
+        unfinished = unfinished & ~is_eos(plan, OPS, next_tokens)
         return sequences, cur_len + 1, unfinished, cache, key
 
     state = (sequences, jnp.int32(1), jnp.ones((rows,), bool), cache, key)
@@ -152,7 +107,7 @@ def _gather(x: jnp.ndarray, index: jnp.ndarray) -> jnp.ndarray:
     return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
 
 
-def _beam_search(module, params, cache, encoder_mask, plan: DecodePlan, batch: int):
+def _beam_search(module, params, cache, encoder_mask, plan: DecodePlan, batch: int, encoder_ids):
     beams, length, prompt = plan.num_beams, plan.max_length, 1
     keep = max(2, 1 + len(plan.eos_token_ids)) * beams
     top_beams = jnp.arange(keep) < beams
@@ -183,7 +138,7 @@ def _beam_search(module, params, cache, encoder_mask, plan: DecodePlan, batch: i
         flat = s["running"].reshape(batch * beams, length)
         tokens = jax.lax.dynamic_slice(flat, (0, cur_len - 1), (batch * beams, 1))
         logits, cache = _step_logits(module, params, tokens, encoder_mask, s["cache"])
-        log_probs = process_scores(jax.nn.log_softmax(logits, axis=-1), flat, cur_len, plan)
+        log_probs = process_scores(jax.nn.log_softmax(logits, axis=-1), flat, cur_len, plan, encoder_ids, beams)
         vocab = log_probs.shape[-1]
         log_probs = (log_probs.reshape(batch, beams, vocab) + s["running_scores"][:, :, None]).reshape(batch, beams * vocab)
 
@@ -192,7 +147,7 @@ def _beam_search(module, params, cache, encoder_mask, plan: DecodePlan, batch: i
         topk_beam, topk_ids = topk_index // vocab, (topk_index % vocab).astype(jnp.int32)
         topk_seqs = _gather(s["running"], topk_beam)
         topk_seqs = jax.vmap(lambda x, t: jax.lax.dynamic_update_slice(x, t[:, None], (0, cur_len)))(topk_seqs, topk_ids)
-        stop = _is_eos(topk_ids, plan) | (cur_len + 1 >= length)
+        stop = is_eos(plan, OPS, topk_ids) | (cur_len + 1 >= length)
 
         # best `beams` unfinished continuations keep running
         running_scores = topk_scores + stop.astype(jnp.float32) * _NEG
@@ -243,8 +198,8 @@ def _build_program(module, plan: DecodePlan):
         expand = plan.num_beams if plan.mode == "beam" else plan.num_return_sequences
         cache, mask = _repeat(cache, expand), jnp.repeat(attention_mask, expand, axis=0)
         if plan.mode == "beam":
-            return _beam_search(module, params, cache, mask, plan, batch)
-        return _sample_or_greedy(module, params, cache, mask, key, plan, batch * expand)
+            return _beam_search(module, params, cache, mask, plan, batch, input_ids)
+        return _sample_or_greedy(module, params, cache, mask, key, plan, batch * expand, input_ids)
 
     return jax.jit(program)
 
@@ -266,6 +221,7 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     plan, rest = resolve_generation(model.config, generation_config or model.generation_config, kwargs)
     check_model_inputs(rest, ())
     validate_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values)
+    refuse_in_backend(plan, "Flax", UNSUPPORTED)
     input_ids = jnp.asarray(input_ids, jnp.int32)
     attention_mask = (default_attention_mask(input_ids, plan, xp=jnp) if attention_mask is None
                       else jnp.asarray(attention_mask, jnp.int32))

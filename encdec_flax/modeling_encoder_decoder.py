@@ -162,13 +162,16 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
     (:mod:`encdec_flax.adapters`).
 
     ``dtype`` is the computation dtype (float32, bfloat16, float16); parameters keep
-    their own dtype (see :meth:`to_bf16`).  ``input_shape`` is accepted for
+    their own dtype (see :meth:`to_bf16`) unless ``param_dtype`` is given: then every
+    floating weight is stored in it as it is loaded (``dtype=param_dtype=jnp.bfloat16``:
+    bf16 weights and activations, half the bytes each decode step reads; the loss and the
+    scores generation processes stay float32).  ``input_shape`` is accepted for
     compatibility with transformers: weights come from the portable init, which needs
     no example input.
     """
 
     def __init__(self, config: EncoderDecoderConfig, input_shape: tuple | None = None, seed: int = 0,
-                 dtype: Any = jnp.float32, _do_init: bool = True) -> None:
+                 dtype: Any = jnp.float32, param_dtype: Any = None, _do_init: bool = True) -> None:
         config = as_config(config, "config", EncoderDecoderConfig)  # ours, or transformers' through its dict
         check_config(config)
         shape = np.asarray(input_shape if input_shape is not None else (1, 1))
@@ -179,6 +182,9 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
             )
         self.config = config
         self.dtype = dtype
+        self.param_dtype = None if param_dtype is None else jnp.dtype(param_dtype)
+        if self.param_dtype is not None and not jnp.issubdtype(self.param_dtype, jnp.floating):
+            raise ValueError(f"param_dtype must be a floating dtype, got {param_dtype!r}")
         self.module = FlaxEncoderDecoderModule(config, dtype=dtype)
         self.spec = encoder_decoder_spec(config)
         self.generation_config = GenerationConfig.from_model_config(config)
@@ -203,7 +209,9 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         """Set ``params`` from canonical weights; names and shapes must match the spec
         exactly (tie targets optional).  Arrays keep their dtype; adapters are kept."""
         weights, _ = match_state(weights, self.spec)
-        flat = {tuple(k.split(".")): jnp.asarray(v) for k, v in to_backend(weights, self.spec, FLAX_LAYOUT).items()}
+        cast = self.param_dtype
+        flat = {tuple(k.split(".")): jnp.asarray(v, cast if cast is not None and np.issubdtype(v.dtype, np.floating) else None)
+                for k, v in to_backend(weights, self.spec, FLAX_LAYOUT).items()}
         flat.update(self._adapter_leaves())
         self.params = unflatten_dict(flat)
 
@@ -376,7 +384,9 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         or ``format="flax-msgpack"`` writes ``flax_model.msgpack`` (HF Flax naming)."""
         from encdec.hub import push_folder
 
-        _, push = pretrained.split_save_kwargs(kwargs)
+        is_main, push = pretrained.split_save_kwargs(kwargs)
+        if not is_main:
+            return
         if format is None:
             format = "safetensors" if safe_serialization else "flax-msgpack"
         pretrained.save_pretrained(save_directory, self.config, self.canonical_state(params), self.generation_config,
@@ -386,16 +396,17 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, dtype: Any = jnp.float32,
-                        **kwargs: Any) -> "FlaxEncoderDecoderModel":
+                        param_dtype: Any = None, **kwargs: Any) -> "FlaxEncoderDecoderModel":
         """Load any checkpoint the core reads (``model.safetensors`` [+ shards],
         ``pytorch_model.bin``, ``tf_model.h5``, ``flax_model.msgpack``); ``from_pt`` and
-        the other format hints are accepted; config fields may be overridden by keyword."""
+        the other format hints are accepted; config fields may be overridden by keyword.
+        ``dtype``: computation dtype; ``param_dtype``: the weights' (see the class docstring)."""
         info = kwargs.pop("output_loading_info", False)
         do_init = kwargs.pop("_do_init", True)
         config, weights, generation_config, unused = pretrained.load_pretrained(pretrained_model_name_or_path, **kwargs)
         if unused:
             raise TypeError(f"from_pretrained got unexpected keyword argument(s): {', '.join(sorted(unused))}")
-        model = cls(config, dtype=dtype, _do_init=False)
+        model = cls(config, dtype=dtype, param_dtype=param_dtype, _do_init=False)
         model.load_canonical(weights)
         config.name_or_path = os.fspath(pretrained_model_name_or_path)
         if generation_config is not None:

@@ -126,7 +126,9 @@ class FlaxPartModel:
         from encdec.hub import push_folder
         from encdec.pretrained import save_part, split_save_kwargs
 
-        _, push = split_save_kwargs(kwargs)
+        is_main, push = split_save_kwargs(kwargs)
+        if not is_main:
+            return []
         fmt = "safetensors" if safe_serialization else "flax-msgpack"
         written = save_part(save_directory, self.config, self.canonical_state(params), self.spec, type(self).__name__,
                             fmt, max_shard_size)
@@ -164,6 +166,10 @@ FlaxBartForCausalLM = _part("FlaxBartForCausalLM", "decoder", "bart")
 FlaxProphetNetForCausalLM = _part("FlaxProphetNetForCausalLM", "decoder", "prophetnet")
 FlaxRemBertModel = _part("FlaxRemBertModel", "encoder", "rembert")
 FlaxRemBertForCausalLM = _part("FlaxRemBertForCausalLM", "decoder", "rembert")
+FlaxXLMRobertaModel = _part("FlaxXLMRobertaModel", "encoder", "xlm-roberta")
+FlaxXLMRobertaForCausalLM = _part("FlaxXLMRobertaForCausalLM", "decoder", "xlm-roberta")
+FlaxBertGenerationEncoder = _part("FlaxBertGenerationEncoder", "encoder", "bert-generation")
+FlaxBertGenerationDecoder = _part("FlaxBertGenerationDecoder", "decoder", "bert-generation")
 #: any registered model type, picked from the config (transformers' FlaxAutoModel idea)
 FlaxAutoEncoder = _part("FlaxAutoEncoder", "encoder", None)
 FlaxAutoModelForCausalLM = _part("FlaxAutoModelForCausalLM", "decoder", None)
@@ -171,4 +177,5 @@ FlaxAutoModelForCausalLM = _part("FlaxAutoModelForCausalLM", "decoder", None)
 __all__ = ["FlaxPartModel", "FlaxBertModel", "FlaxBertForCausalLM", "FlaxBertLMHeadModel", "FlaxRobertaModel",
            "FlaxRobertaForCausalLM", "FlaxElectraModel", "FlaxGPT2LMHeadModel", "FlaxBartForCausalLM",
            "FlaxProphetNetForCausalLM", "FlaxRemBertModel", "FlaxRemBertForCausalLM", "FlaxAutoEncoder",
-           "FlaxAutoModelForCausalLM"]
+           "FlaxAutoModelForCausalLM", "FlaxXLMRobertaModel", "FlaxXLMRobertaForCausalLM", "FlaxBertGenerationEncoder",
+           "FlaxBertGenerationDecoder"]

@@ -26,6 +26,8 @@ from encdec.generation import GenerationConfig  # noqa: E402
 from encdec_tf.modeling_encoder_decoder import TFEncoderDecoderModel  # noqa: E402
 from encdec_tf.models import (  # noqa: E402
     TFBartForCausalLM,
+    TFBertGenerationDecoder,
+    TFBertGenerationEncoder,
     TFBertLMHeadModel,
     TFBertModel,
     TFElectraModel,
@@ -41,6 +43,6 @@ TFRobertaForCausalLM = TFBertLMHeadModel
 
 __all__ = ["TFEncoderDecoderModel", "TFBartForCausalLM", "TFBertLMHeadModel", "TFBertModel", "TFElectraModel",
            "TFGPT2LMHeadModel", "TFProphetNetForCausalLM", "TFRemBertForCausalLM", "TFRemBertModel",
-           "TFRobertaForCausalLM", "TFRobertaModel"]
+           "TFRobertaForCausalLM", "TFRobertaModel", "TFBertGenerationDecoder", "TFBertGenerationEncoder"]
 __all__ += ["AutoConfig", "BartConfig", "BertConfig", "ElectraConfig", "EncoderDecoderConfig", "GPT2Config", "GenerationConfig",
             "PretrainedConfig", "ProphetNetConfig", "RemBertConfig", "RobertaConfig"]

@@ -16,12 +16,17 @@ import numpy as np
 import tensorflow as tf
 
 from encdec.compile_cache import ProgramCache, bucket_length, pad_source
-from encdec.generation import DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask, resolve_generation
+from encdec.generation import (DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask,
+                               refuse_in_backend, resolve_generation)
+from encdec.generation_logits import ArrayOps, process, warp
+from encdec.generation_logits import is_eos as core_is_eos
 from encdec.specs import max_sequence_length
 from encdec.validation import validate_generate_inputs
 from encdec_tf.models.common import as_int, host_values
 
 NEG_INF = float("-inf")
+#: settings this backend refuses (see docs/generation.md).
+UNSUPPORTED = ("use_cache", "max_time", "output_scores", "output_logits", "output_attentions", "output_hidden_states")
 #: transformers' "impossible" beam score.
 BEAM_NEG = -1.0e9
 #: Length of the decoder prompt (the start token).
@@ -49,6 +54,7 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     plan, rest = resolve_generation(model.config, generation_config or model.generation_config, kwargs)
     check_model_inputs(rest, ())
     validate_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values)
+    refuse_in_backend(plan, "TensorFlow", UNSUPPORTED)
     input_ids = as_int(input_ids)
     if attention_mask is None:
         attention_mask = default_attention_mask(input_ids, plan, xp=tf.experimental.numpy)
@@ -99,81 +105,76 @@ def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: t
         return out.logits[:, -1], out.past_key_values
 
     if plan.mode == "beam":
-        return beam_search(plan, step, cache, tf.shape(input_ids)[0])
-    return greedy_or_sample(plan, step, cache, rows, seed)
+        return beam_search(plan, step, cache, tf.shape(input_ids)[0], input_ids)
+    return greedy_or_sample(plan, step, cache, rows, seed, input_ids)
 
 
-# --- logits processing (transformers' order: penalties, n-grams, min length, forced tokens; then warpers) ---
-def process_scores(plan: DecodePlan, scores: tf.Tensor, seqs: tf.Tensor, cur_len: tf.Tensor) -> tf.Tensor:
-    """``scores`` [rows, vocab] for the token at ``cur_len``, given ``seqs`` [rows, max_len]."""
-    vocab = tf.shape(scores)[-1]
-    written = tf.range(plan.max_length)[None, :] < cur_len
-    if plan.repetition_penalty != 1.0:
-        seen = tf.reduce_any(tf.logical_and(tf.one_hot(seqs, vocab, on_value=True, off_value=False),
-                                            written[:, :, None]), axis=1)
-        p = plan.repetition_penalty
-        scores = tf.where(seen, tf.where(scores < 0, scores * p, scores / p), scores)
-    if plan.no_repeat_ngram_size > 0:
-        scores = tf.where(banned_ngram_tokens(plan.no_repeat_ngram_size, seqs, cur_len, vocab), NEG_INF, scores)
-    if plan.min_length > 0 and plan.eos_token_ids:
-        scores = tf.where(tf.logical_and(cur_len < plan.min_length, in_vocab(vocab, plan.eos_token_ids))[None, :], NEG_INF, scores)
-    if plan.forced_bos_token_id is not None:  # only the forced token stays possible
-        scores = force(scores, cur_len == PROMPT, in_vocab(vocab, (plan.forced_bos_token_id,)))
-    if plan.forced_eos_token_ids:
-        scores = force(scores, cur_len == plan.max_length - 1, in_vocab(vocab, plan.forced_eos_token_ids))
-    return scores
+# --- logits processing: the core's processors over TF arrays ------------------------------
+class TFOps(ArrayOps):
+    """The core's array operations (:mod:`encdec.generation_logits`) in TF spelling."""
+
+    def __init__(self) -> None:
+        super().__init__(tf.experimental.numpy)
+
+    def arange(self, n: int) -> tf.Tensor:
+        return tf.range(n)
+
+    def constant(self, values: Any, dtype: str = "int32") -> tf.Tensor:
+        return tf.constant(np.asarray(values, dtype=dtype))
+
+    def to_int(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.cast(x, tf.int32)
+
+    def clip(self, x: Any, low: int, high: int) -> Any:
+        return min(max(int(x), low), high) if isinstance(x, int) else tf.clip_by_value(x, low, high)
+
+    def where(self, cond: Any, a: Any, b: Any) -> Any:
+        if isinstance(cond, (bool, np.bool_)):
+            return a if cond else b
+        dtype = next((t.dtype for t in (a, b) if isinstance(t, (tf.Tensor, tf.Variable))), None)
+        a, b = (tf.convert_to_tensor(t, dtype) if not isinstance(t, tf.Tensor) else t for t in (a, b))
+        return tf.where(cond, a, b)
+
+    def take(self, x: tf.Tensor, index: tf.Tensor, axis: int) -> tf.Tensor:
+        return tf.gather(x, index, axis=axis)
+
+    def take_along_last(self, x: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+        return tf.gather(x, index, batch_dims=len(x.shape) - 1)
+
+    def repeat(self, x: tf.Tensor, times: int) -> tf.Tensor:
+        return tf.repeat(x, times, axis=0)
+
+    def max(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_max(x, axis=-1, keepdims=True)
+
+    def sort(self, x: tf.Tensor):
+        order = tf.argsort(x, axis=-1, stable=True)
+        return tf.gather(x, order, batch_dims=len(x.shape) - 1), order
+
+    def top_k(self, x: tf.Tensor, k: int):
+        result = tf.math.top_k(x, k)  # ties: lower index first
+        return result.values, result.indices
+
+    def softmax(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.softmax(x, axis=-1)
+
+    def log_softmax(self, x: tf.Tensor) -> tf.Tensor:
+        return tf.nn.log_softmax(x, axis=-1)
 
 
-def in_vocab(vocab: tf.Tensor, ids: tuple[int, ...]) -> tf.Tensor:
-    """[vocab] True at ``ids``."""
-    return tf.reduce_any(tf.range(vocab)[:, None] == tf.constant(ids, tf.int32)[None, :], axis=1)
+OPS = TFOps()
 
 
-def force(scores: tf.Tensor, when: tf.Tensor, allowed: tf.Tensor) -> tf.Tensor:
-    """When ``when``: score 0 for the ``allowed`` tokens, -inf for the rest (transformers' forced tokens)."""
-    forced = tf.where(allowed[None, :], 0.0, NEG_INF)
-    return tf.where(when, tf.broadcast_to(forced, tf.shape(scores)), scores)
-
-
-def banned_ngram_tokens(n: int, seqs: tf.Tensor, cur_len: tf.Tensor, vocab: tf.Tensor) -> tf.Tensor:
-    """[rows, vocab] True where a token would repeat an ``n``-gram already in the sequence."""
-    max_len = seqs.shape[1]
-    starts = np.arange(max_len - n + 1)
-    windows = tf.gather(seqs, starts[:, None] + np.arange(n)[None, :], axis=1)  # [rows, windows, n]
-    last = tf.gather(seqs, tf.maximum(cur_len - n + 1 + tf.range(n - 1), 0), axis=1)  # [rows, n-1]
-    match = tf.reduce_all(windows[:, :, : n - 1] == last[:, None, :], axis=-1)
-    match = tf.logical_and(match, (starts + n <= cur_len)[None, :])
-    hits = tf.logical_and(tf.one_hot(windows[:, :, n - 1], vocab, on_value=True, off_value=False), match[:, :, None])
-    return tf.logical_and(tf.reduce_any(hits, axis=1), cur_len + 1 >= n)
-
-
-def warp_for_sampling(plan: DecodePlan, scores: tf.Tensor) -> tf.Tensor:
-    """Temperature, top-k, top-p (transformers' warpers, in that order)."""
-    if plan.temperature != 1.0:
-        scores = scores / plan.temperature
-    if plan.top_k > 0:
-        k = min(plan.top_k, scores.shape[-1])
-        kth = tf.math.top_k(scores, k).values[:, -1:]
-        scores = tf.where(scores < kth, NEG_INF, scores)
-    if plan.top_p < 1.0:
-        order = tf.argsort(scores, axis=-1, direction="ASCENDING", stable=True)
-        ascending = tf.gather(scores, order, batch_dims=1)
-        cum = tf.cumsum(tf.nn.softmax(ascending, axis=-1), axis=-1)
-        remove_sorted = cum <= 1.0 - plan.top_p
-        remove_sorted = tf.concat([remove_sorted[:, :-1], tf.zeros_like(remove_sorted[:, -1:])], axis=-1)
-        scores = tf.where(unsort(order, remove_sorted), NEG_INF, scores)
-    return scores
-
-
-def unsort(order: tf.Tensor, values: tf.Tensor) -> tf.Tensor:
-    """Inverse of ``tf.gather(x, order, batch_dims=1)`` for a permutation ``order``."""
-    return tf.gather(values, tf.argsort(order, axis=-1, stable=True), batch_dims=1)
+def process_scores(plan: DecodePlan, scores: tf.Tensor, seqs: tf.Tensor, cur_len: tf.Tensor,
+                   encoder_ids: Any = None, rows_per_input: int = 1) -> tf.Tensor:
+    """The core's processors then warpers for ``plan`` on ``scores`` [rows, vocab] for the
+    token at ``cur_len``, given ``seqs`` [rows, max_len]."""
+    scores = process(plan, OPS, scores, seqs, cur_len, encoder_ids, rows_per_input)
+    return warp(plan, OPS, scores)
 
 
 def is_eos(plan: DecodePlan, tokens: tf.Tensor) -> tf.Tensor:
-    if not plan.eos_token_ids:
-        return tf.zeros_like(tokens, tf.bool)
-    return tf.reduce_any(tokens[..., None] == tf.constant(plan.eos_token_ids), axis=-1)
+    return core_is_eos(plan, OPS, tokens)
 
 
 def write(seqs: tf.Tensor, index: tf.Tensor, tokens: tf.Tensor) -> tf.Tensor:
@@ -188,7 +189,7 @@ def same_shapes(new: Any, old: Any) -> Any:
 
 
 # --- greedy and sampling ---------------------------------------------------------------
-def greedy_or_sample(plan: DecodePlan, step, cache, rows, seed):
+def greedy_or_sample(plan: DecodePlan, step, cache, rows, seed, encoder_ids):
     seqs = tf.fill(tf.stack([rows, plan.max_length]), plan.pad_token_id)
     seqs = write(seqs, tf.constant(0), tf.fill(tf.stack([rows]), plan.decoder_start_token_id))
     unfinished = tf.ones(tf.stack([rows]), tf.bool)
@@ -198,9 +199,8 @@ def greedy_or_sample(plan: DecodePlan, step, cache, rows, seed):
 
     def body(cur_len, seqs, unfinished, cache):
         logits, new_cache = step(seqs[:, cur_len - 1], cache, cur_len - 1)
-        scores = process_scores(plan, logits, seqs, cur_len)
+        scores = process_scores(plan, logits, seqs, cur_len, encoder_ids, plan.num_return_sequences)
         if plan.do_sample:
-            scores = warp_for_sampling(plan, scores)
             tokens = tf.random.stateless_categorical(scores, 1, seed=tf.stack([seed[0], cur_len]), dtype=tf.int32)[:, 0]
         else:
             tokens = tf.argmax(scores, axis=-1, output_type=tf.int32)
@@ -215,7 +215,7 @@ def greedy_or_sample(plan: DecodePlan, step, cache, rows, seed):
 
 
 # --- beam search -------------------------------------------------------------------------
-def beam_search(plan: DecodePlan, step, cache, batch):
+def beam_search(plan: DecodePlan, step, cache, batch, encoder_ids):
     """transformers 4.57's vectorised beam search: keep the top ``2K`` (more with several
     eos ids) continuations, continue the best ``K`` that did not stop, and merge the ones
     that stopped into ``K`` finished hypotheses scored with the length penalty."""
@@ -243,7 +243,7 @@ def beam_search(plan: DecodePlan, step, cache, batch):
         flat_running = tf.reshape(s["running"], [-1, max_len])
         logits, cache = step(flat_running[:, cur_len - 1], s["cache"], cur_len - 1)
         vocab = logits.shape[-1]
-        log_probs = process_scores(plan, tf.nn.log_softmax(logits, axis=-1), flat_running, cur_len)
+        log_probs = process_scores(plan, tf.nn.log_softmax(logits, axis=-1), flat_running, cur_len, encoder_ids, k)
         log_probs = tf.reshape(log_probs, tf.stack([batch, k, vocab])) + s["running_scores"][:, :, None]
         top_lp, top_idx = tf.math.top_k(tf.reshape(log_probs, tf.stack([batch, k * vocab])), keep)
         parent, tokens = top_idx // vocab, top_idx % vocab

@@ -20,7 +20,7 @@ from encdec.specs import encoder_decoder_spec, needs_projection
 from encdec.training import batch_from_data, check_batch_layout, check_policy, pad_examples
 from encdec.validation import PART_ID_KWARGS, validate_inputs
 from encdec_tf.adapters import TFAdapterMixin
-from encdec_tf.models.common import TF_LAYOUT, Dense, ParamStore, as_int, host_values
+from encdec_tf.models.common import TF_LAYOUT, Dense, ParamStore, as_int, host_values, initial_values, variable_value
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +34,18 @@ def assign_weights(variables: Mapping[str, keras.Variable], backend_weights: Map
         var = variables[key]
         if tuple(var.shape) != value.shape:
             raise ValueError(f"{where}: {key} has shape {value.shape}, the model expects {tuple(var.shape)}")
-        var.assign(value)
+        var.assign(variable_value(value, var.dtype))
 
 
 class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
     """Encoder-decoder model: ``TFEncoderDecoderModel(config)`` builds both parts from the
     registry with the portable random init; ``TFEncoderDecoderModel(encoder=, decoder=)``
     wraps existing parts.  All variables exist after construction.  Adapters (AdapterHub's
-    bottleneck and LoRA): ``add_adapter``, ``train_adapter``, ... (:mod:`encdec_tf.adapters`)."""
+    bottleneck and LoRA): ``add_adapter``, ``train_adapter``, ... (:mod:`encdec_tf.adapters`).
+
+    ``dtype`` (Keras' keyword: ``"bfloat16"``, ``"float16"``, a ``DTypePolicy``): the weights'
+    and activations' dtype for parts built here; attention scores, layer-norm statistics,
+    logits and the loss stay float32."""
 
     def __init__(self, config: EncoderDecoderConfig | None = None, encoder: keras.layers.Layer | None = None,
                  decoder: keras.layers.Layer | None = None, seed: int = 0, _init: bool = True, **kwargs: Any) -> None:
@@ -68,21 +72,25 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
             raise NotImplementedError("tie_encoder_decoder=True is only supported when building the model from a config")
         self.config = config
         self.spec = encoder_decoder_spec(config)
+        half = self.dtype_policy.variable_dtype != "float32"
+        if half and "prophetnet" in (config.encoder.model_type, config.decoder.model_type):
+            raise NotImplementedError(f"dtype={self.dtype_policy.name!r}: the TF ProphetNet parts run in float32 only")
+        part_kw = {"dtype": self.dtype_policy} if half else {}
         if encoder is None:
-            encoder = part_class("tf", config.encoder.model_type, "encoder")(config.encoder, name="encoder")
+            encoder = part_class("tf", config.encoder.model_type, "encoder")(config.encoder, name="encoder", **part_kw)
         if getattr(encoder, "is_causal_lm", False):
             raise ValueError(f"the encoder {type(encoder).__name__} has an LM head; pass a base model (e.g. TFBertModel)")
         if decoder is None:
             tied = {name[len("decoder."):]: encoder.store.get(src[len("encoder."):])
                     for name, src in self.spec.ties.items() if name.startswith("decoder.") and src.startswith("encoder.")}
-            decoder = part_class("tf", config.decoder.model_type, "decoder")(config.decoder, tied=tied, name="decoder")
+            decoder = part_class("tf", config.decoder.model_type, "decoder")(config.decoder, tied=tied, name="decoder", **part_kw)
         if not getattr(decoder, "accepts_encoder_states", False):
             raise ValueError(
                 f"the decoder {type(decoder).__name__} cannot attend to encoder states: use a causal-LM part built with "
                 "is_decoder=True and add_cross_attention=True"
             )
         self.encoder, self.decoder = encoder, decoder
-        self.store = ParamStore(self, self.spec)
+        self.store = ParamStore(self, self.spec, scope="")
         self.enc_to_dec_proj = Dense(self.store, "enc_to_dec_proj") if needs_projection(config) else None
         self.backend_variables = {
             **{f"encoder.{k}": v for k, v in encoder.store.variables.items()},
@@ -312,16 +320,28 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
 
     # --- I/O ---------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> "TFEncoderDecoderModel":
-        """Load a composite checkpoint in any format the core reads (``from_pt`` accepted, not needed)."""
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, dtype: Any = None,
+                        **kwargs: Any) -> "TFEncoderDecoderModel":
+        """Load a composite checkpoint in any format the core reads (``from_pt`` accepted, not needed).
+        ``dtype``: weights and activations in that dtype (see the class docstring)."""
         from encdec.pretrained import load_pretrained
 
         info = kwargs.pop("output_loading_info", False)
         config, weights, generation_config, unused = load_pretrained(pretrained_model_name_or_path, **kwargs)
         if unused:
             raise TypeError(f"from_pretrained got unexpected keyword arguments: {', '.join(sorted(unused))}")
-        model = cls(config, _init=False)
-        model.load_canonical(weights)
+        # each variable is created holding its checkpoint value (one copy; see initial_values)
+        scoped: dict[str, dict[str, np.ndarray]] = {}
+        for key, value in to_backend(weights, encoder_decoder_spec(config), TF_LAYOUT).items():
+            scope, _, rest = key.partition(".")
+            if scope in ("encoder", "decoder"):
+                scoped.setdefault(scope, {})[rest] = value
+            else:
+                scoped.setdefault("", {})[key] = value
+        with initial_values(scoped) as used:
+            model = cls(config, _init=False, **({} if dtype is None else {"dtype": dtype}))
+        if len(used) != len(model.backend_variables) or len(used) != sum(map(len, scoped.values())):
+            model.load_canonical(weights)  # a part kept other names: assign (and check) the usual way
         config.name_or_path = os.fspath(pretrained_model_name_or_path)
         if generation_config is not None:
             model.generation_config = generation_config
@@ -337,7 +357,9 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
         from encdec.hub import push_folder
         from encdec.pretrained import save_pretrained, split_save_kwargs
 
-        _, push = split_save_kwargs(kwargs)
+        is_main, push = split_save_kwargs(kwargs)
+        if not is_main:
+            return []
         if format is None:
             format = "tf-h5" if safe_serialization is False else "safetensors"
         written = save_pretrained(save_directory, self.config, self.canonical_state(), self.generation_config,

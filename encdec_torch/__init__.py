@@ -5,6 +5,8 @@ from encdec.configuration import (  # transformers' names, importable where user
     AutoConfig,
     BartConfig,
     BertConfig,
+    BertGenerationConfig,
+    CamembertConfig,
     ElectraConfig,
     EncoderDecoderConfig,
     GPT2Config,
@@ -12,11 +14,14 @@ from encdec.configuration import (  # transformers' names, importable where user
     ProphetNetConfig,
     RemBertConfig,
     RobertaConfig,
+    XLMRobertaConfig,
 )
 from encdec.generation import GenerationConfig
 from encdec_torch.modeling_encoder_decoder import EncoderDecoderModel
 from encdec_torch.models import (
     BartForCausalLM,
+    BertGenerationDecoder,
+    BertGenerationEncoder,
     BertLMHeadModel,
     BertModel,
     ElectraModel,
@@ -28,7 +33,8 @@ from encdec_torch.models import (
     RobertaModel,
 )
 
-__all__ = ["EncoderDecoderModel", "BartForCausalLM", "BertLMHeadModel", "BertModel", "ElectraModel", "GPT2LMHeadModel",
+__all__ = ["EncoderDecoderModel", "BartForCausalLM", "BertGenerationDecoder", "BertGenerationEncoder", "BertLMHeadModel", "BertModel", "ElectraModel", "GPT2LMHeadModel",
            "ProphetNetForCausalLM", "RemBertForCausalLM", "RemBertModel", "RobertaForCausalLM", "RobertaModel"]
 __all__ += ["AutoConfig", "BartConfig", "BertConfig", "ElectraConfig", "EncoderDecoderConfig", "GPT2Config", "GenerationConfig",
-            "PretrainedConfig", "ProphetNetConfig", "RemBertConfig", "RobertaConfig"]
+            "PretrainedConfig", "ProphetNetConfig", "RemBertConfig", "RobertaConfig", "BertGenerationConfig",
+            "CamembertConfig", "XLMRobertaConfig"]

@@ -1,174 +1,309 @@
 """Decode loops for :class:`~encdec_torch.EncoderDecoderModel`: greedy, sampling and beam search.
 
-Every loop starts from the core's :class:`~encdec.generation.DecodePlan`.  The encoder runs
-once; the decoder runs one token per step on its KV cache (cross-attention keys/values are
-computed on the first step and kept).  Token choices follow transformers 4.57's
-``generate`` for encoder-decoder models step for step, so greedy and beam ids agree.
+Every loop starts from the core's :class:`~encdec.generation.DecodePlan` and asks the core
+(:mod:`encdec.generation_logits`) what to do with each step's logits.  The encoder runs
+once; with ``use_cache`` (the default) the decoder runs the prompt once and then one token
+per step on its KV cache (cross-attention keys/values computed on the first step and kept);
+``use_cache=False`` runs the decoder over the whole prefix each step, as transformers does.
+Token choices follow transformers 4.57's ``generate`` for encoder-decoder models step for step.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from encdec.generation import DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask, resolve_generation
+from encdec.generation import (DecodePlan, GenerationConfig, check_model_inputs, decoder_prompt,
+                               default_attention_mask, resolve_generation)
+from encdec.generation_logits import ArrayOps, is_eos, process, warp
+from encdec.outputs import BaseModelOutput, GenerateOutput
+from encdec.validation import validate_generate_inputs
+from encdec_torch.models.common import host_values
 
 #: encoder inputs ``generate`` passes on besides ``input_ids`` / ``attention_mask``.
 ENCODER_INPUTS = ("inputs_embeds", "token_type_ids", "position_ids")
-from encdec.outputs import GenerateOutput
-from encdec.validation import validate_generate_inputs
-from encdec_torch.models.common import host_values
 
 #: score given to continuations a beam must not take (transformers' constant).
 _BLOCKED = -1.0e9
 
 
-# --- logits processors (transformers' order: penalties, n-grams, min length, then warpers) --
-def _repetition_penalty(seqs: torch.Tensor, scores: torch.Tensor, penalty: float) -> torch.Tensor:
-    seen = torch.gather(scores, 1, seqs)
-    seen = torch.where(seen < 0, seen * penalty, seen / penalty)
-    return scores.scatter(1, seqs, seen)
+class TorchOps(ArrayOps):
+    """The core's array operations in torch spelling, on ``device``."""
 
+    def __init__(self, device: torch.device) -> None:
+        super().__init__(torch)
+        self.device = device
 
-def _no_repeat_ngram(seqs: torch.Tensor, scores: torch.Tensor, n: int) -> torch.Tensor:
-    """Ban every token that would repeat an n-gram already in the row."""
-    cur_len = seqs.shape[1]
-    if cur_len + 1 < n:
-        return scores
-    scores = scores.clone()
-    for row, tokens in enumerate(seqs.tolist()):
-        prefix = tuple(tokens[cur_len + 1 - n:])
-        banned = [tokens[i + n - 1] for i in range(cur_len - n + 1) if tuple(tokens[i:i + n - 1]) == prefix]
-        if banned:
-            scores[row, banned] = -float("inf")
-    return scores
+    def arange(self, n: int) -> torch.Tensor:
+        return torch.arange(n, device=self.device)
 
+    def constant(self, values: Any, dtype: str = "int32") -> torch.Tensor:
+        array = np.asarray(values, dtype=dtype)
+        return torch.from_numpy(array.astype(np.int64) if array.dtype.kind == "i" else array).to(self.device)
 
-def _process(plan: DecodePlan, seqs: torch.Tensor, scores: torch.Tensor, eos: Optional[torch.Tensor]) -> torch.Tensor:
-    if plan.repetition_penalty != 1.0:
-        scores = _repetition_penalty(seqs, scores, plan.repetition_penalty)
-    if plan.no_repeat_ngram_size > 0:
-        scores = _no_repeat_ngram(seqs, scores, plan.no_repeat_ngram_size)
-    if eos is not None and seqs.shape[1] < plan.min_length:
-        scores = scores.index_fill(1, eos, -float("inf"))
-    if plan.forced_bos_token_id is not None and seqs.shape[1] == 1:
-        scores = _force(scores, (plan.forced_bos_token_id,))
-    if plan.forced_eos_token_ids and seqs.shape[1] == plan.max_length - 1:
-        scores = _force(scores, plan.forced_eos_token_ids)
-    return scores
+    def to_int(self, x: torch.Tensor) -> torch.Tensor:
+        return x.long()
 
+    def clip(self, x: Any, low: int, high: int) -> Any:
+        return min(max(int(x), low), high) if isinstance(x, int) else torch.clamp(x, low, high)
 
-def _force(scores: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:
-    """Only ``ids`` stay possible (score 0, the rest -inf), as transformers' forced tokens."""
-    forced = torch.full_like(scores, -float("inf"))
-    forced[:, list(ids)] = 0.0
-    return forced
+    def take(self, x: torch.Tensor, index: torch.Tensor, axis: int) -> torch.Tensor:
+        return x[(slice(None),) * axis + (index,)]
 
+    def take_along_last(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return torch.take_along_dim(x, index, dim=-1)
 
-def _warp(plan: DecodePlan, scores: torch.Tensor) -> torch.Tensor:
-    """Temperature, top-k, top-p (sampling only)."""
-    if plan.temperature != 1.0:
-        scores = scores / plan.temperature
-    if plan.top_k > 0:
-        k = min(plan.top_k, scores.shape[-1])
-        kth = torch.topk(scores, k)[0][..., -1, None]
-        scores = scores.masked_fill(scores < kth, -float("inf"))
-    if plan.top_p < 1.0:
-        sorted_scores, order = torch.sort(scores, descending=False)
-        drop = sorted_scores.softmax(dim=-1).cumsum(dim=-1) <= 1 - plan.top_p
-        drop[..., -1:] = False
-        scores = scores.masked_fill(drop.scatter(1, order, drop), -float("inf"))
-    return scores
+    def repeat(self, x: torch.Tensor, times: int) -> torch.Tensor:
+        return x.repeat_interleave(times, dim=0)
+
+    def max(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=-1, keepdim=True)
+
+    def sort(self, x: torch.Tensor):
+        return torch.sort(x, dim=-1, stable=True)
+
+    def top_k(self, x: torch.Tensor, k: int):
+        values, index = torch.sort(x, dim=-1, descending=True, stable=True)
+        return values[..., :k], index[..., :k]
+
+    def softmax(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(x, dim=-1)
+
+    def log_softmax(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(x, dim=-1)
+
+    def presence(self, ids: torch.Tensor, valid: torch.Tensor, vocab: int) -> torch.Tensor:
+        counts = torch.zeros(ids.shape[0], vocab, device=ids.device)
+        return counts.scatter_add_(1, ids.long(), valid.float()) > 0
 
 
 # --- model plumbing ----------------------------------------------------------------------
 class _Decoder:
-    """One decoder step at a time on a growing cache.
+    """The decoder, one step at a time.
 
-    The cache starts with empty self-attention entries for ``batch * expand`` rows (beams /
-    returned sequences, consecutive per input) and the cross-attention keys/values of the
-    ``batch`` encoder rows, computed once and shared by each input's rows (see
-    :func:`~encdec_torch.models.common.attend`), never copied or reordered.
+    With the cache, it starts with empty self-attention entries for ``batch * expand`` rows
+    (beams / returned sequences, consecutive per input) and the cross-attention keys/values
+    of the ``batch`` encoder rows, computed once and shared by each input's rows (see
+    :func:`~encdec_torch.models.common.attend`), never copied or reordered.  Without it,
+    each step runs the decoder over all tokens so far.
     """
 
-    def __init__(self, model, encoder_states: torch.Tensor, encoder_mask: Optional[torch.Tensor], expand: int) -> None:
-        self.model, self.enc, self.mask = model, encoder_states, encoder_mask
+    def __init__(self, model, encoder_states: torch.Tensor, encoder_mask: Optional[torch.Tensor], expand: int,
+                 plan: DecodePlan) -> None:
+        self.model, self.enc, self.mask, self.plan = model, encoder_states, encoder_mask, plan
         self.rows = encoder_states.shape[0] * expand
-        cache = []
-        for k, v in model.decoder.cross_kv(encoder_states):
-            empty = k.new_empty(self.rows, k.shape[1], 0, k.shape[3])
-            cache.append((empty, empty, k, v))
-        self.cache = tuple(cache)
+        self.cache = None
+        self.fed = 0  # tokens already in the cache
+        if plan.use_cache:
+            cache = []
+            for k, v in model.decoder.cross_kv(encoder_states):
+                empty = k.new_empty(self.rows, k.shape[1], 0, k.shape[3])
+                cache.append((empty, empty, k, v))
+            self.cache = tuple(cache)
+        else:  # the uncached forward takes per-row encoder states
+            self.enc = encoder_states.repeat_interleave(expand, dim=0)
+            self.mask = None if encoder_mask is None else encoder_mask.repeat_interleave(expand, dim=0)
+        self.last = None
 
-    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+    def step(self, seqs: torch.Tensor) -> torch.Tensor:
+        """float32 logits [rows, vocab] for the token after ``seqs`` [rows, cur_len]."""
+        plan = self.plan
+        tokens = seqs[:, self.fed:] if plan.use_cache else seqs
         out = self.model.decoder(
-            input_ids=tokens[:, None], encoder_hidden_states=self.enc, encoder_attention_mask=self.mask,
-            past_key_values=self.cache, use_cache=True,
+            input_ids=tokens, encoder_hidden_states=self.enc, encoder_attention_mask=self.mask,
+            past_key_values=self.cache, use_cache=plan.use_cache,
+            output_attentions=plan.output_attentions, output_hidden_states=plan.output_hidden_states,
         )
-        self.cache = out.past_key_values
+        if plan.use_cache:
+            self.cache, self.fed = out.past_key_values, seqs.shape[1]
+        self.last = out
         return out.logits[:, -1, :].float()
 
     def reorder(self, index: torch.Tensor) -> None:
         """Follow beams: self-attention entries move; shared cross entries stay."""
-        self.cache = tuple((k.index_select(0, index), v.index_select(0, index), ck, cv) for k, v, ck, cv in self.cache)
+        if self.cache is not None:
+            self.cache = tuple((k.index_select(0, index), v.index_select(0, index), ck, cv)
+                               for k, v, ck, cv in self.cache)
+
+
+class _Recorder:
+    """What ``return_dict_in_generate`` asks to keep, step by step (transformers' fields)."""
+
+    def __init__(self, plan: DecodePlan) -> None:
+        self.plan = plan
+        self.scores: list = []
+        self.logits: list = []
+        self.decoder_attentions: list = []
+        self.cross_attentions: list = []
+        self.decoder_hidden_states: list = []
+
+    def add(self, decoder: _Decoder, logits: torch.Tensor, scores: torch.Tensor) -> None:
+        plan = self.plan
+        if not plan.return_dict_in_generate:
+            return
+        if plan.output_scores:
+            self.scores.append(scores.clone())
+        if plan.output_logits:
+            self.logits.append(logits.clone())
+        out = decoder.last
+        if plan.output_attentions:
+            self.decoder_attentions.append(out.attentions)
+            self.cross_attentions.append(out.cross_attentions)
+        if plan.output_hidden_states:
+            self.decoder_hidden_states.append(out.hidden_states)
+
+    def fields(self) -> dict:
+        plan = self.plan
+        out = {}
+        if plan.output_scores:
+            out["scores"] = tuple(self.scores)
+        if plan.output_logits:
+            out["logits"] = tuple(self.logits)
+        if plan.output_attentions:
+            out["decoder_attentions"] = tuple(self.decoder_attentions)
+            out["cross_attentions"] = tuple(self.cross_attentions)
+        if plan.output_hidden_states:
+            out["decoder_hidden_states"] = tuple(self.decoder_hidden_states)
+        return out
+
+
+class _Steps:
+    """One step's logits -> scores: the core's processors, the user's, the warpers."""
+
+    def __init__(self, plan: DecodePlan, ops: TorchOps, encoder_ids, expand: int, user_processors) -> None:
+        self.plan, self.ops, self.encoder_ids, self.expand = plan, ops, encoder_ids, expand
+        self.user = list(user_processors or ())
+
+    def __call__(self, seqs: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        plan, ops = self.plan, self.ops
+        scores = process(plan, ops, scores, seqs, seqs.shape[1], self.encoder_ids, self.expand)
+        for fn in self.user:
+            new = fn(seqs, scores)
+            if not isinstance(new, torch.Tensor) or new.shape != scores.shape or not new.is_floating_point():
+                raise ValueError(f"logits processor {fn!r} must return a float tensor of shape {tuple(scores.shape)}, "
+                                 f"got {getattr(new, 'dtype', type(new))} {tuple(getattr(new, 'shape', ()))}")
+            scores = new
+        return warp(plan, ops, scores)
+
+
+class _Stop:
+    """max_length, max_time and the user's stopping criteria (transformers' protocol:
+    ``criterion(input_ids, scores) -> bool or [rows] bool``)."""
+
+    def __init__(self, plan: DecodePlan, criteria) -> None:
+        self.plan, self.criteria, self.start = plan, list(criteria or ()), time.time()
+
+    def __call__(self, seqs: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        rows = seqs.shape[0]
+        done = torch.full((rows,), seqs.shape[1] >= self.plan.max_length, dtype=torch.bool, device=seqs.device)
+        if self.plan.max_time is not None and time.time() - self.start > self.plan.max_time:
+            done[:] = True
+        for fn in self.criteria:
+            hit = fn(seqs, scores)
+            hit = torch.as_tensor(hit, device=seqs.device)
+            if hit.dtype != torch.bool or hit.numel() not in (1, rows):
+                raise ValueError(f"stopping criterion {fn!r} must return a bool or a [{rows}] bool tensor, got {hit!r}")
+            done = done | hit.reshape(-1).expand(rows)
+        return done
 
 
 def generate(model, input_ids: Optional[torch.Tensor], attention_mask: Optional[torch.Tensor],
              generation_config: Optional[GenerationConfig], **kwargs: Any):
-    """Generate ``[batch * num_return_sequences, length]`` ids starting with the decoder start token.
+    """Generate ``[batch * num_return_sequences, length]`` ids starting with the decoder start
+    token (or the ``decoder_input_ids`` prompt).
 
-    ``generator`` (a ``torch.Generator``) seeds sampling; ``return_dict_in_generate=True``
-    returns a :class:`~encdec.outputs.GenerateOutput` (with ``sequences_scores`` for beam
-    search).  Other keywords that are not generation settings go to the encoder.  Like
-    transformers, this does not switch the model to eval mode.
+    Besides generation settings: ``generator`` (a ``torch.Generator``) seeds sampling;
+    ``logits_processor`` / ``stopping_criteria``: lists of callables ``(input_ids, scores)``
+    as in transformers; ``streamer``: an object with ``put(ids)`` / ``end()``;
+    ``encoder_outputs``: the encoder's output, instead of running it; ``decoder_input_ids``:
+    a decoder prompt.  Other keywords that are not generation settings go to the encoder.
+    Like transformers, this does not switch the model to eval mode.
     """
     generator = kwargs.pop("generator", None)
-    return_dict = bool(kwargs.pop("return_dict_in_generate", False))
-    for name in ("output_scores", "output_logits", "output_attentions", "output_hidden_states"):
-        if kwargs.pop(name, False):
-            raise NotImplementedError(f"generate(..., {name}=True) is not implemented")
+    user_processors = kwargs.pop("logits_processor", None)
+    criteria = kwargs.pop("stopping_criteria", None)
+    streamer = kwargs.pop("streamer", None)
+    encoder_outputs = kwargs.pop("encoder_outputs", None)
+    prompt = kwargs.pop("decoder_input_ids", None)
     plan, rest = resolve_generation(model.config, generation_config, kwargs)
+    if prompt is not None:
+        prompt_np = decoder_prompt(np.asarray(prompt.detach().cpu()), plan.decoder_start_token_id)
+        plan, rest = resolve_generation(model.config, generation_config, kwargs, start_length=prompt_np.shape[1])
     decoder_kwargs = sorted(k for k in rest if k.startswith("decoder_"))
     if decoder_kwargs:
-        raise TypeError(f"generate does not take decoder inputs ({', '.join(decoder_kwargs)}); it starts from the decoder start token")
+        raise TypeError(f"generate does not take these decoder inputs: {', '.join(decoder_kwargs)}")
     check_model_inputs(rest, ENCODER_INPUTS)
-    if input_ids is None and "inputs_embeds" not in rest:
-        raise ValueError("generate needs `input_ids` (or `inputs_embeds`)")
-    validate_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values, **rest)
+    if input_ids is None and encoder_outputs is None and "inputs_embeds" not in rest:
+        raise ValueError("generate needs `input_ids` (or `inputs_embeds` or `encoder_outputs`)")
+    if streamer is not None and plan.mode == "beam":
+        raise ValueError("`streamer` cannot be used with beam search (num_beams > 1), as in transformers")
+    if encoder_outputs is None:
+        validate_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values, **rest)
     if attention_mask is None and input_ids is not None:
         attention_mask = default_attention_mask(input_ids, plan, xp=torch)
     with torch.no_grad():
-        enc = model.project(model.encode(input_ids, attention_mask, **rest).last_hidden_state)
+        if encoder_outputs is None:
+            encoder_outputs = model.encode(input_ids, attention_mask, output_attentions=plan.output_attentions,
+                                           output_hidden_states=plan.output_hidden_states, **rest)
+        elif isinstance(encoder_outputs, (tuple, list)):
+            encoder_outputs = BaseModelOutput(*encoder_outputs)
+        enc = model.project(encoder_outputs[0])
+        batch = enc.shape[0]
         expand = plan.num_beams if plan.mode == "beam" else plan.num_return_sequences
-        decoder = _Decoder(model, enc, attention_mask, expand)
-        eos = torch.tensor(plan.eos_token_ids, device=enc.device) if plan.eos_token_ids else None
+        decoder = _Decoder(model, enc, attention_mask, expand, plan)
+        ops = TorchOps(enc.device)
+        steps = _Steps(plan, ops, input_ids, expand, user_processors)
+        stop = _Stop(plan, criteria)
+        record = _Recorder(plan)
+        if prompt is None:
+            start = torch.full((batch * expand, 1), plan.decoder_start_token_id, dtype=torch.long, device=enc.device)
+        else:
+            start = torch.as_tensor(prompt_np, dtype=torch.long, device=enc.device)
+            if start.shape[0] != batch:
+                raise ValueError(f"decoder_input_ids has {start.shape[0]} rows for a batch of {batch}")
+            start = start.repeat_interleave(expand, dim=0)
+        if streamer is not None:
+            streamer.put(start.cpu())
         if plan.mode == "beam":
-            sequences, scores = _beam_search(plan, decoder, enc.shape[0], eos)
-            return GenerateOutput(sequences=sequences, sequences_scores=scores) if return_dict else sequences
-        sequences = _sample(plan, decoder, eos, generator)
-        return GenerateOutput(sequences=sequences) if return_dict else sequences
+            fields = _beam_search(plan, decoder, batch, start, steps, stop, record, ops)
+        else:
+            fields = _sample(plan, decoder, start, steps, stop, record, ops, generator, streamer)
+        if streamer is not None:
+            streamer.end()
+        if not plan.return_dict_in_generate:
+            return fields["sequences"]
+        fields.update(record.fields())
+        if plan.output_attentions:
+            fields["encoder_attentions"] = encoder_outputs.attentions
+        if plan.output_hidden_states:
+            fields["encoder_hidden_states"] = encoder_outputs.hidden_states
+        return GenerateOutput(**fields)
 
 
-def _sample(plan: DecodePlan, decoder: _Decoder, eos: Optional[torch.Tensor],
-            generator: Optional[torch.Generator]) -> torch.Tensor:
+def _sample(plan: DecodePlan, decoder: _Decoder, seqs: torch.Tensor, steps: _Steps, stop: _Stop, record: _Recorder,
+            ops: TorchOps, generator: Optional[torch.Generator], streamer) -> dict:
     """Greedy (argmax) or sampled decoding; finished rows continue with the pad id."""
-    device, batch = decoder.enc.device, decoder.rows
-    seqs = torch.full((batch, 1), plan.decoder_start_token_id, dtype=torch.long, device=device)
-    unfinished = torch.ones(batch, dtype=torch.bool, device=device)
+    unfinished = torch.ones(seqs.shape[0], dtype=torch.bool, device=seqs.device)
     while True:
-        scores = _process(plan, seqs, decoder.step(seqs[:, -1]), eos)
+        logits = decoder.step(seqs)
+        scores = steps(seqs, logits)
+        record.add(decoder, logits, scores)
         if plan.do_sample:
-            probs = F.softmax(_warp(plan, scores), dim=-1)
+            probs = F.softmax(scores, dim=-1)
             next_tokens = torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
         else:
             next_tokens = torch.argmax(scores, dim=-1)
-        if eos is not None:
+        if plan.eos_token_ids:
             next_tokens = torch.where(unfinished, next_tokens, plan.pad_token_id)
-            unfinished &= ~torch.isin(next_tokens, eos)
         seqs = torch.cat([seqs, next_tokens[:, None]], dim=-1)
-        if seqs.shape[1] >= plan.max_length or not bool(unfinished.any()):
-            return seqs
+        if streamer is not None:
+            streamer.put(next_tokens.cpu())
+        unfinished = unfinished & ~is_eos(plan, ops, next_tokens) & ~stop(seqs, scores)
+        if not bool(unfinished.any()):
+            return {"sequences": seqs}
 
 
 def _gather(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -178,19 +313,23 @@ def _gather(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return torch.take_along_dim(t, index, dim=1)
 
 
-def _beam_search(plan: DecodePlan, decoder: _Decoder, batch: int, eos: Optional[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _beam_search(plan: DecodePlan, decoder: _Decoder, batch: int, start: torch.Tensor, steps: _Steps, stop: _Stop,
+                 record: _Recorder, ops: TorchOps) -> dict:
     """Beam search with transformers 4.57's bookkeeping: 2*K candidates per step, finished
-    hypotheses scored ``sum log p / generated_len ** length_penalty``, its early-stop heuristic."""
+    hypotheses scored ``sum log p / generated_len ** length_penalty``, its early-stop heuristic.
+    Exact ties go to the lower index: among candidates, lower (beam, token); among finished
+    hypotheses, the one kept earlier (see docs/generation.md)."""
     K, max_len, lp, early = plan.num_beams, plan.max_length, plan.length_penalty, plan.early_stopping
-    device = decoder.enc.device
-    prompt = cur = 1
-    keep = max(2, 1 + (0 if eos is None else eos.numel())) * K
+    device = start.device
+    prompt = cur = start.shape[1]
+    n_eos = len(plan.eos_token_ids)
+    keep = max(2, 1 + n_eos) * K
     first_k = torch.arange(keep, device=device) < K
     # transformers fills unused positions with `pad or eos[0]` (a pad id of 0 counts as unset)
-    fill = (plan.pad_token_id or plan.eos_token_ids[0]) if plan.eos_token_ids else -1
+    fill = (plan.pad_token_id or plan.eos_token_ids[0]) if n_eos else -1
 
     running = torch.full((batch, K, max_len), fill, dtype=torch.long, device=device)
-    running[:, :, 0] = plan.decoder_start_token_id
+    running[:, :, :prompt] = start.view(batch, K, prompt)
     finished_seqs = running.clone()
     running_scores = torch.zeros(batch, K, device=device)
     running_scores[:, 1:] = _BLOCKED
@@ -203,25 +342,25 @@ def _beam_search(plan: DecodePlan, decoder: _Decoder, batch: int, eos: Optional[
 
     while True:
         flat = running[:, :, :cur].reshape(batch * K, cur)
-        log_probs = _process(plan, flat, F.log_softmax(decoder.step(flat[:, -1]), dim=-1), eos)
+        logits = decoder.step(flat)
+        log_probs = steps(flat, F.log_softmax(logits, dim=-1))
+        record.add(decoder, logits, log_probs)
         vocab = log_probs.shape[-1]
         log_probs = (log_probs.view(batch, K, vocab) + running_scores[:, :, None]).view(batch, K * vocab)
 
         # the best `keep` continuations over all beams
-        top_scores, top_index = torch.topk(log_probs, keep)
+        top_scores, top_index = ops.top_k(log_probs, keep)
         source_beam = top_index // vocab
         cand = _gather(running, source_beam)
         cand[:, :, cur] = top_index % vocab
         cand_origin = _gather(running_origin, source_beam)
         cand_origin[:, :, cur - prompt] = source_beam + batch_offset
-        hits = cur + 1 >= max_len
-        done = torch.full((batch, keep), hits, dtype=torch.bool, device=device)
-        if eos is not None:
-            done = done | torch.isin(cand[:, :, cur], eos)
+        stopped = stop(cand[:, :, : cur + 1].reshape(batch * keep, cur + 1), log_probs).view(batch, keep)
+        done = stopped | is_eos(plan, ops, cand[:, :, cur])
 
         # running beams: the best K candidates that did not stop
         alive_scores = top_scores + done.float() * _BLOCKED
-        best = torch.topk(alive_scores, K)[1]
+        best = ops.top_k(alive_scores, K)[1]
         running, running_scores, running_origin = _gather(cand, best), _gather(alive_scores, best), _gather(cand_origin, best)
 
         # finished hypotheses: merge those that just stopped (among the top K) with the kept ones
@@ -229,8 +368,9 @@ def _beam_search(plan: DecodePlan, decoder: _Decoder, batch: int, eos: Optional[
         normed = top_scores / float((cur + 1 - prompt) ** lp)
         full = is_finished.all(dim=-1, keepdim=True) & (early is True)
         normed = normed + full.float() * _BLOCKED + (~can_improve).float() * _BLOCKED + (~just_done).float() * _BLOCKED
+        # kept hypotheses first: an exact tie goes to the one kept earlier (placeholder rows included)
         merged_scores = torch.cat([finished_scores, normed], dim=1)
-        pick = torch.topk(merged_scores, K)[1]
+        pick = ops.top_k(merged_scores, K)[1]
         finished_seqs = _gather(torch.cat([finished_seqs, cand], dim=1), pick)
         finished_scores = _gather(merged_scores, pick)
         finished_origin = _gather(torch.cat([finished_origin, cand_origin], dim=1), pick)
@@ -251,5 +391,9 @@ def _beam_search(plan: DecodePlan, decoder: _Decoder, batch: int, eos: Optional[
     n = plan.num_return_sequences
     sequences = finished_seqs[:, :n].reshape(batch * n, max_len)
     scores = finished_scores[:, :n].reshape(batch * n)
-    generated = int((finished_origin[:, :n].reshape(batch * n, -1) >= 0).sum(dim=1).max())
-    return sequences[:, : prompt + generated], scores
+    origin = finished_origin[:, :n].reshape(batch * n, -1)
+    generated = int((origin >= 0).sum(dim=1).max())
+    out = {"sequences": sequences[:, : prompt + generated], "sequences_scores": scores}
+    if plan.return_dict_in_generate and (plan.output_scores or plan.output_logits):
+        out["beam_indices"] = origin[:, :generated]
+    return out

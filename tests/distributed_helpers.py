@@ -25,6 +25,12 @@ def run_check(args: list[str], timeout: int = 600, env: dict | None = None) -> d
     return json.loads(lines[-1][len("REPORT "):])
 
 
+def _torch_batch(data) -> dict:
+    import torch
+
+    return {k: torch.as_tensor(data[k].astype(np.int64)) for k in ("input_ids", "attention_mask", "labels")}
+
+
 def transformers_logits_diff(checkpoint: Path, npz: Path) -> float:
     """max |logits of transformers' EncoderDecoderModel on the saved batch - saved logits|."""
     import torch
@@ -33,8 +39,7 @@ def transformers_logits_diff(checkpoint: Path, npz: Path) -> float:
     data = np.load(npz)
     model = transformers.EncoderDecoderModel.from_pretrained(checkpoint).eval()
     with torch.no_grad():
-        out = model(input_ids=torch.as_tensor(data["input_ids"]), attention_mask=torch.as_tensor(data["attention_mask"]),
-                    labels=torch.as_tensor(data["labels"]))
+        out = model(**_torch_batch(data))
     return float(np.max(np.abs(out.logits.numpy() - data["logits"])))
 
 
@@ -47,6 +52,5 @@ def torch_backend_logits_diff(checkpoint: Path, npz: Path) -> float:
     data = np.load(npz)
     model = EncoderDecoderModel.from_pretrained(checkpoint).eval()
     with torch.no_grad():
-        out = model(input_ids=torch.as_tensor(data["input_ids"]), attention_mask=torch.as_tensor(data["attention_mask"]),
-                    labels=torch.as_tensor(data["labels"]))
+        out = model(**_torch_batch(data))
     return float(np.max(np.abs(out.logits.numpy() - data["logits"])))

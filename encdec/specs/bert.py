@@ -13,12 +13,28 @@ def has_token_types(config) -> bool:
     return config.model_type != "bert-generation"
 
 
+POSITION_EMBEDDING_TYPES = ("absolute", "relative_key", "relative_key_query")
+
+
+def relative_positions(config) -> bool:
+    """Whether self-attention adds learned relative-position scores (``distance_embedding``)."""
+    return getattr(config, "position_embedding_type", "absolute") != "absolute"
+
+
+def adds_absolute_positions(config) -> bool:
+    """Whether the embeddings add the absolute position table: always for BertGeneration (as
+    transformers), otherwise only for ``position_embedding_type="absolute"`` (the table is
+    kept, unused, for the relative types)."""
+    return config.model_type == "bert-generation" or not relative_positions(config)
+
+
 def check_bert_like(config) -> None:
     """Refuse options our model code does not implement."""
-    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+    kind = getattr(config, "position_embedding_type", "absolute")
+    if kind not in POSITION_EMBEDDING_TYPES:
         raise NotImplementedError(
-            f"{config.model_type}: position_embedding_type={config.position_embedding_type!r} "
-            "is not implemented; only 'absolute' is supported"
+            f"{config.model_type}: position_embedding_type={kind!r} is not implemented; "
+            f"supported: {', '.join(POSITION_EMBEDDING_TYPES)}"
         )
     if config.hidden_size % config.num_attention_heads:
         raise ValueError(
@@ -50,6 +66,9 @@ def _layers(spec: ModelSpec, config, prefix: str) -> None:
     for i in range(config.num_hidden_layers):
         layer = f"{prefix}.layer.{i}"
         _attention(spec, f"{layer}.attention", h, h)
+        if relative_positions(config):  # self-attention only; cross-attention stays absolute
+            spec.embedding(f"{layer}.attention.self.distance_embedding", 2 * config.max_position_embeddings - 1,
+                           h // config.num_attention_heads)
         if cross:
             _attention(spec, f"{layer}.crossattention", h, kv_dim)
         spec.linear(f"{layer}.intermediate.dense", h, inter)

@@ -4,13 +4,21 @@ from __future__ import annotations
 from encdec.specs import DECODER_BASE_PREFIX, DECODER_SPECS, MAX_LENGTHS, ModelSpec
 
 
+def attention_scale(config, layer_idx: int) -> float:
+    """Factor on a layer's attention scores (self and cross), as transformers' eager GPT-2:
+    ``1/sqrt(head_dim)`` unless ``scale_attn_weights=False``, further divided by
+    ``layer_idx + 1`` with ``scale_attn_by_inverse_layer_idx``.  ``reorder_and_upcast_attn``
+    only changes the order / precision of the same product (scores are float32 anyway)."""
+    scale = 1.0
+    if getattr(config, "scale_attn_weights", True):
+        scale /= float(config.n_embd // config.n_head) ** 0.5
+    if getattr(config, "scale_attn_by_inverse_layer_idx", False):
+        scale /= float(layer_idx + 1)
+    return scale
+
+
 def check_gpt2(config) -> None:
     """Refuse GPT-2 options our model code does not implement."""
-    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
-        if getattr(config, flag, False):
-            raise NotImplementedError(f"gpt2: {flag}=True is not implemented")
-    if not getattr(config, "scale_attn_weights", True):
-        raise NotImplementedError("gpt2: scale_attn_weights=False is not implemented")
     if config.n_embd % config.n_head:
         raise ValueError(f"gpt2: n_embd ({config.n_embd}) must be a multiple of n_head ({config.n_head})")
 

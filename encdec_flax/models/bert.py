@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from encdec.registry import family
-from encdec.specs.bert import check_bert_like, has_token_types
+from encdec.specs.bert import adds_absolute_positions, check_bert_like, has_token_types, relative_positions
 from encdec_flax.models.layers import (
     LayerStack,
     activation,
@@ -54,7 +54,9 @@ class BertEmbeddings(nn.Module):
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
     def __call__(self, input_ids, token_type_ids, position_ids, deterministic: bool) -> jnp.ndarray:
-        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+        x = self.word_embeddings(input_ids)
+        if adds_absolute_positions(self.config):
+            x = x + self.position_embeddings(position_ids)
         if has_token_types(self.config):
             x = x + self.token_type_embeddings(token_type_ids)
         elif token_type_ids is not None:
@@ -68,13 +70,34 @@ class BertSelfAttention(nn.Module):
 
     config: Any
     dtype: Any = jnp.float32
+    cross: bool = False
 
     def setup(self) -> None:
-        h = self.config.hidden_size
+        c = self.config
+        h = c.hidden_size
         self.query = dense(h, self.dtype)
         self.key = dense(h, self.dtype)
         self.value = dense(h, self.dtype)
-        self.dropout = nn.Dropout(self.config.attention_probs_dropout_prob)
+        self.dropout = nn.Dropout(c.attention_probs_dropout_prob)
+        if relative_positions(c) and not self.cross:  # transformers' cross-attention stays absolute
+            self.distance_embedding = nn.Embed(2 * c.max_position_embeddings - 1, h // c.num_attention_heads,
+                                               dtype=self.dtype)
+
+    def relative_scores(self, q, k, index) -> jnp.ndarray:
+        """Learned relative-position scores [b, h, q, k] over sqrt(head_dim) (transformers adds
+        them before scaling).  Encoder query ``i`` sits at ``i``; every decoder query at the
+        last written position ``index + q - 1`` (transformers 4.57 with its cache on)."""
+        c = self.config
+        n_q, n_k = q.shape[1], k.shape[1]
+        if c.is_decoder:
+            left = jnp.full((n_q, 1), index + n_q - 1)
+        else:
+            left = jnp.arange(n_q)[:, None]
+        table = self.distance_embedding(left - jnp.arange(n_k)[None, :] + c.max_position_embeddings - 1)
+        scores = jnp.einsum("bqhd,qkd->bhqk", q, table)
+        if c.position_embedding_type == "relative_key_query":
+            scores = scores + jnp.einsum("bkhd,qkd->bhqk", k, table)
+        return scores * q.shape[-1] ** -0.5
 
     def kv(self, states: jnp.ndarray) -> dict:
         n = self.config.num_attention_heads
@@ -83,9 +106,12 @@ class BertSelfAttention(nn.Module):
     def __call__(self, hidden, mask, kv, cache, index, deterministic: bool):
         n = self.config.num_attention_heads
         q = split_heads(self.query(hidden), n)
+        bias = None
         if kv is None:  # self-attention
             kv, cache = write_cache(self.kv(hidden), cache, index)
-        out, weights = attention(q, kv["key"], kv["value"], mask, self.dropout, deterministic)
+            if relative_positions(self.config):
+                bias = self.relative_scores(q, kv["key"], index)
+        out, weights = attention(q, kv["key"], kv["value"], mask, self.dropout, deterministic, bias=bias)
         return merge_heads(out), weights, cache
 
 
@@ -106,8 +132,10 @@ class BertAttention(nn.Module):
     config: Any
     dtype: Any = jnp.float32
 
+    cross: bool = False
+
     def setup(self) -> None:
-        self.self = BertSelfAttention(self.config, self.dtype)
+        self.self = BertSelfAttention(self.config, self.dtype, self.cross)
         self.output = BertSelfOutput(self.config, self.dtype)
 
     def __call__(self, hidden, mask, kv=None, cache=None, index=0, deterministic: bool = True):
@@ -135,7 +163,7 @@ class BertLayer(nn.Module):
         c = self.config
         self.attention = BertAttention(c, self.dtype)
         if c.is_decoder and c.add_cross_attention:
-            self.crossattention = BertAttention(c, self.dtype)
+            self.crossattention = BertAttention(c, self.dtype, cross=True)
         self.intermediate = BertIntermediate(c, self.dtype)
         self.output = BertSelfOutput(c, self.dtype)  # intermediate -> hidden, same shape of math
 

@@ -13,7 +13,7 @@ from typing import Any
 import jax.numpy as jnp
 import flax.linen as nn
 
-from encdec.specs.gpt2 import check_gpt2
+from encdec.specs.gpt2 import attention_scale, check_gpt2
 from encdec_flax.models.layers import (
     LayerStack,
     Conv1D,
@@ -35,6 +35,7 @@ class GPT2Attention(nn.Module):
     config: Any
     is_cross_attention: bool = False
     dtype: Any = jnp.float32
+    layer_idx: int = 0
 
     def setup(self) -> None:
         d = self.config.n_embd
@@ -62,7 +63,11 @@ class GPT2Attention(nn.Module):
             q, k, v = (split_heads(t, n) for t in jnp.split(self.c_attn(hidden), 3, axis=-1))
             kv, cache = write_cache({"key": k, "value": v}, cache, index)
             k, v = kv["key"], kv["value"]
-        out, weights = attention(q, k, v, mask, self.attn_dropout, deterministic)
+        out, weights = attention(q, k, v, mask, self.attn_dropout, deterministic,
+                                 scale=attention_scale(self.config, self.layer_idx))
+        if not self.is_cross_attention:  # a query with no visible key: zero output (transformers' SDPA)
+            alive = jnp.any(mask, axis=-1)[:, 0, :, None, None]  # [b, q, 1, 1]
+            out = jnp.where(alive, out, jnp.zeros_like(out))
         out = self.resid_dropout(self.c_proj(merge_heads(out)), deterministic=deterministic)
         return out, weights, cache
 
@@ -90,10 +95,10 @@ class GPT2Block(nn.Module):
         c = self.config
         eps = c.layer_norm_epsilon
         self.ln_1 = layer_norm(eps, self.dtype)
-        self.attn = GPT2Attention(c, False, self.dtype)
+        self.attn = GPT2Attention(c, False, self.dtype, int(self.name))  # LayerStack names blocks "<i>"
         self.ln_2 = layer_norm(eps, self.dtype)
         if c.add_cross_attention:
-            self.crossattention = GPT2Attention(c, True, self.dtype)
+            self.crossattention = GPT2Attention(c, True, self.dtype, int(self.name))
             self.ln_cross_attn = layer_norm(eps, self.dtype)
         self.mlp = GPT2MLP(c, self.dtype)
         # residual sums after attention / MLP: where bottleneck adapters attach (encdec_flax.adapters)

@@ -136,8 +136,10 @@ def attention(
     dropout: nn.Dropout,
     deterministic: bool,
     scale: float | None = None,
+    bias: jnp.ndarray | None = None,
 ) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Softmax attention over [batch, len, heads, head_dim] tensors.
+    """Softmax attention over [batch, len, heads, head_dim] tensors; ``bias`` [b, h, q, k]
+    (e.g. relative-position scores) is added to the scaled scores.
 
     Masked scores take the dtype's most negative value (as transformers does), so a row
     with no visible key degrades to uniform weights instead of NaN.  Softmax runs in
@@ -145,6 +147,8 @@ def attention(
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale
+    if bias is not None:
+        scores = scores + bias.astype(jnp.float32)
     scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     weights = dropout(weights, deterministic=deterministic)

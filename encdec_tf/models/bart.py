@@ -121,7 +121,7 @@ class TFBartForCausalLM(TFPartMixin, keras.layers.Layer):
              inputs_embeds=None, past_key_values=None, cache_index=None, use_cache=False, output_attentions=False,
              output_hidden_states=False, training=False, position_ids=None):
         input_ids, position_ids = as_int(input_ids), as_int(position_ids)
-        h = self.embed_tokens(input_ids) * self.embed_scale if inputs_embeds is None else tf.convert_to_tensor(inputs_embeds, tf.float32)
+        h = self.embed_tokens(input_ids) * self.embed_scale if inputs_embeds is None else tf.cast(inputs_embeds, self.embed_tokens.embeddings.dtype)
         batch, length = tf.shape(h)[0], tf.shape(h)[1]
         past_len, bias = decoder_self_bias(attention_mask, batch, length, past_key_values, cache_index)
         if position_ids is None:

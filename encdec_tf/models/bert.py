@@ -7,6 +7,7 @@ transform and (optionally) tied output embeddings.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import keras
@@ -15,7 +16,7 @@ import tensorflow as tf
 from encdec.outputs import BaseModelOutputWithPooling, CausalLMOutputWithCrossAttentions
 from encdec.registry import family
 from encdec.specs import base_prefix, decoder_spec, encoder_spec
-from encdec.specs.bert import has_token_types
+from encdec.specs.bert import adds_absolute_positions, check_bert_like, has_token_types, relative_positions
 from encdec_tf.models.common import (
     TFPartMixin,
     Dense,
@@ -49,6 +50,7 @@ class BertEmbeddings:
         self.norm = LayerNorm(store, f"{prefix}.LayerNorm", config.layer_norm_eps)
         self.rate = config.hidden_dropout_prob
         self.roberta = family(config.model_type) == "roberta"
+        self.absolute = adds_absolute_positions(config)
         self.pad = config.pad_token_id
 
     def positions(self, input_ids: tf.Tensor | None, batch: tf.Tensor, length: tf.Tensor, past: tf.Tensor) -> tf.Tensor:
@@ -71,7 +73,7 @@ class BertEmbeddings:
                              f"position table has {rows} rows (max_position_embeddings)")
 
     def __call__(self, input_ids, token_type_ids, position_ids, inputs_embeds, past, training) -> tf.Tensor:
-        x = self.word(input_ids) if inputs_embeds is None else tf.convert_to_tensor(inputs_embeds, tf.float32)
+        x = self.word(input_ids) if inputs_embeds is None else tf.cast(inputs_embeds, self.word.embeddings.dtype)
         batch, length = tf.shape(x)[0], tf.shape(x)[1]
         if position_ids is None:
             self.check_length(x.shape[1], past)
@@ -83,7 +85,8 @@ class BertEmbeddings:
             if token_type_ids is None:
                 token_type_ids = tf.zeros(tf.stack([batch, length]), tf.int32)
             x = x + self.token_type(token_type_ids)
-        x = x + self.position(position_ids)
+        if self.absolute:
+            x = x + self.position(position_ids)
         return dropout(self.norm(x), self.rate, training)
 
 
@@ -101,6 +104,28 @@ class BertAttention:
         self.cross = cross
         self.attn_rate = config.attention_probs_dropout_prob
         self.rate = config.hidden_dropout_prob
+        self.relative = relative_positions(config) and not cross  # transformers' cross-attention stays absolute
+        if self.relative:
+            self.distance = Embedding(store, f"{prefix}.self.distance_embedding")
+            self.key_query = config.position_embedding_type == "relative_key_query"
+            self.max_positions = config.max_position_embeddings
+            self.decoder = bool(config.is_decoder)
+
+    def relative_scores(self, q, k, past, cache_index) -> tf.Tensor:
+        """Learned relative-position scores [b, h, q, k] over sqrt(head_dim) (transformers adds
+        them before scaling).  Encoder query ``i`` sits at ``i``; every decoder query at the
+        last written position (transformers 4.57 with its cache on)."""
+        n_q, n_k = tf.shape(q)[2], tf.shape(k)[2]
+        if self.decoder:
+            start = tf.cast(cache_index, tf.int32) if cache_index is not None and past is not None else n_k - n_q
+            left = tf.fill(tf.stack([n_q, 1]), start + n_q - 1)
+        else:
+            left = tf.range(n_q)[:, None]
+        table = self.distance(left - tf.range(n_k)[None, :] + self.max_positions - 1)
+        scores = tf.einsum("bhld,lrd->bhlr", q, table)
+        if self.key_query:
+            scores = scores + tf.einsum("bhrd,lrd->bhlr", k, table)
+        return scores / math.sqrt(q.shape[-1])
 
     def kv(self, states: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Cross-attention keys and values of the encoder states (computed once per input)."""
@@ -109,6 +134,9 @@ class BertAttention:
     def __call__(self, h, bias, states=None, past=None, cache_index=None, training=False):
         q = split_heads(self.query(h, training), self.heads)
         k, v = attention_kv(self.key, self.value, h, states, past, cache_index, self.heads, self.cross, training)
+        if self.relative:
+            scores = self.relative_scores(q, k, past, cache_index)
+            bias = scores if bias is None else bias + scores
         ctx, probs = attend(q, k, v, bias, self.attn_rate, training)
         out = dropout(self.out(merge_heads(ctx)), self.rate, training)
         return self.add_norm(out, h, training), (k, v), probs
@@ -149,10 +177,7 @@ class BertStack:
 
 def check_bert_options(config: Any) -> None:
     """Refuse config options this implementation does not compute."""
-    if getattr(config, "position_embedding_type", "absolute") != "absolute":
-        raise NotImplementedError(
-            f"{config.model_type}: position_embedding_type={config.position_embedding_type!r} is not implemented"
-        )
+    check_bert_like(config)
     activation(config.hidden_act, f"{config.model_type}: hidden_act")
 
 

@@ -7,6 +7,8 @@ their canonical module path so that :mod:`encdec.layout` maps them generically.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from typing import Any, Mapping
 
@@ -27,6 +29,39 @@ TF_LAYOUT = Layout(
 
 #: Additive bias for masked attention scores (transformers uses the dtype's minimum).
 MASK_MIN = float(np.finfo(np.float32).min)
+
+
+#: ``{store scope: {backend name: array}}`` that stores created inside :func:`initial_values` start from.
+_INITIAL: contextvars.ContextVar = contextvars.ContextVar("encdec_tf_initial_values", default=None)
+
+
+@contextlib.contextmanager
+def initial_values(values: Mapping[str, Mapping[str, np.ndarray]]):
+    """Within, a :class:`ParamStore` of scope ``s`` (a part's layer name, ``""`` for the
+    composite) creates each variable holding ``values[s][backend name]`` instead of zeros,
+    so a checkpoint load copies each weight once (no zero fill, no second assignment).
+    Yields the set of ``(scope, name)`` pairs used, for the caller's completeness check."""
+    used: set[tuple[str, str]] = set()
+    token = _INITIAL.set((values, used))
+    try:
+        yield used
+    finally:
+        _INITIAL.reset(token)
+
+
+def variable_value(value: Any, dtype: Any, name: str = "", shape: tuple | None = None) -> tf.Tensor:
+    """``value`` (numpy) as a tensor of ``dtype``, copied once.  A transposed view (as
+    :func:`encdec.layout.to_backend` lays out kernels) is converted in its contiguous layout
+    and transposed by TF, multi-threaded, instead of by numpy's strided single-thread copy.
+    ``shape``: the variable's, checked with an error naming ``name``."""
+    value = np.asarray(value)
+    if shape is not None and tuple(value.shape) != tuple(shape):
+        raise ValueError(f"{name} has shape {value.shape}, the model expects {tuple(shape)}")
+    if value.ndim == 2 and not value.flags.c_contiguous and value.T.flags.c_contiguous:
+        t = tf.transpose(tf.convert_to_tensor(value.T))
+    else:
+        t = tf.convert_to_tensor(value)
+    return t if t.dtype == dtype else tf.cast(t, dtype)
 
 
 def part_role_name(cls: Any) -> str:
@@ -63,7 +98,8 @@ class TFPartMixin:
 
         weights, _ = match_state(weights, self.store.spec)
         for key, value in to_backend(weights, self.store.spec, TF_LAYOUT).items():
-            self.store.variables[key].assign(value)
+            var = self.store.variables[key]
+            var.assign(variable_value(value, var.dtype, key, tuple(var.shape)))
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         if only_trainable and not self.trainable:
@@ -85,7 +121,9 @@ class TFPartMixin:
         from encdec.hub import push_folder
         from encdec.pretrained import save_part, split_save_kwargs
 
-        _, push = split_save_kwargs({**kwargs, "saved_model": saved_model})
+        is_main, push = split_save_kwargs({**kwargs, "saved_model": saved_model})
+        if not is_main:
+            return []
         fmt = "safetensors" if safe_serialization else "pt-bin"
         written = save_part(save_directory, self.config, self.canonical_state(), self.store.spec, type(self).__name__,
                             fmt, max_shard_size)
@@ -114,14 +152,17 @@ class ParamStore:
     encoder's under ``tie_encoder_decoder``); spec ties inside the part share the source.
     ``variables`` is ``{backend name: variable}`` for the variables this part owns;
     ``hosts`` is ``{canonical module path: module}`` of the modules that can hold an adapter.
+    ``scope`` (default: the owner's layer name) selects this store's :func:`initial_values`.
     """
 
-    def __init__(self, owner: keras.layers.Layer, spec: ModelSpec, tied: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, owner: keras.layers.Layer, spec: ModelSpec, tied: Mapping[str, Any] | None = None,
+                 scope: str | None = None) -> None:
         self.owner = owner
         self.spec = spec
         self.tied = dict(tied or {})
         self.variables: dict[str, keras.Variable] = {}
         self.hosts: dict[str, Any] = {}
+        self.scope = owner.name if scope is None else scope
 
     def get(self, name: str) -> keras.Variable:
         if name in self.tied:
@@ -134,7 +175,14 @@ class ParamStore:
         key = TF_LAYOUT.backend_name(name, p.kind)
         if key not in self.variables:
             shape = p.shape[::-1] if p.kind in TF_LAYOUT.transpose else p.shape
-            self.variables[key] = self.owner.add_weight(shape=shape, initializer="zeros", dtype="float32", name=key)
+            dtype = getattr(self.owner, "variable_dtype", None) or "float32"  # the owner's dtype policy
+            initializer: Any = "zeros"
+            pending = _INITIAL.get()
+            if pending is not None and key in pending[0].get(self.scope, {}):
+                value = pending[0][self.scope][key]
+                pending[1].add((self.scope, key))
+                initializer = lambda shape, dtype: variable_value(value, dtype, key, shape)  # noqa: E731
+            self.variables[key] = self.owner.add_weight(shape=shape, initializer=initializer, dtype=dtype, name=key)
         return self.variables[key]
 
     def add_host(self, prefix: str, module: Any) -> None:
@@ -201,9 +249,12 @@ class LayerNorm:
         self.eps = eps
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        """Statistics in float32 whatever the weights' dtype (bf16 sums lose too much)."""
+        dtype, x = x.dtype, tf.cast(x, tf.float32)
         mean = tf.reduce_mean(x, axis=-1, keepdims=True)
         var = tf.reduce_mean(tf.square(x - mean), axis=-1, keepdims=True)
-        return (x - mean) * tf.math.rsqrt(var + self.eps) * self.gamma + self.beta
+        y = (x - mean) * tf.math.rsqrt(var + self.eps) * tf.cast(self.gamma, tf.float32) + tf.cast(self.beta, tf.float32)
+        return tf.cast(y, dtype)
 
 
 class Embedding:
@@ -344,13 +395,14 @@ def run_layers(layers, h, bias, enc=None, enc_bias=None, past=None, cache_index=
 
 def project(h: tf.Tensor, weight: Any, transpose: bool, bias: Any = None) -> tf.Tensor:
     """[batch, len, hidden] -> [batch, len, vocab] through a kernel [hidden, vocab] or a
-    tied embedding table [vocab, hidden] (``transpose``)."""
+    tied embedding table [vocab, hidden] (``transpose``); float32 logits whatever the
+    weights' dtype (losses and generation's scores are float32)."""
     shape = tf.shape(h)
     flat = tf.matmul(tf.reshape(h, [-1, h.shape[-1]]), weight, transpose_b=transpose)
     if bias is not None:
         flat = flat + bias
     vocab = weight.shape[0] if transpose else weight.shape[1]
-    return tf.reshape(flat, tf.concat([shape[:-1], [vocab]], 0))
+    return tf.reshape(tf.cast(flat, tf.float32), tf.concat([shape[:-1], [vocab]], 0))
 
 
 def split_heads(x: tf.Tensor, heads: int) -> tf.Tensor:
@@ -402,11 +454,12 @@ def attention_kv(key: Dense, value: Dense, h: tf.Tensor, states: Any, past: Any,
 def attend(
     q: tf.Tensor, k: tf.Tensor, v: tf.Tensor, bias: tf.Tensor | None, rate: float, training: bool, scale: float | None = None
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Scaled dot-product attention over [batch, heads, len, dim]; returns (context, probs)."""
+    """Scaled dot-product attention over [batch, heads, len, dim]; returns (context, probs).
+    Scores, masks and softmax are float32 whatever the weights' dtype (the float32 mask
+    minimum does not exist in bf16/fp16); the context is in ``v``'s dtype."""
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    # scores and softmax in float32 (the masks' dtype) under a mixed-precision policy too
-    scores = tf.cast(tf.matmul(q, k, transpose_b=True) * scale, tf.float32)
+    scores = tf.cast(tf.matmul(q, k, transpose_b=True), tf.float32) * scale
     if bias is not None:
         scores = scores + bias
-    probs = tf.cast(tf.nn.softmax(scores, axis=-1), v.dtype)
-    return tf.matmul(dropout(probs, rate, training), v), probs
+    probs = tf.nn.softmax(scores, axis=-1)
+    return tf.matmul(tf.cast(dropout(probs, rate, training), v.dtype), v), probs

@@ -13,7 +13,9 @@ import tensorflow as tf
 
 from encdec.outputs import CausalLMOutputWithCrossAttentions
 from encdec.specs import decoder_spec
+from encdec.specs.gpt2 import attention_scale
 from encdec_tf.models.common import (
+    MASK_MIN,
     TFPartMixin,
     Dense,
     Embedding,
@@ -42,6 +44,7 @@ class GPT2Attention:
         self.c_proj = Dense(store, f"{prefix}.c_proj")
         self.heads, self.dim = config.n_head, config.n_embd
         self.attn_rate, self.rate = config.attn_pdrop, config.resid_pdrop
+        self.scale = attention_scale(config, int(prefix.split(".")[2]))  # prefix transformer.h.<i>.<module>
 
     def kv(self, states: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Cross-attention keys and values of the encoder states (computed once per input)."""
@@ -56,7 +59,10 @@ class GPT2Attention:
             q, k, v = tf.split(self.c_attn(h, training), 3, axis=-1)
             q = split_heads(q, self.heads)
             k, v = update_cache(past, split_heads(k, self.heads), split_heads(v, self.heads), cache_index)
-        ctx, probs = attend(q, k, v, bias, self.attn_rate, training)
+        ctx, probs = attend(q, k, v, bias, self.attn_rate, training, scale=self.scale)
+        if self.q_attn is None and bias is not None:  # a query with no visible key: zero output (transformers' SDPA)
+            alive = tf.reduce_any(bias > MASK_MIN / 2, axis=-1, keepdims=True)  # [b, 1, q, 1]
+            ctx = ctx * tf.cast(alive, ctx.dtype)
         return dropout(self.c_proj(merge_heads(ctx)), self.rate, training), (k, v), probs
 
 
@@ -121,7 +127,7 @@ class TFGPT2LMHeadModel(TFPartMixin, keras.layers.Layer):
              inputs_embeds=None, past_key_values=None, cache_index=None, use_cache=False, output_attentions=False,
              output_hidden_states=False, training=False, token_type_ids=None, position_ids=None):
         input_ids, token_type_ids, position_ids = as_int(input_ids), as_int(token_type_ids), as_int(position_ids)
-        h = self.wte(input_ids) if inputs_embeds is None else tf.convert_to_tensor(inputs_embeds, tf.float32)
+        h = self.wte(input_ids) if inputs_embeds is None else tf.cast(inputs_embeds, self.wte.embeddings.dtype)
         batch, length = tf.shape(h)[0], tf.shape(h)[1]
         past_len, bias = decoder_self_bias(attention_mask, batch, length, past_key_values, cache_index)
         if position_ids is None:

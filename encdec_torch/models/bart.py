@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from encdec.outputs import CausalLMOutputWithCrossAttentions
+from encdec.routing import output_flags
 from encdec.specs.bart import BART_POSITION_OFFSET, bart_causal_lm_spec
 from encdec_torch.models.common import (
     LayerCache,
@@ -27,10 +28,6 @@ from encdec_torch.models.common import (
     split_heads,
     with_final,
 )
-
-#: mBART-style options this BART decoder does not implement.
-_UNSUPPORTED_FLAGS = ("add_final_layer_norm", "normalize_before", "add_bias_logits")
-
 
 class BartAttention(nn.Module):
     def __init__(self, d: int, heads: int, kv_dim: int, dropout: float) -> None:
@@ -122,9 +119,6 @@ class BartDecoderWrapper(nn.Module):
 class BartForCausalLM(SpecModule):
     def __init__(self, config) -> None:
         super().__init__()
-        for flag in _UNSUPPORTED_FLAGS:
-            if getattr(config, flag, False):
-                raise NotImplementedError(f"bart: {flag}=True is not implemented")
         self.spec = bart_causal_lm_spec(config)
         self.config = config
         self.gradient_checkpointing = False
@@ -153,10 +147,13 @@ class BartForCausalLM(SpecModule):
         encoder_attention_mask: Optional[torch.Tensor] = None,
         past_key_values: Optional[tuple[LayerCache, ...]] = None,
         use_cache: Optional[bool] = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool = True,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
     ):
+        # transformers' rule: the argument, else this part's config
+        output_attentions, output_hidden_states, _, _, return_dict = output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict)
         check_inputs(input_ids, inputs_embeds, "BartForCausalLM")
         dec = self.model.decoder
         checkpointing = self.gradient_checkpointing and self.training

@@ -5,13 +5,21 @@ Post-LayerNorm transformer; module names follow the canonical (HF) parameter nam
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 from torch import nn
 
 from encdec.outputs import BaseModelOutputWithPoolingAndCrossAttentions, CausalLMOutputWithCrossAttentions
-from encdec.specs.bert import bert_lm_head_spec, bert_model_spec, has_token_types
+from encdec.routing import output_flags
+from encdec.specs.bert import (
+    adds_absolute_positions,
+    bert_lm_head_spec,
+    bert_model_spec,
+    has_token_types,
+    relative_positions,
+)
 from encdec_torch.models.common import (
     LayerCache,
     SpecModule,
@@ -39,6 +47,7 @@ class BertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, dim) if has_token_types(config) else None
         self.LayerNorm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.absolute = adds_absolute_positions(config)
 
     def position_ids(self, input_ids: Optional[torch.Tensor], shape: tuple[int, int], past: int, device: torch.device) -> torch.Tensor:
         return torch.arange(past, past + shape[1], device=device)[None].expand(shape)
@@ -57,14 +66,15 @@ class BertEmbeddings(nn.Module):
             if token_type_ids is None:
                 token_type_ids = torch.zeros(shape, dtype=torch.long, device=inputs_embeds.device)
             x = x + self.token_type_embeddings(token_type_ids)
-        x = x + self.position_embeddings(position_ids)
+        if self.absolute:
+            x = x + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(x))
 
 
 class BertSelfAttention(nn.Module):
     """Projections of one attention block (``attention.self`` in the canonical names)."""
 
-    def __init__(self, config, kv_dim: int) -> None:
+    def __init__(self, config, kv_dim: int, cross: bool = False) -> None:
         super().__init__()
         h = config.hidden_size
         self.heads = config.num_attention_heads
@@ -72,6 +82,29 @@ class BertSelfAttention(nn.Module):
         self.key = nn.Linear(kv_dim, h)
         self.value = nn.Linear(kv_dim, h)
         self.dropout = config.attention_probs_dropout_prob
+        self.relative = None
+        if relative_positions(config) and not cross:  # transformers' cross-attention stays absolute
+            self.relative = config.position_embedding_type
+            self.max_positions = config.max_position_embeddings
+            self.distance_embedding = nn.Embedding(2 * config.max_position_embeddings - 1, h // self.heads)
+
+    def relative_scores(self, q: torch.Tensor, k: torch.Tensor, decoder: bool) -> torch.Tensor:
+        """Learned relative-position scores ``[b, h, q, k]``, already divided by sqrt(head_dim)
+        (transformers adds them before the scaling).  In an encoder query ``i`` sits at
+        position ``i``; in a decoder every query sits at the last key's position (transformers
+        4.57 with its cache on, its default: one query per cached step, the same rule kept
+        for a full forward)."""
+        n_q, n_k = q.shape[2], k.shape[2]
+        if decoder:
+            left = torch.full((n_q, 1), n_k - 1, device=q.device)
+        else:
+            left = torch.arange(n_k - n_q, n_k, device=q.device)[:, None]
+        right = torch.arange(n_k, device=q.device)[None, :]
+        table = self.distance_embedding(left - right + self.max_positions - 1).to(q.dtype)
+        scores = torch.einsum("bhld,lrd->bhlr", q, table)
+        if self.relative == "relative_key_query":
+            scores = scores + torch.einsum("bhrd,lrd->bhlr", k, table)
+        return scores / math.sqrt(q.shape[-1])
 
 
 class BertSelfOutput(nn.Module):
@@ -94,7 +127,7 @@ class BertAttention(nn.Module):
 
     def __init__(self, config, kv_dim: Optional[int] = None) -> None:
         super().__init__()
-        self.self = BertSelfAttention(config, kv_dim or config.hidden_size)
+        self.self = BertSelfAttention(config, kv_dim or config.hidden_size, cross=kv_dim is not None)
         self.output = BertSelfOutput(config)
 
     def kv(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,6 +147,11 @@ class BertAttention(nn.Module):
             if kv is None and past is not None:
                 k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         dropout = att.dropout if self.training else 0.0
+        if att.relative is not None:
+            if mask is None and causal and q.shape[2] > 1:  # the causal flag cannot carry the scores
+                mask = causal_mask(None, q.shape[0], q.shape[2], 0, q.dtype, q.device, explicit=True)
+            scores = att.relative_scores(q, k, decoder=causal)
+            mask = scores if mask is None else mask + scores
         out, weights = attend(q, k, v, mask, causal=causal, dropout=dropout, need_weights=need_weights)
         return self.output(out, x), weights, (k, v)
 
@@ -226,10 +264,13 @@ class BertModel(SpecModule):
         encoder_attention_mask: Optional[torch.Tensor] = None,
         past_key_values: Optional[tuple[LayerCache, ...]] = None,
         use_cache: Optional[bool] = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool = True,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
     ):
+        # transformers' rule: the argument, else this part's config
+        output_attentions, output_hidden_states, _, _, return_dict = output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict)
         check_inputs(input_ids, inputs_embeds, type(self).__name__)
         decoder = self.config.is_decoder
         use_cache = decoder and (self.config.use_cache if use_cache is None else use_cache)
@@ -307,10 +348,13 @@ class CausalLMMixin:
         encoder_attention_mask: Optional[torch.Tensor] = None,
         past_key_values: Optional[tuple[LayerCache, ...]] = None,
         use_cache: Optional[bool] = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool = True,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
     ):
+        # transformers' rule: the argument, else this part's config
+        output_attentions, output_hidden_states, _, _, return_dict = output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict)
         out = getattr(self, self.base)(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, encoder_hidden_states,
             encoder_attention_mask, past_key_values, use_cache, output_attentions, output_hidden_states,

@@ -74,13 +74,15 @@ def padding_mask(mask: Optional[torch.Tensor], dtype: torch.dtype, query_len: in
 
 
 def causal_mask(
-    mask: Optional[torch.Tensor], batch: int, query_len: int, past_len: int, dtype: torch.dtype, device: torch.device
+    mask: Optional[torch.Tensor], batch: int, query_len: int, past_len: int, dtype: torch.dtype, device: torch.device,
+    explicit: bool = False,
 ) -> Optional[torch.Tensor]:
     """Causal plus padding mask for self-attention over ``past_len + query_len`` keys;
-    ``None`` when :func:`attend`'s ``causal`` flag (or, for one query, nothing) says the same."""
+    ``None`` when :func:`attend`'s ``causal`` flag (or, for one query, nothing) says the same
+    (unless ``explicit``)."""
     key_len = past_len + query_len
     padded = mask is not None and not bool(mask.all())
-    if not padded and (query_len == 1 or past_len == 0):
+    if not padded and (query_len == 1 or past_len == 0) and not explicit:
         return None
     q = torch.arange(past_len, key_len, device=device)[:, None]
     k = torch.arange(key_len, device=device)[None, :]
@@ -99,8 +101,10 @@ def attend(
     causal: bool = False,
     dropout: float = 0.0,
     need_weights: bool = False,
+    scale: Optional[float] = None,
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Scaled dot-product attention ``[b, h, q, d]`` -> ``([b, q, h*d], weights or None)``.
+    """Scaled dot-product attention ``[b, h, q, d]`` -> ``([b, q, h*d], weights or None)``;
+    ``scale`` replaces the default ``1/sqrt(d)`` factor on the scores.
 
     ``causal`` applies only when ``mask`` is ``None`` (the mask already holds causality).
     With ``need_weights`` the eager path computes and returns the probabilities.  When ``k``
@@ -112,12 +116,15 @@ def attend(
         b, h, n, d = q.shape
         q = q.view(k.shape[0], shared, h, n, d).transpose(1, 2).reshape(k.shape[0], h, shared * n, d)
         mask = None if mask is None else mask.repeat(1, 1, shared, 1)
-        out, weights = attend(q, k, v, mask, dropout=dropout, need_weights=need_weights)
+        out, weights = attend(q, k, v, mask, dropout=dropout, need_weights=need_weights, scale=scale)
         if weights is not None:
             weights = weights.view(k.shape[0], h, shared, n, -1).transpose(1, 2).reshape(b, h, n, -1)
         return out.view(k.shape[0], shared, n, h * d).reshape(b, n, h * d), weights
     if need_weights:
-        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        if scale is None:
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        else:
+            scores = torch.matmul(q, k.transpose(-1, -2)) * scale
         if mask is not None:
             scores = scores + mask
         elif causal and q.shape[-2] > 1:
@@ -130,7 +137,7 @@ def attend(
     else:
         weights = None
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal and mask is None and q.shape[-2] > 1
+            q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal and mask is None and q.shape[-2] > 1, scale=scale
         )
     b, h, n, d = out.shape
     return out.transpose(1, 2).reshape(b, n, h * d), weights

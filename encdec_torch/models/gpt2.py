@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from encdec.outputs import CausalLMOutputWithCrossAttentions
-from encdec.specs.gpt2 import gpt2_lm_head_spec
+from encdec.routing import output_flags
+from encdec.specs.gpt2 import attention_scale, gpt2_lm_head_spec
 from encdec_torch.models.common import (
     LayerCache,
     SpecModule,
@@ -42,8 +43,9 @@ class Conv1D(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, config) -> None:
+    def __init__(self, config, layer_idx: int = 0) -> None:
         super().__init__()
+        self.scale = attention_scale(config, layer_idx)
         self.n_head, self.d = config.n_head, config.n_embd
         self.c_attn = Conv1D(self.d, 3 * self.d)
         self.c_proj = Conv1D(self.d, self.d)
@@ -56,15 +58,19 @@ class CausalSelfAttention(nn.Module):
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         dropout = self.attn_dropout if self.training else 0.0
-        y, weights = attend(q, k, v, mask, causal=True, dropout=dropout, need_weights=need_weights)
+        y, weights = attend(q, k, v, mask, causal=True, dropout=dropout, need_weights=need_weights, scale=self.scale)
+        if mask is not None:  # a query with no visible key gets a zero output, as transformers' GPT-2 under SDPA
+            dead = (mask <= torch.finfo(mask.dtype).min / 2).all(dim=-1).all(dim=1)  # [b, q]
+            y = y.masked_fill(dead[..., None], 0.0)
         return self.resid_dropout(self.c_proj(y)), weights, (k, v)
 
 
 class CrossAttention(nn.Module):
     """Queries from the decoder (``q_attn``), keys/values from the encoder (``c_attn``)."""
 
-    def __init__(self, config) -> None:
+    def __init__(self, config, layer_idx: int = 0) -> None:
         super().__init__()
+        self.scale = attention_scale(config, layer_idx)
         self.n_head, self.d = config.n_head, config.n_embd
         self.c_attn = Conv1D(config.cross_attention_hidden_size or self.d, 2 * self.d)
         self.q_attn = Conv1D(self.d, self.d)
@@ -80,7 +86,7 @@ class CrossAttention(nn.Module):
         q = split_heads(self.q_attn(x), self.n_head)
         k, v = past if past is not None else self.kv(enc)
         dropout = self.attn_dropout if self.training else 0.0
-        y, weights = attend(q, k, v, mask, dropout=dropout, need_weights=need_weights)
+        y, weights = attend(q, k, v, mask, dropout=dropout, need_weights=need_weights, scale=self.scale)
         return self.resid_dropout(self.c_proj(y)), weights, (k, v)
 
 
@@ -98,14 +104,14 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config) -> None:
+    def __init__(self, config, layer_idx: int = 0) -> None:
         super().__init__()
         d, eps = config.n_embd, config.layer_norm_epsilon
         self.ln_1 = nn.LayerNorm(d, eps=eps)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer_idx)
         self.ln_2 = nn.LayerNorm(d, eps=eps)
         if config.add_cross_attention:
-            self.crossattention = CrossAttention(config)
+            self.crossattention = CrossAttention(config, layer_idx)
             self.ln_cross_attn = nn.LayerNorm(d, eps=eps)
         self.mlp = MLP(config)
         # bottleneck adapters after attention / MLP (encdec_torch.adapters), called as (out, residual, None)
@@ -135,7 +141,7 @@ class GPT2Model(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)
         self.drop = nn.Dropout(config.embd_pdrop)
-        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
 
 
@@ -172,10 +178,13 @@ class GPT2LMHeadModel(SpecModule):
         encoder_attention_mask: Optional[torch.Tensor] = None,
         past_key_values: Optional[tuple[LayerCache, ...]] = None,
         use_cache: Optional[bool] = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool = True,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
     ):
+        # transformers' rule: the argument, else this part's config
+        output_attentions, output_hidden_states, _, _, return_dict = output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict)
         check_inputs(input_ids, inputs_embeds, "GPT2LMHeadModel")
         t = self.transformer
         checkpointing = t.gradient_checkpointing and self.training

@@ -142,3 +142,32 @@ def test_tf_h5(tmp_path):
     config = EncoderDecoderConfig.from_encoder_decoder_configs(bg, BertGenerationConfig(**bg.to_dict()))
     with pytest.raises(NotImplementedError, match="bert-generation encoder: transformers has no TF model"):
         save_pretrained(tmp_path / "y", config, init_model_weights(config), format="tf-h5")
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "bert-generation"])
+def test_relative_position_specs_match_transformers(T, model_type):
+    """relative_key(_query): a ``distance_embedding`` per self-attention (not cross-attention);
+    the absolute table stays in the state dict."""
+    from encdec.configuration import config_class_for
+    from encdec.specs import encoder_decoder_spec
+
+    kw = dict(part_kwargs(model_type), max_position_embeddings=20, position_embedding_type="relative_key_query")
+    ours = EncoderDecoderConfig.from_encoder_decoder_configs(config_class_for(model_type)(**kw),
+                                                             config_class_for(model_type)(**kw))
+    hf = T.EncoderDecoderModel(config=T.EncoderDecoderConfig.from_dict(ours.to_dict()))
+    spec = encoder_decoder_spec(ours)
+    assert {p.name: p.shape for p in spec} == {k: tuple(v.shape) for k, v in hf.state_dict().items()}
+    assert spec["decoder.bert.encoder.layer.1.attention.self.distance_embedding.weight" if model_type != "roberta" else
+                "decoder.roberta.encoder.layer.1.attention.self.distance_embedding.weight"].shape == (39, 8)
+
+
+def test_gpt2_attention_scale_follows_transformers_eager():
+    from encdec.configuration import GPT2Config
+    from encdec.specs.gpt2 import attention_scale
+
+    base = dict(n_embd=32, n_head=4)  # head_dim 8
+    assert attention_scale(GPT2Config(**base), 3) == pytest.approx(8 ** -0.5)
+    assert attention_scale(GPT2Config(**base, scale_attn_weights=False), 3) == 1.0
+    assert attention_scale(GPT2Config(**base, scale_attn_by_inverse_layer_idx=True), 3) == pytest.approx(8 ** -0.5 / 4)
+    assert attention_scale(GPT2Config(**base, scale_attn_weights=False, scale_attn_by_inverse_layer_idx=True,
+                                      reorder_and_upcast_attn=True), 1) == 0.5

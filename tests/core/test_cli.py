@@ -89,6 +89,7 @@ def test_compare_two_backends_with_plot(tmp_path, capsys):
     (["compare", "--batch", "0"], "--batch must be a positive integer, got 0"),
     (["compare", "--batch", "-1"], "--batch must be a positive integer, got -1"),
     (["compare", "--max-new-tokens", "0"], "--max-new-tokens must be a positive integer"),
+    (["compare", "--seed", "-1"], "--seed must be in [0, 2**32)"),
     (["info", str(cli.BUNDLED / "model.safetensors")], "is not a config.json (not UTF-8 text); pass the checkpoint folder"),
 ])
 def test_misuse_is_bad_input_with_one_line(argv, message, capsys, tmp_path):

@@ -64,12 +64,12 @@ def test_tie_encoder_decoder_needs_same_type():
 def test_unsupported_options_refused():
     with pytest.raises(NotImplementedError, match="position_embedding_type"):
         encoder_decoder_spec(C.EncoderDecoderConfig(
-            encoder=C.BertConfig(position_embedding_type="relative_key", **part_kwargs("bert")),
+            encoder=C.BertConfig(position_embedding_type="rotary", **part_kwargs("bert")),
             decoder=C.GPT2Config(**part_kwargs("gpt2"))))
-    with pytest.raises(NotImplementedError, match="reorder_and_upcast_attn"):
-        encoder_decoder_spec(C.EncoderDecoderConfig(
-            encoder=C.BertConfig(**part_kwargs("bert")),
-            decoder=C.GPT2Config(reorder_and_upcast_attn=True, **part_kwargs("gpt2"))))
+    with pytest.raises(NotImplementedError, match="hidden_act='xielu' is not implemented"):
+        from encdec.activations import check_activation
+
+        check_activation("xielu", "hidden_act")
 
 
 def test_unknown_model_type_lists_supported():

@@ -169,7 +169,7 @@ def test_config_errors():
         FlaxEncoderDecoderModel(cfg)
     with pytest.raises(NotImplementedError, match="position_embedding_type"):
         FlaxEncoderDecoderModel(EncoderDecoderConfig.from_encoder_decoder_configs(
-            bert_like(BertConfig, position_embedding_type="relative_key"), bert_like(BertConfig)))
+            bert_like(BertConfig, position_embedding_type="rotary"), bert_like(BertConfig)))
     cfg = make_config("bert2gpt2")
     model = FlaxEncoderDecoderModel(cfg, _do_init=False)
     bad = canonical_weights(cfg)

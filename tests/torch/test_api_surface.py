@@ -232,3 +232,12 @@ def test_tie_encoder_decoder_with_given_parts_keeps_the_decoder_side(hf_parts, t
     a = built.eval()(input_ids=IDS, attention_mask=MASK, decoder_input_ids=DEC).logits
     b = theirs(input_ids=IDS, attention_mask=MASK, decoder_input_ids=DEC).logits
     assert (a - b).abs().max() < 1e-5
+
+
+def test_part_output_flags_follow_their_config(hf_parts):
+    root, bert, _ = hf_parts
+    ours = BertModel.from_pretrained(root / "bert", output_hidden_states=True)
+    out = ours(input_ids=IDS)
+    ref = bert(IDS, output_hidden_states=True)
+    assert len(out.hidden_states) == len(ref.hidden_states) == 3 and out.attentions is None
+    assert ours(input_ids=IDS, output_hidden_states=False).hidden_states is None

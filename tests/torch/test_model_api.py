@@ -54,12 +54,10 @@ def test_construction_errors():
 
 
 @pytest.mark.parametrize("pair,part,field,value", [
-    ("bert2bert", "encoder", "position_embedding_type", "relative_key"),
-    ("bert2gpt2", "decoder", "scale_attn_by_inverse_layer_idx", True),
-    ("bert2gpt2", "decoder", "reorder_and_upcast_attn", True),
+    ("bert2bert", "encoder", "position_embedding_type", "rotary"),
     ("bert2bert", "decoder", "hidden_act", "prelu"),
     ("bert2gpt2", "decoder", "activation_function", "xielu"),
-    ("bert2bart", "decoder", "add_final_layer_norm", True),
+    ("bert2bart", "decoder", "activation_function", "prelu"),
 ])
 def test_unsupported_options_are_refused_at_construction(pair, part, field, value):
     config = make_config(pair)

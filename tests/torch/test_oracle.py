@@ -100,16 +100,16 @@ def test_beam_sequences_scores_match_transformers():
     config, _, ours, hf = build_pair("bert2gpt2")
     x = inputs(config)
     settings = dict(num_beams=3, num_return_sequences=2, eos_token_id=MANY_EOS, max_new_tokens=8)
-    a = ours.generate(x["input_ids"], attention_mask=x["attention_mask"], return_dict_in_generate=True, **settings)
+    a = ours.generate(x["input_ids"], attention_mask=x["attention_mask"], return_dict_in_generate=True,
+                      output_scores=True, **settings)
     with torch.no_grad():
         b = hf.generate(x["input_ids"], attention_mask=x["attention_mask"], return_dict_in_generate=True,
                         output_scores=True, **settings)
     assert torch.equal(a.sequences, b.sequences)
     assert max_diff(a.sequences_scores, b.sequences_scores) <= TOL
-    with pytest.raises(NotImplementedError, match="output_scores"):
-        ours.generate(x["input_ids"], output_scores=True, **settings)
-    with pytest.raises(TypeError, match="decoder_input_ids"):
-        ours.generate(x["input_ids"], decoder_input_ids=x["input_ids"][:, :1])
+    assert torch.equal(a.beam_indices, b.beam_indices)
+    assert len(a.scores) == len(b.scores)
+    assert max(max_diff(s, t) for s, t in zip(a.scores, b.scores)) <= 1e-4
 
 
 def test_sampling_follows_the_seed_and_top_k_1_is_greedy():
