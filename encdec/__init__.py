@@ -4,41 +4,10 @@ This core package imports numpy, safetensors and huggingface_hub only.
 """
 from __future__ import annotations
 
-from encdec.configuration import (
-    AutoConfig,
-    BartConfig,
-    BertConfig,
-    BertGenerationConfig,
-    CamembertConfig,
-    ElectraConfig,
-    EncoderDecoderConfig,
-    GPT2Config,
-    PretrainedConfig,
-    ProphetNetConfig,
-    RemBertConfig,
-    RobertaConfig,
-    XLMRobertaConfig,
-)
-from encdec.generation import GenerationConfig
+from encdec.public_names import *  # noqa: F401,F403
+from encdec.public_names import __all__ as _CORE_NAMES
 from encdec.labels import shift_tokens_right
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AutoConfig",
-    "BartConfig",
-    "BertConfig",
-    "BertGenerationConfig",
-    "CamembertConfig",
-    "ElectraConfig",
-    "EncoderDecoderConfig",
-    "GPT2Config",
-    "GenerationConfig",
-    "PretrainedConfig",
-    "ProphetNetConfig",
-    "RemBertConfig",
-    "RobertaConfig",
-    "XLMRobertaConfig",
-    "shift_tokens_right",
-    "__version__",
-]
+__all__ = [*_CORE_NAMES, "shift_tokens_right", "__version__"]

@@ -172,3 +172,20 @@ def push_model(model: Any, repo_id: str, **kwargs: Any) -> Any:
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp, **save_kwargs)
         return push_folder(tmp, repo_id=repo_id, **kwargs)
+
+
+class HubModelMixin:
+    """transformers' ``PreTrainedModel`` conveniences that need nothing from a framework,
+    shared by every backend's composite and part classes (which carry ``config``)."""
+
+    @property
+    def name_or_path(self) -> str:
+        return getattr(self.config, "name_or_path", "")
+
+    @classmethod
+    def can_generate(cls) -> bool:
+        return hasattr(cls, "generate")
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
+        """Save and upload with ``huggingface_hub`` (see :func:`push_model`)."""
+        return push_model(self, repo_id, **kwargs)

@@ -1,18 +1,7 @@
 """encdec's JAX/Flax backend: ``FlaxEncoderDecoderModel`` on flax.linen part models with
 an explicit parameter pytree (paths = canonical names), and compiled generation."""
-from encdec.configuration import (  # transformers' names, importable where users look
-    AutoConfig,
-    BartConfig,
-    BertConfig,
-    ElectraConfig,
-    EncoderDecoderConfig,
-    GPT2Config,
-    PretrainedConfig,
-    ProphetNetConfig,
-    RemBertConfig,
-    RobertaConfig,
-)
-from encdec.generation import GenerationConfig
+from encdec.public_names import *  # noqa: F401,F403  transformers' names, importable where users look
+from encdec.public_names import __all__ as _CORE_NAMES
 from encdec_flax.modeling_encoder_decoder import FlaxEncoderDecoderModel
 from encdec_flax.parts import (  # part models as module + params objects, as transformers' Flax classes
     FlaxAutoEncoder,
@@ -40,5 +29,4 @@ __all__ = ["FlaxEncoderDecoderModel", "FlaxAutoEncoder", "FlaxAutoModelForCausal
            "FlaxPartModel", "FlaxProphetNetForCausalLM", "FlaxRemBertForCausalLM", "FlaxRemBertModel",
            "FlaxRobertaForCausalLM", "FlaxRobertaModel", "FlaxBertGenerationDecoder", "FlaxBertGenerationEncoder",
            "FlaxXLMRobertaForCausalLM", "FlaxXLMRobertaModel"]
-__all__ += ["AutoConfig", "BartConfig", "BertConfig", "ElectraConfig", "EncoderDecoderConfig", "GPT2Config",
-            "GenerationConfig", "PretrainedConfig", "ProphetNetConfig", "RemBertConfig", "RobertaConfig"]
+__all__ += _CORE_NAMES

@@ -24,7 +24,7 @@ from encdec import pretrained
 from encdec.checkpoint import match_state
 from encdec.configuration import EncoderDecoderConfig, as_config
 from encdec.generation import GenerationConfig
-from encdec.hub import HUB_KWARGS
+from encdec.hub import HUB_KWARGS, HubModelMixin
 from encdec.init import init_model_weights
 from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels
 from encdec.layout import from_backend, to_backend
@@ -157,7 +157,7 @@ def _cast_floats(params: Any, dtype: Any, mask: Any = None) -> Any:
     return jax.tree_util.tree_map(cast, params, mask)
 
 
-class FlaxEncoderDecoderModel(FlaxAdapterMixin):
+class FlaxEncoderDecoderModel(HubModelMixin, FlaxAdapterMixin):
     """Encoder-decoder model with transformers' Flax API, plus labels/loss and adapters
     (:mod:`encdec_flax.adapters`).
 
@@ -240,19 +240,6 @@ class FlaxEncoderDecoderModel(FlaxAdapterMixin):
         if params is not None:
             fresh.update({k: v for k, v in flatten_dict(params).items() if k in fresh})
         return unflatten_dict(fresh)
-
-    @property
-    def name_or_path(self) -> str:
-        return getattr(self.config, "name_or_path", "")
-
-    @classmethod
-    def can_generate(cls) -> bool:
-        return True
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
-        from encdec.hub import push_model
-
-        return push_model(self, repo_id, **kwargs)
 
     def to_bf16(self, params: Any, mask: Any = None) -> Any:
         """Floating leaves of ``params`` cast to bfloat16 (where ``mask`` is true)."""

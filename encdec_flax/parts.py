@@ -14,6 +14,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 
 from encdec.checkpoint import match_state
 from encdec.configuration import as_config
+from encdec.hub import HubModelMixin
 from encdec.init import init_weights
 from encdec.layout import from_backend, to_backend
 from encdec.outputs import BaseModelOutputWithPooling, CausalLMOutputWithCrossAttentions
@@ -22,7 +23,7 @@ from encdec.specs import decoder_spec, encoder_spec
 from encdec_flax.models.layers import FLAX_LAYOUT
 
 
-class FlaxPartModel:
+class FlaxPartModel(HubModelMixin):
     """Base of the Flax part objects; subclasses set ``role`` (``"encoder"`` / ``"decoder"``)
     and, where the class is bound to one architecture, ``model_type``."""
 
@@ -62,10 +63,6 @@ class FlaxPartModel:
         from encdec.pretrained import base_model_prefix
 
         return base_model_prefix(self.config, self.role)
-
-    @property
-    def name_or_path(self) -> str:
-        return getattr(self.config, "name_or_path", "")
 
     def get_input_embeddings(self) -> jnp.ndarray:
         """The word-embedding table ``[vocab, hidden]`` in ``params``."""
@@ -114,11 +111,6 @@ class FlaxPartModel:
         return result if rd else result.to_tuple()
 
     # --- checkpoints -----------------------------------------------------------------
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
-        from encdec.hub import push_model
-
-        return push_model(self, repo_id, **kwargs)
-
     def save_pretrained(self, save_directory: str | os.PathLike, params: Any = None, push_to_hub: bool = False,
                         max_shard_size: Any = "5GB", safe_serialization: bool = True, **kwargs: Any) -> list[str]:
         """transformers' part checkpoint of this class: ``config.json`` and

@@ -10,19 +10,8 @@ if keras.backend.backend() != "tensorflow":
         "before keras is first imported"
     )
 
-from encdec.configuration import (  # noqa: E402  transformers' names, importable where users look
-    AutoConfig,
-    BartConfig,
-    BertConfig,
-    ElectraConfig,
-    EncoderDecoderConfig,
-    GPT2Config,
-    PretrainedConfig,
-    ProphetNetConfig,
-    RemBertConfig,
-    RobertaConfig,
-)
-from encdec.generation import GenerationConfig  # noqa: E402
+from encdec.public_names import *  # noqa: E402,F401,F403  transformers' names, importable where users look
+from encdec.public_names import __all__ as _CORE_NAMES  # noqa: E402
 from encdec_tf.modeling_encoder_decoder import TFEncoderDecoderModel  # noqa: E402
 from encdec_tf.models import (  # noqa: E402
     TFBartForCausalLM,
@@ -44,5 +33,4 @@ TFRobertaForCausalLM = TFBertLMHeadModel
 __all__ = ["TFEncoderDecoderModel", "TFBartForCausalLM", "TFBertLMHeadModel", "TFBertModel", "TFElectraModel",
            "TFGPT2LMHeadModel", "TFProphetNetForCausalLM", "TFRemBertForCausalLM", "TFRemBertModel",
            "TFRobertaForCausalLM", "TFRobertaModel", "TFBertGenerationDecoder", "TFBertGenerationEncoder"]
-__all__ += ["AutoConfig", "BartConfig", "BertConfig", "ElectraConfig", "EncoderDecoderConfig", "GPT2Config", "GenerationConfig",
-            "PretrainedConfig", "ProphetNetConfig", "RemBertConfig", "RobertaConfig"]
+__all__ += _CORE_NAMES

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from encdec.configuration import EncoderDecoderConfig, as_config
 from encdec.generation import GenerationConfig
+from encdec.hub import HubModelMixin
 from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels
 from encdec.layout import from_backend, to_backend
 from encdec.outputs import BaseModelOutput, Seq2SeqLMOutput
@@ -37,7 +38,7 @@ def assign_weights(variables: Mapping[str, keras.Variable], backend_weights: Map
         var.assign(variable_value(value, var.dtype))
 
 
-class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
+class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
     """Encoder-decoder model: ``TFEncoderDecoderModel(config)`` builds both parts from the
     registry with the portable random init; ``TFEncoderDecoderModel(encoder=, decoder=)``
     wraps existing parts.  All variables exist after construction.  Adapters (AdapterHub's
@@ -286,19 +287,6 @@ class TFEncoderDecoderModel(TFAdapterMixin, keras.Model):
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         return self.spec.num_parameters(exclude_embeddings=exclude_embeddings)
-
-    @property
-    def name_or_path(self) -> str:
-        return getattr(self.config, "name_or_path", "")
-
-    @classmethod
-    def can_generate(cls) -> bool:
-        return True
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
-        from encdec.hub import push_model
-
-        return push_model(self, repo_id, **kwargs)
 
     def get_input_embeddings(self) -> keras.Variable:
         return self.encoder.get_input_embeddings()

@@ -1,22 +1,8 @@
 """encdec's PyTorch backend: ``from encdec_torch import EncoderDecoderModel``."""
 from __future__ import annotations
 
-from encdec.configuration import (  # transformers' names, importable where users look
-    AutoConfig,
-    BartConfig,
-    BertConfig,
-    BertGenerationConfig,
-    CamembertConfig,
-    ElectraConfig,
-    EncoderDecoderConfig,
-    GPT2Config,
-    PretrainedConfig,
-    ProphetNetConfig,
-    RemBertConfig,
-    RobertaConfig,
-    XLMRobertaConfig,
-)
-from encdec.generation import GenerationConfig
+from encdec.public_names import *  # noqa: F401,F403  transformers' names, importable where users look
+from encdec.public_names import __all__ as _CORE_NAMES
 from encdec_torch.modeling_encoder_decoder import EncoderDecoderModel
 from encdec_torch.models import (
     BartForCausalLM,
@@ -35,6 +21,4 @@ from encdec_torch.models import (
 
 __all__ = ["EncoderDecoderModel", "BartForCausalLM", "BertGenerationDecoder", "BertGenerationEncoder", "BertLMHeadModel", "BertModel", "ElectraModel", "GPT2LMHeadModel",
            "ProphetNetForCausalLM", "RemBertForCausalLM", "RemBertModel", "RobertaForCausalLM", "RobertaModel"]
-__all__ += ["AutoConfig", "BartConfig", "BertConfig", "ElectraConfig", "EncoderDecoderConfig", "GPT2Config", "GenerationConfig",
-            "PretrainedConfig", "ProphetNetConfig", "RemBertConfig", "RobertaConfig", "BertGenerationConfig",
-            "CamembertConfig", "XLMRobertaConfig"]
+__all__ += _CORE_NAMES

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from encdec.activations import check_activation, check_backend_table
+from encdec.hub import HubModelMixin
 from encdec.layout import Layout
 from encdec.specs import CONV1D, EMBEDDING, LINEAR, NORM_BIAS, NORM_SCALE, BIAS, ModelSpec
 
@@ -70,7 +71,7 @@ def part_role_name(cls: Any) -> str:
     return part_role(cls)
 
 
-class TFPartMixin:
+class TFPartMixin(HubModelMixin):
     """transformers' ``TFPreTrainedModel`` surface of a part layer (``config``, ``store``):
     it saves and loads as the HF checkpoint of its class (``TFBertModel`` -> ``BertModel``'s
     names, ``model.safetensors``), which transformers' TF and PyTorch classes both read."""
@@ -82,10 +83,6 @@ class TFPartMixin:
         from encdec.pretrained import base_model_prefix, part_role
 
         return base_model_prefix(self.config, part_role(type(self)))
-
-    @property
-    def name_or_path(self) -> str:
-        return getattr(self.config, "name_or_path", "")
 
     def canonical_state(self) -> dict[str, np.ndarray]:
         from encdec.layout import from_backend
@@ -110,11 +107,6 @@ class TFPartMixin:
         from encdec.pretrained import input_embedding_name
 
         return self.store.get(input_embedding_name(self.store.spec))
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
-        from encdec.hub import push_model
-
-        return push_model(self, repo_id, **kwargs)
 
     def save_pretrained(self, save_directory: Any, saved_model: bool = False, push_to_hub: bool = False,
                         max_shard_size: Any = "5GB", safe_serialization: bool = True, **kwargs: Any) -> list[str]:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from encdec.activations import check_activation, check_backend_table
+from encdec.hub import HubModelMixin
 from encdec.layout import TORCH_LAYOUT, from_backend, to_backend
 from encdec.specs import BIAS, NORM_BIAS, NORM_SCALE, ModelSpec
 
@@ -158,7 +159,7 @@ def check_inputs(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torc
         raise ValueError(f"{where}: pass exactly one of `input_ids` and `inputs_embeds`")
 
 
-class SpecModule(nn.Module):
+class SpecModule(HubModelMixin, nn.Module):
     """Base of every part (and of the composite): weights exposed and loaded under the spec's
     canonical names, plus transformers' ``PreTrainedModel`` conveniences.  A part saves and
     loads as the HF checkpoint of its own class (``BertModel``, ``GPT2LMHeadModel``, ...)."""
@@ -173,14 +174,6 @@ class SpecModule(nn.Module):
         from encdec.pretrained import base_model_prefix, part_role
 
         return base_model_prefix(self.config, part_role(type(self))) if hasattr(self, "spec") else ""
-
-    @property
-    def name_or_path(self) -> str:
-        return getattr(self.config, "name_or_path", "")
-
-    @classmethod
-    def can_generate(cls) -> bool:
-        return hasattr(cls, "generate")
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """Parameters counted once each (tied ones once), as transformers counts them."""
@@ -208,12 +201,6 @@ class SpecModule(nn.Module):
         if handle is not None:
             handle.remove()
             self._require_grads_hook = None
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any) -> Any:
-        """Save and upload with ``huggingface_hub`` (see :func:`encdec.hub.push_model`)."""
-        from encdec.hub import push_model
-
-        return push_model(self, repo_id, **kwargs)
 
     # --- part checkpoints (the composite overrides both) --------------------------------
     def save_pretrained(self, save_directory: Any, safe_serialization: bool = True, max_shard_size: Any = "5GB",
