@@ -41,10 +41,20 @@ def hf_ids(case, setting):
 FULL_GRID = ("bert2gpt2", "roberta2roberta", "bert2bart-decoder", "checkpoint")
 
 
+#: light pairs whose decoder decodes through another pair's code (BertGeneration is BERT's
+#: decoder with a plain head, which the forward checks cover): no compiled TF/Flax programs.
+NO_COMPILED_DECODE = ("bertgen2bertgen-shared",)
+
+
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_generate_matches_transformers(case, backend, setting):
     if setting not in ("greedy", "beam") and case.name not in FULL_GRID:
         pytest.skip(f"{setting} runs on {', '.join(FULL_GRID[:-1])}")
+    if case.light and backend != "torch" and (setting == "beam" or case.name in NO_COMPILED_DECODE):
+        # beam search reorders every decoder's cache with the same code (full pairs check it);
+        # greedy still runs the light pairs' own cached attention (ProphetNet streams, RemBERT,
+        # relative positions) in each compiled loop
+        pytest.skip(f"{setting} in {backend}: not run for light pairs")
     require(backend)
     ids, mask = gen_inputs(case.config)
     ours = runner(case, backend).generate(ids, attention_mask=mask, **SETTINGS[setting])
