@@ -1,8 +1,8 @@
 """DDP and FSDP2 with gloo, 2 processes (torchrun): same losses and weights as one process,
-and the checkpoint gathered from FSDP2 shards loads in transformers with the same logits."""
+and the checkpoint gathered from FSDP2 shards loads in every backend and transformers with the same logits."""
 import pytest
 
-from tests.distributed_helpers import run_check, transformers_logits_diff
+from tests.distributed_helpers import backend_logits_diff, run_check, transformers_logits_diff
 
 pytest.importorskip("torch.distributed.fsdp")
 
@@ -18,5 +18,7 @@ def test_ddp_and_fsdp2_match_single_process(tmp_path):
     # FSDP2 wrapped each of the 2 + 2 layers; parameters are DTensor shards on dim 0 (32 rows / 2 ranks)
     assert report["fsdp2"]["layers_wrapped"] == 4
     assert report["fsdp2"]["query_type"] == "DTensor" and report["fsdp2"]["query_local_shape"] == [16, 32]
+    for backend in ("tf", "flax"):  # rank 0 computed the logits with the torch backend
+        assert backend_logits_diff(backend, tmp_path / "ckpt", tmp_path / "batch_logits.npz") <= 1e-5, backend
     pytest.importorskip("transformers")
     assert transformers_logits_diff(tmp_path / "ckpt", tmp_path / "batch_logits.npz") <= 1e-5
