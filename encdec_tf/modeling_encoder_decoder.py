@@ -246,6 +246,10 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
             loss = self(**batch, use_cache=False, training=True).loss
             scaled = self.optimizer.scale_loss(loss / replicas if replicas > 1 else loss)
         grads = tape.gradient(scaled, self.trainable_variables)
+        # embedding gradients arrive as IndexedSlices with one slice per token; Keras' Adam
+        # squares each slice before summing duplicates (sum of g_i^2, not (sum g_i)^2), so a
+        # token id seen n times gets a different step than in PyTorch / optax: sum them first
+        grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         # variables outside the loss (the encoder's pooler) get no gradient and stay as they are
         self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, self.trainable_variables) if g is not None])
         return self._step_logs(loss)
