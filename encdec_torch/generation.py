@@ -21,7 +21,7 @@ from encdec.generation import (DecodePlan, GenerationConfig, check_model_inputs,
 from encdec.generation_logits import ArrayOps, is_eos, process, warp
 from encdec.outputs import BaseModelOutput, GenerateOutput
 from encdec.validation import validate_generate_inputs
-from encdec_torch.models.common import host_values
+from encdec_torch.models.common import StaticKV, host_values
 
 #: encoder inputs ``generate`` passes on besides ``input_ids`` / ``attention_mask``.
 ENCODER_INPUTS = ("inputs_embeds", "token_type_ids", "position_ids")
@@ -84,25 +84,25 @@ class TorchOps(ArrayOps):
 class _Decoder:
     """The decoder, one step at a time.
 
-    With the cache, it starts with empty self-attention entries for ``batch * expand`` rows
-    (beams / returned sequences, consecutive per input) and the cross-attention keys/values
-    of the ``batch`` encoder rows, computed once and shared by each input's rows (see
-    :func:`~encdec_torch.models.common.attend`), never copied or reordered.  Without it,
-    each step runs the decoder over all tokens so far.
+    With the cache, self-attention keys/values live in preallocated buffers of
+    ``max_length`` positions for ``batch * expand`` rows (beams / returned sequences,
+    consecutive per input), written in place each step (:class:`StaticKV`); the
+    cross-attention keys/values of the ``batch`` encoder rows are computed once and shared by
+    each input's rows (see :func:`~encdec_torch.models.common.attend`), never copied or
+    reordered.  Without the cache, each step runs the decoder over all tokens so far.
     """
 
     def __init__(self, model, encoder_states: torch.Tensor, encoder_mask: Optional[torch.Tensor], expand: int,
                  plan: DecodePlan) -> None:
+        if encoder_mask is not None and bool(encoder_mask.all()):
+            encoder_mask = None  # nothing masked: checked once here, not at every step
         self.model, self.enc, self.mask, self.plan = model, encoder_states, encoder_mask, plan
         self.rows = encoder_states.shape[0] * expand
         self.cache = None
         self.fed = 0  # tokens already in the cache
         if plan.use_cache:
-            cache = []
-            for k, v in model.decoder.cross_kv(encoder_states):
-                empty = k.new_empty(self.rows, k.shape[1], 0, k.shape[3])
-                cache.append((empty, empty, k, v))
-            self.cache = tuple(cache)
+            self.cache = tuple((StaticKV.empty(k, self.rows, plan.max_length), StaticKV.empty(v, self.rows, plan.max_length),
+                                k, v) for k, v in model.decoder.cross_kv(encoder_states))
         else:  # the uncached forward takes per-row encoder states
             self.enc = encoder_states.repeat_interleave(expand, dim=0)
             self.mask = None if encoder_mask is None else encoder_mask.repeat_interleave(expand, dim=0)
@@ -117,16 +117,17 @@ class _Decoder:
             past_key_values=self.cache, use_cache=plan.use_cache,
             output_attentions=plan.output_attentions, output_hidden_states=plan.output_hidden_states,
         )
-        if plan.use_cache:
-            self.cache, self.fed = out.past_key_values, seqs.shape[1]
+        if plan.use_cache:  # the buffers now hold the new entries; the returned views are not kept
+            self.fed = seqs.shape[1]
         self.last = out
         return out.logits[:, -1, :].float()
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Follow beams: self-attention entries move; shared cross entries stay."""
+        """Follow beams: self-attention entries move (in place); shared cross entries stay."""
         if self.cache is not None:
-            self.cache = tuple((k.index_select(0, index), v.index_select(0, index), ck, cv)
-                               for k, v, ck, cv in self.cache)
+            for k, v, _, _ in self.cache:
+                k.reorder(index)
+                v.reorder(index)
 
 
 class _Recorder:
@@ -384,8 +385,10 @@ def _beam_search(plan: DecodePlan, decoder: _Decoder, batch: int, start: torch.T
         best_possible = running_scores[:, :1] / float(best_len ** lp)
         worst = torch.where(is_finished, finished_scores.min(dim=1, keepdim=True)[0], _BLOCKED)
         can_improve = can_improve & (best_possible > worst).any(dim=-1, keepdim=True)
-        open_beams = not (bool(is_finished.all()) and early is True)
-        if not (bool(can_improve.any()) and open_beams and not bool(done.all())):
+        go_on = can_improve.any() & ~done.all()
+        if early is True:
+            go_on = go_on & ~is_finished.all()
+        if not bool(go_on):  # the step's one host sync
             break
 
     n = plan.num_return_sequences
