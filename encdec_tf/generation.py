@@ -261,7 +261,8 @@ def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: t
     def forward(seqs: tf.Tensor, cur_len: Any, cache: Any, first: bool = False):
         """float32 logits [rows, vocab] for the token at ``cur_len`` (``seqs`` [rows, max_len]
         known before it), the recorded decoder outputs and the new cache."""
-        if not plan.use_cache:
+        if not plan.use_cache:  # slots after cur_len (beam fill ids may lie outside the vocabulary) -> pad
+            seqs = tf.where(tf.range(plan.max_length)[None, :] < cur_len, seqs, plan.pad_token_id)
             out = model.decoder(input_ids=seqs, encoder_hidden_states=enc, encoder_attention_mask=mask, **flags)
             logits, new_cache = tf.gather(out.logits, cur_len - 1, axis=1), cache
         else:
