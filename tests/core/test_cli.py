@@ -141,3 +141,30 @@ def test_train_compare_writes_curves_and_reports(tmp_path, capsys):
     dropped = np.array([float(r.split(",")[1]) for r in csv.read_text().splitlines()[1:]])
     assert np.abs(dropped - losses[:, 0]).max() > 1e-4
     assert "not applied: dropout draws differ" in capsys.readouterr().out
+
+
+def test_train_compare_exit_code_and_pairs(tmp_path, capsys, monkeypatch):
+    """Curves further apart than --tolerance give exit code 1 with dropout off (0 with it on);
+    with three backends the largest difference per pair is printed.  Backends are stubbed."""
+    from encdec.runner import Runner
+
+    curves = {"torch": [5.0, 4.0], "tf": [5.0, 4.001], "flax": [5.0, 4.0000005]}
+
+    class Stub:
+        def __init__(self, backend):
+            self.backend = backend
+
+        def train_adamw(self, batches, settings, seed=0):
+            assert len(batches) == 2 and settings.weight_decay == 0.5
+            return curves[self.backend]
+
+    monkeypatch.setattr(cli, "_backends", lambda arg: list(curves))
+    monkeypatch.setattr(Runner, "from_weights", classmethod(lambda cls, backend, config, weights: Stub(backend)))
+    argv = ["train-compare", "--steps", "2", "--weight-decay", "0.5", "--csv", str(tmp_path / "c.csv"), "--plot", ""]
+    assert cli.main(argv) == cli.EXIT_MISMATCH
+    out = capsys.readouterr().out
+    assert "largest loss difference: 1.00e-03 at step 2" in out
+    assert "largest per pair: torch-tf 1.00e-03, torch-flax 5.00e-07, tf-flax 1.00e-03" in out
+    assert cli.main([*argv, "--tolerance", "2e-3"]) == cli.EXIT_OK
+    assert cli.main([*argv, "--dropout", "on"]) == cli.EXIT_OK
+    assert (tmp_path / "c.csv").read_text().splitlines()[2] == "2,4,4.001,4.0000005,1.000e-03"
