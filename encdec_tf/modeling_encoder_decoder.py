@@ -236,6 +236,20 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
             batch["labels"] = y
         return batch
 
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        # Keras (3.15) builds a model made under a strategy from its first distributed batch,
+        # merged with strategy.reduce("MEAN"): MultiWorkerMirroredStrategy refuses a dict there
+        # (keras-team/keras#20329).  Building needs shapes and dtypes only: take the first local
+        # replica's batch instead (consuming one batch from the iterator, as Keras does).
+        if iterator is not None and self._distribute_strategy is not None:
+            local = self._distribute_strategy.experimental_local_results
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda x: local(x)[0] if isinstance(x, tf.distribute.DistributedValues) else x, next(it))
+                break
+            iterator = None
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         """One optimizer step on the built-in loss."""
         batch = self._batch(data, "TFEncoderDecoderModel.fit")
@@ -287,6 +301,11 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
         for metric in self.metrics:
             if metric.name == "loss":
                 metric.update_state(loss)
+        extended = tf.distribute.get_strategy().extended
+        if getattr(extended, "_in_multi_worker_mode", lambda: False)():
+            # Keras (3.15) merges the workers' step outputs with reduce("MEAN", axis=0), which
+            # needs a dimension (the epoch logs come from the metric above, not from this)
+            loss = tf.reshape(loss, [1])
         return {"loss": loss}
 
     # --- transformers' TFPreTrainedModel conveniences ------------------------------------
