@@ -109,11 +109,15 @@ def exact_top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # --- model plumbing ----------------------------------------------------------------------
+#: positions a decoding cache starts with; it doubles when full, up to ``max_length``.
+_FIRST_CAPACITY = 64
+
+
 class _Decoder:
     """The decoder, one step at a time.
 
-    With the cache, self-attention keys/values live in preallocated buffers of
-    ``max_length`` positions for ``batch * expand`` rows (beams / returned sequences,
+    With the cache, self-attention keys/values live in preallocated buffers (up to
+    ``max_length`` positions, doubling from 64 as needed) for ``batch * expand`` rows (beams / returned sequences,
     consecutive per input), written in place each step (:class:`StaticKV`); the
     cross-attention keys/values of the ``batch`` encoder rows are computed once and shared by
     each input's rows (see :func:`~encdec_torch.models.common.attend`), never copied or
@@ -129,8 +133,11 @@ class _Decoder:
         self.cache = None
         self.fed = 0  # tokens already in the cache
         if plan.use_cache:
-            self.cache = tuple((StaticKV.empty(k, self.rows, plan.max_length), StaticKV.empty(v, self.rows, plan.max_length),
-                                k, v) for k, v in model.decoder.cross_kv(encoder_states))
+            # the compiled step gets its whole buffer at once (a grown one would be a new program)
+            start = plan.max_length if compile_step else min(plan.max_length, _FIRST_CAPACITY)
+            self.cache = tuple((StaticKV.empty(k, self.rows, start, plan.max_length),
+                                StaticKV.empty(v, self.rows, start, plan.max_length), k, v)
+                               for k, v in model.decoder.cross_kv(encoder_states))
         else:  # the uncached forward takes per-row encoder states
             self.enc = encoder_states.repeat_interleave(expand, dim=0)
             self.mask = None if encoder_mask is None else encoder_mask.repeat_interleave(expand, dim=0)
