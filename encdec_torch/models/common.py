@@ -163,18 +163,21 @@ class StaticKV:
     A decoding step writes its new entries in place (a slice assignment, no concatenation,
     no new allocation) and attends over the filled view; ``shape`` reads as the filled
     tensor's, so :func:`past_length` works on a cache of these as on plain tensors.  Beam
-    search reorders rows in place with :meth:`reorder`.
+    search reorders rows in place with :meth:`reorder`.  A buffer smaller than ``limit``
+    grows by doubling when full (memory follows the length reached, not ``max_length``).
     """
 
-    __slots__ = ("data", "length")
+    __slots__ = ("data", "length", "limit")
 
-    def __init__(self, data: torch.Tensor, length: int = 0) -> None:
+    def __init__(self, data: torch.Tensor, length: int = 0, limit: Optional[int] = None) -> None:
         self.data, self.length = data, length
+        self.limit = data.shape[2] if limit is None else limit
 
     @classmethod
-    def empty(cls, like: torch.Tensor, rows: int, capacity: int) -> "StaticKV":
-        """A buffer for ``rows`` rows and ``capacity`` positions, heads/head_dim/dtype of ``like``."""
-        return cls(like.new_empty(rows, like.shape[1], capacity, like.shape[3]))
+    def empty(cls, like: torch.Tensor, rows: int, capacity: int, limit: Optional[int] = None) -> "StaticKV":
+        """A buffer for ``rows`` rows and ``capacity`` positions (growing up to ``limit``),
+        heads/head_dim/dtype of ``like``."""
+        return cls(like.new_empty(rows, like.shape[1], capacity, like.shape[3]), limit=limit)
 
     @property
     def shape(self) -> torch.Size:
@@ -189,7 +192,12 @@ class StaticKV:
         filled view, ``new`` included."""
         end = self.length + new.shape[2]
         if end > self.data.shape[2]:
-            raise ValueError(f"static KV cache full: {end} positions for a capacity of {self.data.shape[2]}")
+            if end > self.limit:
+                raise ValueError(f"static KV cache full: {end} positions for a capacity of {self.limit}")
+            b, h, capacity, d = self.data.shape
+            grown = self.data.new_empty(b, h, min(max(end, 2 * capacity), self.limit), d)
+            grown[:, :, : self.length] = self.filled()
+            self.data = grown
         self.data[:, :, self.length:end] = new
         self.length = end
         return self.data[:, :, :end]
