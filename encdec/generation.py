@@ -510,6 +510,19 @@ def resolve_generation(
     return plan, rest
 
 
+def beam_fill_token_id(plan: DecodePlan) -> int:
+    """The id beam search writes where a hypothesis has no token: after a finished hypothesis
+    ends, and in placeholder rows (fewer finished hypotheses than ``num_return_sequences``,
+    which keep the start token or prompt followed by this id).  transformers 4.57's rule:
+    the pad id, or the first eos id when the pad id is 0 (0 counts as unset there), or -1
+    without eos ids.  Every backend's beam search uses it, and its tie rule: among exactly
+    equal scores the lower index wins -- the lower ``(beam, token)`` among a step's
+    candidates, the hypothesis kept earlier (placeholders included) among finished ones."""
+    if not plan.eos_token_ids:
+        return -1
+    return plan.pad_token_id or plan.eos_token_ids[0]
+
+
 def refuse_in_backend(plan: DecodePlan, backend: str, names: tuple[str, ...]) -> None:
     """Refuse the plan settings in ``names`` that ``backend`` does not implement, when set."""
     defaults = {f.name: f.default for f in fields(DecodePlan)}
@@ -626,4 +639,38 @@ def unstack_step_outputs(plan: DecodePlan, recorded: dict[str, Any], steps: int,
                     layers.append(x[:, :, :queries, :keys])
             per_step.append(tuple(layers))
         out[name] = tuple(per_step)
+    return out
+
+
+def per_step_outputs(plan: DecodePlan, recorded: dict[str, Any], steps: int, crop: bool = True) -> dict[str, Any]:
+    """transformers' per-step ``generate`` fields from a compiled loop's static buffers.
+
+    ``recorded`` holds what a shape-static loop preallocates, stacked over steps on axis 0:
+    ``scores`` / ``logits`` [S, rows, vocab]; per layer ``decoder_attentions`` /
+    ``cross_attentions`` [S, rows, heads, q, keys] and ``decoder_hidden_states`` [S, rows, q,
+    hidden], where entry ``i >= 1`` is the decoder call that produced step ``i``'s logits (q = 1
+    with the cache, ``max_length`` without: the whole buffer) and keys span the whole buffer;
+    ``first_<name>`` holds step 0's (the decoder prompt's) call.  Returns tuples over the
+    ``steps`` steps taken; with ``crop`` the queries/keys are cut to those transformers returns
+    (step ``i`` sees ``prompt_length + i`` tokens).  Any array type with basic slicing works.
+    """
+    out: dict[str, Any] = {}
+    for name in ("scores", "logits"):
+        if name in recorded:
+            out[name] = tuple(recorded[name][i] for i in range(steps))
+
+    def step(name: str, i: int) -> tuple:
+        layers = recorded["first_" + name] if i == 0 else tuple(t[i] for t in recorded[name])
+        if not crop:
+            return tuple(layers)
+        seen = plan.prompt_length + i
+        queries = slice(None) if (plan.use_cache and i) else slice(0, seen)
+        if name == "decoder_hidden_states":
+            return tuple(t[:, queries] for t in layers)
+        keys = slice(0, seen) if name == "decoder_attentions" else slice(None)
+        return tuple(t[:, :, queries, keys] for t in layers)
+
+    for name in ("decoder_attentions", "cross_attentions", "decoder_hidden_states"):
+        if name in recorded:
+            out[name] = tuple(step(name, i) for i in range(steps))
     return out

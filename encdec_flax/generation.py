@@ -28,8 +28,8 @@ import numpy as np
 from jax.experimental import io_callback
 
 from encdec.compile_cache import ProgramCache, bucket_length, pad_source
-from encdec.generation import (DecodePlan, GenerationConfig, check_model_inputs, decoder_prompt, default_attention_mask,
-                               refuse_in_backend, resolve_generation, unstack_step_outputs)
+from encdec.generation import (DecodePlan, GenerationConfig, beam_fill_token_id, check_model_inputs, decoder_prompt,
+                               default_attention_mask, refuse_in_backend, resolve_generation, unstack_step_outputs)
 from encdec.generation_logits import ArrayOps, is_eos, process, warp
 from encdec.outputs import GenerateOutput, ModelOutput
 from encdec.specs import max_sequence_length
@@ -244,8 +244,7 @@ def _beam_search(steps: _Steps, start, plan: DecodePlan, batch: int, encoder_ids
     keep = max(2, 1 + len(plan.eos_token_ids)) * beams
     top_beams = jnp.arange(keep) < beams
     lp, early = plan.length_penalty, plan.early_stopping
-    # transformers fills unwritten positions with `pad or eos[0]` (a pad id of 0 is falsy there)
-    fill = (plan.pad_token_id or plan.eos_token_ids[0]) if plan.eos_token_ids else -1
+    fill = beam_fill_token_id(plan)  # the core's rule (transformers'), placeholder rows included
     track = plan.return_dict_in_generate and (plan.output_scores or plan.output_logits)  # beam_indices
     max_steps = length - prompt
 
