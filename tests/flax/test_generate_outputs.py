@@ -30,7 +30,8 @@ def _max_diff(ours, ref, name):
     assert ours.shape == ref.shape, (name, ours.shape, ref.shape)
     finite = np.isfinite(ref)
     assert np.array_equal(finite, np.isfinite(ours)), name  # -inf where transformers has -inf
-    return float(np.abs(np.where(finite, ours - ref, 0.0)).max(initial=0.0))
+    with np.errstate(invalid="ignore"):  # -inf - -inf where both are -inf
+        return float(np.abs(np.where(finite, ours - ref, 0.0)).max(initial=0.0))
 
 
 def _torch_kwargs(kw):
@@ -144,8 +145,8 @@ def test_generate_inside_jit_and_refusals():
     cfg, weights, model = build("bert2gpt2", std=0.3)
     ids, mask, _ = inputs("bert2gpt2", batch=3)
     kw = dict(max_length=7, eos_token_id=[23, 37])
-    jitted = jax.jit(lambda p, x, m: model.generate(x, m, params=p, **kw).sequences)
-    got = np.asarray(jitted(model.params, ids, mask))
+    jitted = jax.jit(lambda p, x, m: model.generate(x, m, params=p, **kw))  # GenerateOutput is a pytree
+    got = np.asarray(jitted(model.params, ids, mask).sequences)
     with torch.no_grad():
         ref = hf_pt_model(cfg, weights).generate(torch.tensor(ids, dtype=torch.long), attention_mask=torch.tensor(mask),
                                                  pad_token_id=0, decoder_start_token_id=3, **kw).numpy()
