@@ -26,8 +26,9 @@ import numpy as np
 import tensorflow as tf
 
 from encdec.compile_cache import ProgramCache, bucket_length, pad_source
-from encdec.generation import (DecodePlan, GenerationConfig, UnsupportedGenerationSetting, check_model_inputs,
-                               decoder_prompt, default_attention_mask, resolve_generation, unstack_step_outputs)
+from encdec.generation import (DecodePlan, GenerationConfig, UnsupportedGenerationSetting, beam_fill_token_id,
+                               check_model_inputs, decoder_prompt, default_attention_mask, resolve_generation,
+                               unstack_step_outputs)
 from encdec.generation_logits import ArrayOps, process, warp
 from encdec.generation_logits import is_eos as core_is_eos
 from encdec.outputs import BaseModelOutput, GenerateOutput
@@ -498,8 +499,7 @@ def beam_search(plan: DecodePlan, forward, cache, batch, start, encoder_ids, rec
     k, max_len, P = plan.num_beams, plan.max_length, plan.prompt_length
     started = time.time()
     keep = max(2, 1 + len(plan.eos_token_ids)) * k
-    # transformers fills unused slots with `pad or eos[0]` (a pad id of 0 falls through to eos)
-    fill = plan.pad_token_id if (plan.pad_token_id or not plan.eos_token_ids) else plan.eos_token_ids[0]
+    fill = beam_fill_token_id(plan)  # the core's rule (transformers'), placeholder rows included
     running = with_prompt(plan, tf.reshape(start, tf.stack([batch, k, P])), fill, tf.stack([batch, k]))
     logits, first, cache = forward(tf.reshape(running, [-1, max_len]), tf.constant(P), cache, first=True)
     running_scores = tf.tile(tf.constant([[0.0] + [BEAM_NEG] * (k - 1)]), tf.stack([batch, 1]))
