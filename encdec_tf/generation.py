@@ -115,12 +115,13 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
             attention_mask = tf.ones(tf.shape(encoder_states)[:2], tf.int32)
         input_ids = None if input_ids is None else as_int(input_ids)
     attention_mask = as_int(attention_mask)
-    batch = int((encoder_states if encoder_states is not None else input_ids).shape[0])
-    if prompt is None:
-        prompt = np.full((batch, 1), plan.decoder_start_token_id, np.int64)
-    elif prompt.shape[0] != batch:
-        raise ValueError(f"decoder_input_ids has {prompt.shape[0]} rows for a batch of {batch}")
-    prompt = tf.constant(prompt, tf.int32)
+    source = encoder_states if encoder_states is not None else input_ids
+    if prompt is None:  # the batch may be unknown while tracing (e.g. an exported signature)
+        prompt = tf.fill(tf.stack([tf.shape(source)[0], 1]), plan.decoder_start_token_id)
+    else:
+        if source.shape[0] is not None and prompt.shape[0] != source.shape[0]:
+            raise ValueError(f"decoder_input_ids has {prompt.shape[0]} rows for a batch of {source.shape[0]}")
+        prompt = tf.constant(prompt, tf.int32)
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1))
     seed = tf.constant([seed, 0], tf.int32)
