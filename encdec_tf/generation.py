@@ -138,8 +138,9 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
         fns = _COMPILED.get(model)
         if fns is None:
             fns = _COMPILED[model] = ProgramCache()
-        shapes = tuple(tuple(t.shape) for t in (input_ids, prompt) + ((encoder_states,) if encoder_states is not None else ()))
-        fn = fns.get_or_build((plan, shapes, hooks.key()), lambda: tf.function(
+        # (what is traced, source shape): the prompt's shape follows from the plan and the batch
+        what = plan if not (hooks.key() or encoder_states is not None) else (plan, hooks.key(), encoder_states is not None)
+        fn = fns.get_or_build((what, tuple(input_ids.shape)), lambda: tf.function(
             lambda ids, mask, s, p, e: decode(model, plan, ids, mask, s, p, e, hooks), jit_compile=True, autograph=False))
         result = fn(input_ids, attention_mask, seed, prompt, encoder_states)
     return finish(plan, result, encoder_outputs, eager)
