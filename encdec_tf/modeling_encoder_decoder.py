@@ -412,12 +412,21 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
         config = EncoderDecoderConfig.from_encoder_decoder_configs(parts[0].config, parts[1].config, **rest)
         return cls(config=config, encoder=parts[0], decoder=parts[1])
 
-    def export(self, filepath: str | os.PathLike, **kwargs: Any) -> None:
+    def export(self, filepath: str | os.PathLike, generate: dict[str, Any] | None = None, **kwargs: Any) -> None:
         """Write a SavedModel whose ``serve`` / ``serving_default`` signature maps int32
         ``input_ids``, ``attention_mask``, ``decoder_input_ids``, ``decoder_attention_mask``
-        to ``{"logits": ...}``."""
+        to ``{"logits": ...}``.  With ``generate`` (generation settings, e.g.
+        ``{"max_new_tokens": 16, "num_beams": 3}``, fixed at export) a ``generate`` signature
+        maps int32 ``input_ids``, ``attention_mask`` to ``{"sequences": ...}``: int32
+        [batch * num_return_sequences, max_length], rows padded with the pad id after they end
+        (``jit_compile=False`` among the settings serves the loop as a plain graph, no XLA)."""
         if kwargs:
             raise TypeError(f"export got unexpected keyword arguments: {', '.join(sorted(kwargs))}")
+        generate = dict(generate or {})
+        not_servable = sorted(k for k in generate if k in _NOT_SERVABLE or k.startswith("output_"))
+        if not_servable:
+            raise ValueError(f"export(generate=...) takes generation settings only; an exported signature returns "
+                             f"ids and cannot take: {', '.join(not_servable)}")
         archive = keras.export.ExportArchive()
         archive.track(self)
 
@@ -428,7 +437,18 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
 
         names = ("input_ids", "attention_mask", "decoder_input_ids", "decoder_attention_mask")
         archive.add_endpoint("serve", serve, input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in names])
+        if generate:
+            def serve_generate(input_ids, attention_mask):
+                return {"sequences": self.generate(input_ids, attention_mask=attention_mask, **generate)}
+
+            archive.add_endpoint("generate", serve_generate,
+                                 input_signature=[tf.TensorSpec([None, None], tf.int32, name=n) for n in names[:2]])
         archive.write_out(os.fspath(filepath))
+
+
+#: ``generate`` keywords an exported signature cannot take (besides ``output_*``).
+_NOT_SERVABLE = ("return_dict_in_generate", "logits_processor", "stopping_criteria", "max_time", "decoder_input_ids",
+                 "encoder_outputs", "streamer")
 
 
 def _shape(value: Any) -> list[int | None] | None:
