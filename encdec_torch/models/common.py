@@ -167,6 +167,10 @@ class SpecModule(HubModelMixin, nn.Module):
     spec: ModelSpec
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
+    #: transformers' flag: the part's class there offers the SDPA kernel (our attention takes
+    #: torch's SDPA kernel unless weights are returned; this flag only decides which
+    #: ``attn_implementation`` may be requested, as in transformers)
+    _supports_sdpa = True
 
     # --- transformers' PreTrainedModel conveniences ------------------------------------
     @property

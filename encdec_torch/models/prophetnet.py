@@ -196,6 +196,7 @@ class ProphetNetDecoderWrapper(nn.Module):
 
 class ProphetNetForCausalLM(SpecModule):
     """transformers' ``ProphetNetForCausalLM`` as the decoder of an encoder-decoder model."""
+    _supports_sdpa = False  # as transformers 4.57
 
     def __init__(self, config) -> None:
         super().__init__()

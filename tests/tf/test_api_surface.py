@@ -73,14 +73,19 @@ def bert2bert():
 def test_output_flags_from_config(bert2bert):
     model = bert2bert
     assert model(input_ids=IDS, decoder_input_ids=DEC).encoder_attentions is None
+    # transformers' TF composite: argument, else each part's own config (the composite's flags switch nothing)
     model.config.output_hidden_states = True
     model.config.return_dict = False
     try:
         assert isinstance(model(input_ids=IDS, decoder_input_ids=DEC), tuple)
         out = model(input_ids=IDS, decoder_input_ids=DEC, return_dict=True)
+        assert out.encoder_hidden_states is None and out.decoder_hidden_states is None
+        model.config.encoder.output_hidden_states = model.config.decoder.output_hidden_states = True
+        out = model(input_ids=IDS, decoder_input_ids=DEC, return_dict=True)
         assert len(out.encoder_hidden_states) == 3 and len(out.decoder_hidden_states) == 3
     finally:
         model.config.output_hidden_states = False
+        model.config.encoder.output_hidden_states = model.config.decoder.output_hidden_states = False
         model.config.return_dict = True
 
 
