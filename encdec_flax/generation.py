@@ -26,7 +26,7 @@ from encdec.validation import validate_generate_inputs
 from encdec_flax.models.layers import host_values
 
 #: settings this backend refuses (see docs/generation.md).
-UNSUPPORTED = ("use_cache", "max_time", "output_scores", "output_logits", "output_attentions", "output_hidden_states")
+UNSUPPORTED = ("max_time", "output_scores", "output_logits", "output_attentions", "output_hidden_states")
 _NEG = -1.0e9  # transformers' "very large negative" for beam bookkeeping
 
 

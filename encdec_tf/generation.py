@@ -26,7 +26,7 @@ from encdec_tf.models.common import as_int, host_values
 
 NEG_INF = float("-inf")
 #: settings this backend refuses (see docs/generation.md).
-UNSUPPORTED = ("use_cache", "max_time", "output_scores", "output_logits", "output_attentions", "output_hidden_states")
+UNSUPPORTED = ("max_time", "output_scores", "output_logits", "output_attentions", "output_hidden_states")
 #: transformers' "impossible" beam score.
 BEAM_NEG = -1.0e9
 #: Length of the decoder prompt (the start token).
@@ -87,7 +87,7 @@ def forget_compiled(model: Any) -> None:
 def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: tf.Tensor, seed: tf.Tensor):
     """Run the encoder once, then the decode loop of ``plan.mode``; returns the sequence
     buffer [rows, max_length] and the length actually generated."""
-    enc = model.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    enc = model.encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
     if model.enc_to_dec_proj is not None:
         enc = model.enc_to_dec_proj(enc)
     expand = plan.num_beams if plan.mode == "beam" else plan.num_return_sequences
@@ -101,7 +101,7 @@ def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: t
     def step(tokens: tf.Tensor, cache: Any, index: tf.Tensor):
         """Logits for the token after ``tokens`` [rows] (at position ``index``) and the new cache."""
         out = model.decoder(input_ids=tokens[:, None], encoder_attention_mask=mask, past_key_values=cache,
-                            cache_index=index, use_cache=True)
+                            cache_index=index, use_cache=True, return_dict=True)
         return out.logits[:, -1], out.past_key_values
 
     if plan.mode == "beam":

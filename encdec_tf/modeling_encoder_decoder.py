@@ -21,7 +21,8 @@ from encdec.specs import encoder_decoder_spec, needs_projection
 from encdec.training import batch_from_data, check_batch_layout, check_policy, pad_examples
 from encdec.validation import PART_ID_KWARGS, validate_inputs
 from encdec_tf.adapters import TFAdapterMixin
-from encdec_tf.models.common import TF_LAYOUT, Dense, ParamStore, as_int, host_values, initial_values, variable_value
+from encdec_tf.models.common import (TF_LAYOUT, Dense, ParamStore, as_int, host_values, initial_values, unpack_tf_inputs,
+                                     variable_value)
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,7 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
             encoder_hidden_states=None if encoder_outputs is None else encoder_outputs[0], host=host_values,
             **{k: kwargs[k] for k in PART_ID_KWARGS if k in kwargs},
         )
+        kwargs = unpack_tf_inputs((), kwargs, "TFEncoderDecoderModel")  # drops transformers' `kwargs=` dict
         kw_enc, kw_dec = split_forward_kwargs(kwargs)
         check_no_unknown("TFEncoderDecoderModel.call", {k: v for k, v in kw_enc.items() if k not in PART_KWARGS},
                          PART_KWARGS)
@@ -156,7 +158,7 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
         if encoder_outputs is None:
             encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                                            output_attentions=enc_attn, output_hidden_states=enc_hidden,
-                                           training=training, **kw_enc)
+                                           training=training, return_dict=True, **kw_enc)
         elif isinstance(encoder_outputs, (tuple, list)):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
         enc_h = encoder_outputs[0]
@@ -171,7 +173,7 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
         out = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask, encoder_hidden_states=enc_h,
                            encoder_attention_mask=attention_mask, inputs_embeds=decoder_inputs_embeds,
                            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
-                           output_hidden_states=output_hidden_states, training=training, **kw_dec)
+                           output_hidden_states=output_hidden_states, training=training, return_dict=True, **kw_dec)
         loss = None if labels is None else masked_mean_loss(out.logits, labels)
         result = Seq2SeqLMOutput(
             loss=loss, logits=out.logits, past_key_values=out.past_key_values, decoder_hidden_states=out.hidden_states,

@@ -98,3 +98,20 @@ def test_generate_takes_transformers_generation_config_and_refuses_typos(bert2be
         model.generate(IDS, generation_config=transformers.GenerationConfig(num_beams=2, num_beam_groups=2,
                                                                             diversity_penalty=0.5))
     assert isinstance(model.generation_config, GenerationConfig)
+
+
+def test_part_takes_transformers_tf_calling_convention(hf_bert, caplog):
+    # as transformers' TF parts: a dict of inputs as first argument, the output flags and
+    # return_dict from the part's config when not given, dummy_inputs, a `kwargs=` dict dropped
+    root, bert = hf_bert
+    ours = TFBertModel.from_pretrained(root / "bert", output_hidden_states=True, return_dict=False)
+    out = ours({"input_ids": IDS, "attention_mask": MASK})
+    ref = bert(torch.tensor(IDS), attention_mask=torch.tensor(MASK), output_hidden_states=True, return_dict=False)
+    assert isinstance(out, tuple) and len(out) == len(ref) == 3
+    assert np.abs(np.asarray(out[2][-1]) - ref[2][-1].detach().numpy()).max() < 1e-5
+    assert ours(IDS, output_hidden_states=False, return_dict=True).hidden_states is None
+    with caplog.at_level("WARNING"):
+        assert ours(input_ids=IDS, kwargs={"labels": IDS}, return_dict=True).last_hidden_state.shape == (2, 6, 32)
+    assert "ignores the `kwargs=` argument (labels)" in caplog.text
+    dec = TFBertLMHeadModel.from_pretrained(root / "bert")
+    assert dec(dec.dummy_inputs).logits.shape == (3, 5, 99)
