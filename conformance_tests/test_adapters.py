@@ -165,6 +165,35 @@ def test_adapter_saved_by_one_backend_loads_in_another(tmp_path, backend, other,
     assert max_abs(logits(target, pair_name), oracle_logits(pair_name, key)) < TOL
 
 
+@pytest.mark.parametrize("pair_name,key,fmt", [("bert2bert", "seqbn-mh-leave0", "adapterhub"),
+                                               ("bert2gpt2", "lora-all-leave1", "adapterhub-safetensors")])
+def test_adapter_saved_in_adapterhub_layout_loads_in_adapters_library(tmp_path, backend, pair_name, key, fmt):
+    """``save_adapter(format="adapterhub")`` from any backend -> the ``adapters`` library's own
+    ``load_adapter`` (on transformers' model after ``adapters.init``) gives our logits; the
+    folder also loads back into every backend."""
+    from conformance_tests.oracle import torch_forward, torch_model
+
+    source = with_adapter(backend, pair_name, key)
+    source.model.save_adapter(tmp_path, "a", format=fmt)
+    weights_file = {"adapterhub": "pytorch_adapter.bin", "adapterhub-safetensors": "adapter.safetensors"}[fmt]
+    assert {p.name for p in tmp_path.iterdir()} == {"adapter_config.json", weights_file}
+    config, weights, inputs = pair(pair_name)
+    hf = torch_model(config, weights)
+    hub.init(hf)
+    info: dict = {}
+    assert hf.load_adapter(str(tmp_path), set_active=True, loading_info=info,
+                           use_safetensors=fmt == "adapterhub-safetensors") == "a"
+    assert not [k for k in info["missing_keys"] if ".a." in k]
+    assert hf.adapters_config.get("a").to_dict() == getattr(hub, type(ours_config(key)).__name__)(**CONFIGS[key][1]).to_dict()
+    got = torch_forward(hf.eval(), inputs)["logits"]
+    ours = logits(source, pair_name)
+    assert max_abs(got, ours) < TOL
+    assert max_abs(got, oracle_logits(pair_name, key)) < TOL
+    back = base_runner(backend, pair_name)
+    assert back.model.load_adapter(tmp_path, set_active=True) == "a"
+    assert max_abs(logits(back, pair_name), ours) < TOL
+
+
 @pytest.mark.parametrize("pair_name,key", [("bert2bert", "seqbn-mh-leave0"), ("bert2bert", "lora-all-leave1"),
                                            ("bert2gpt2", "seqbn")])
 def test_adapterhub_saved_adapter_loads(tmp_path, backend, pair_name, key):
@@ -222,7 +251,9 @@ def test_errors(tmp_path, backend):
     with pytest.raises(ValueError, match="already exists"):
         model.add_adapter("a", LoRAConfig())
     with pytest.raises(TypeError, match="SeqBnConfig or LoRAConfig"):
-        model.add_adapter("b", {"r": 8})
+        model.add_adapter("b", 8)
+    with pytest.raises(NotImplementedError, match="'prefix_tuning' is not supported"):
+        model.add_adapter("b", "prefix_tuning")
     with pytest.raises(TypeError, match="one adapter name"):
         model.set_active_adapters(["a", "b"])
     for method in (model.set_active_adapters, model.delete_adapter, model.train_adapter, model.merge_adapter):

@@ -156,3 +156,39 @@ def test_processed_scores_match_transformers(backend, setting):
         np.testing.assert_array_equal(np.isinf(ours), np.isinf(ref), err_msg=f"{setting} at length {cur_len}")
         finite = np.isfinite(ref)
         np.testing.assert_allclose(ours[finite], ref[finite], atol=1e-5, rtol=1e-5)
+
+
+# --- beam search's exact ties and placeholder rows: one rule in the core, every backend ---------
+#: one new token, forced: the logits do not matter.  "tie": tokens 4 and 5 both score 0 on the
+#: first beam (an exact tie, lower id first); "placeholder": a single finite hypothesis per
+#: input, so the second returned row is a placeholder, [start, beam_fill_token_id] (pad 1 here).
+TIE_SETTINGS = {
+    "tie": dict(max_new_tokens=1, num_beams=2, num_return_sequences=2, forced_eos_token_id=[5, 4], eos_token_id=5,
+                pad_token_id=0),
+    "placeholder": dict(max_new_tokens=1, num_beams=2, num_return_sequences=2, forced_eos_token_id=5, eos_token_id=5,
+                        pad_token_id=1),
+}
+
+
+@pytest.mark.parametrize("setting", list(TIE_SETTINGS))
+def test_beam_exact_ties_and_placeholder_rows(case, backend, setting):
+    """encdec.generation.beam_fill_token_id's rules give the same ids in every backend; the
+    placeholder rows equal transformers' and the tied hypotheses are transformers' (whose order
+    among exact ties is torch.topk's, not defined by index)."""
+    if case.name != "bert2gpt2":
+        pytest.skip("runs on bert2gpt2 (the forced token makes the model irrelevant)")
+    require(backend)
+    ids, mask = gen_inputs(case.config)
+    extra = {"jit_compile": False} if backend == "tf" else {}  # TF's eager loop: no XLA compile for this case
+    ours = runner(case, backend).generate(ids, attention_mask=mask, **TIE_SETTINGS[setting], **extra)
+    start = case.config.decoder_start_token_id
+    second = 5 if setting == "tie" else 1
+    expected = np.array([[start, 4 if setting == "tie" else 5], [start, second]] * ids.shape[0])
+    np.testing.assert_array_equal(ours, expected, err_msg=f"{backend} {setting}")
+    pytest.importorskip("transformers")
+    ref = oracle.torch_generate(oracle.torch_model(case.config, case.weights), ids, mask, **TIE_SETTINGS[setting])
+    if setting == "placeholder":
+        np.testing.assert_array_equal(ours, ref)
+    else:  # the same hypotheses per input, in the core's order
+        pairs = ref.reshape(ids.shape[0], 2, -1)
+        np.testing.assert_array_equal(np.sort(pairs, axis=1).reshape(ref.shape), expected)

@@ -30,6 +30,11 @@ from encdec.specs import encoder_decoder_spec
 ADAPTER_CONFIG_NAME = "adapter_config.json"
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 ADAPTERHUB_WEIGHTS_NAME = "pytorch_adapter.bin"
+#: AdapterHub's safetensors file (``save_adapter(..., use_safetensors=True)``)
+ADAPTERHUB_SAFE_WEIGHTS_NAME = "adapter.safetensors"
+#: ``save_adapter(format=...)``: ours (default), AdapterHub's torch pickle, AdapterHub's safetensors
+ADAPTER_FORMATS = {"safetensors": ADAPTER_WEIGHTS_NAME, "adapterhub": ADAPTERHUB_WEIGHTS_NAME,
+                   "adapterhub-safetensors": ADAPTERHUB_SAFE_WEIGHTS_NAME}
 NON_LINEARITIES = ("relu", "gelu", "gelu_new", "tanh", "swish", "silu")
 T = TypeVar("T")
 
@@ -193,6 +198,32 @@ def config_from_dict(data: Mapping[str, Any]) -> AdapterConfig:
     if unknown:
         raise NotImplementedError(f"adapter config: unsupported keys {unknown} for {cls.__name__}")
     return cls(**{k: v for k, v in data.items() if k in known})
+
+
+#: AdapterHub's config identifiers we implement (``add_adapter(name, config="seq_bn")``).
+CONFIG_NAMES: dict[str, Callable[[], AdapterConfig]] = {
+    "seq_bn": SeqBnConfig, "pfeiffer": SeqBnConfig,
+    "double_seq_bn": lambda: SeqBnConfig(mh_adapter=True, output_adapter=True, original_ln_before=False,
+                                         non_linearity="swish"),
+    "lora": LoRAConfig,
+}
+CONFIG_NAMES["houlsby"] = CONFIG_NAMES["double_seq_bn"]
+
+
+def resolve_config(config: Any, where: str = "add_adapter") -> AdapterConfig:
+    """A config object, an AdapterHub config dict, or one of AdapterHub's identifiers
+    (``"seq_bn"``/``"pfeiffer"``, ``"double_seq_bn"``/``"houlsby"``, ``"lora"``) -> our config."""
+    if isinstance(config, (SeqBnConfig, LoRAConfig)):
+        return config
+    if isinstance(config, str):
+        if config not in CONFIG_NAMES:
+            raise NotImplementedError(f"{where}: adapter config {config!r} is not supported; use one of "
+                                      f"{', '.join(sorted(CONFIG_NAMES))}, a SeqBnConfig/LoRAConfig or a config dict")
+        return CONFIG_NAMES[config]()
+    if isinstance(config, Mapping):
+        return config_from_dict(config)
+    raise TypeError(f"{where}: config must be a SeqBnConfig or LoRAConfig, a config dict or a name such as 'seq_bn', "
+                    f"got {type(config).__name__}")
 
 
 @dataclass(frozen=True)
@@ -414,27 +445,43 @@ def check_adapter_weights(sites: list[AdapterSite], weights: Mapping[str, np.nda
 
 
 def save_adapter_files(directory: Union[str, os.PathLike], name: str, config: AdapterConfig,
-                       weights: Mapping[str, np.ndarray]) -> None:
-    """Write ``adapter_config.json`` (AdapterHub layout) and ``adapter_model.safetensors``
-    with the checkpoints' atomic folder writer: an interrupted save leaves the previous
-    adapter whole (never a new config beside old weights); other files are kept."""
-    from encdec.checkpoint import atomic_directory, write_bytes, write_safetensors
+                       weights: Mapping[str, np.ndarray], format: str = "safetensors") -> None:
+    """Write ``adapter_config.json`` (AdapterHub's layout) and the weights under AdapterHub's
+    state-dict names: ``format="safetensors"`` (default) ``adapter_model.safetensors``, read by
+    every encdec backend; ``"adapterhub"`` AdapterHub's ``pytorch_adapter.bin`` (a torch pickle:
+    needs PyTorch installed), which ``adapters``' own ``load_adapter`` reads;
+    ``"adapterhub-safetensors"`` AdapterHub's ``adapter.safetensors`` (``adapters``'
+    ``load_adapter(..., use_safetensors=True)``; no PyTorch needed).  Written with the
+    checkpoints' atomic folder writer: an interrupted save leaves the previous adapter whole
+    (never a new config beside old weights); other files are kept."""
+    from encdec.checkpoint import atomic_directory, write_bytes, write_pt_bin, write_safetensors
 
+    if format not in ADAPTER_FORMATS:
+        raise ValueError(f"save_adapter: format={format!r}; expected one of {', '.join(ADAPTER_FORMATS)}")
+    adapterhub = format != "safetensors"
+    # AdapterHub names the class its adapters.init makes of transformers' EncoderDecoderModel
     meta = {"config": config_to_dict(config), "name": name, "model_type": "encoder-decoder",
-            "version": "encdec", "hidden_size": None, "model_class": "EncoderDecoderModel", "model_name": ""}
-    owned = (ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME, ADAPTERHUB_WEIGHTS_NAME)
+            "version": "encdec", "hidden_size": None, "model_name": "",
+            "model_class": "EncoderDecoderModelWithAdapters" if adapterhub else "EncoderDecoderModel"}
+    weights_name = ADAPTER_FORMATS[format]
+    owned = (ADAPTER_CONFIG_NAME, *ADAPTER_FORMATS.values())
 
     def fill(tmp: str) -> list[str]:
         write_bytes(os.path.join(tmp, ADAPTER_CONFIG_NAME), [json.dumps(meta, indent=2, sort_keys=True).encode()])
-        write_safetensors(os.path.join(tmp, ADAPTER_WEIGHTS_NAME), weights)
-        return [ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME]
+        path = os.path.join(tmp, weights_name)
+        if format == "adapterhub":
+            write_pt_bin(path, weights)
+        else:
+            write_safetensors(path, weights)
+        return [ADAPTER_CONFIG_NAME, weights_name]
 
     atomic_directory(directory, fill, lambda entry: entry in owned)
 
 
 def load_adapter_files(directory: Union[str, os.PathLike]) -> tuple[str, AdapterConfig, dict[str, np.ndarray]]:
-    """Read an adapter saved by any encdec backend (``adapter_model.safetensors``) or by the
-    AdapterHub ``adapters`` library (``pytorch_adapter.bin``, read with ``weights_only=True``).
+    """Read an adapter saved by any encdec backend (``adapter_model.safetensors``) or in the
+    AdapterHub ``adapters`` library's layout (``adapter.safetensors``, or ``pytorch_adapter.bin``
+    read with ``weights_only=True``).
     Returns ``(name, config, {canonical name: array})``.  The folder is read through one
     pinned view, so a save racing this load cannot mix two adapters' files."""
     from encdec.checkpoint import pinned_folder
@@ -454,17 +501,18 @@ def _read_adapter_folder(directory: str) -> tuple[str, AdapterConfig, dict[str, 
     if meta.get("model_type", "encoder-decoder") != "encoder-decoder":
         raise ValueError(f"load_adapter: {cfg_path} is for model_type {meta['model_type']!r}, expected 'encoder-decoder'")
     config = config_from_dict(meta["config"])
-    st_path = os.path.join(directory, ADAPTER_WEIGHTS_NAME)
+    st_paths = [os.path.join(directory, n) for n in (ADAPTER_WEIGHTS_NAME, ADAPTERHUB_SAFE_WEIGHTS_NAME)]
     bin_path = os.path.join(directory, ADAPTERHUB_WEIGHTS_NAME)
     from encdec.checkpoint import CheckpointError, check_finite, read_pt_bin, read_safetensors
 
-    if os.path.isfile(st_path):
+    st_path = next((p for p in st_paths if os.path.isfile(p)), None)
+    if st_path is not None:
         weights = read_safetensors(st_path)  # validated header, memory owned by this process
     elif os.path.isfile(bin_path):
         # AdapterHub's format is a torch pickle, read with weights_only=True
         weights = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in read_pt_bin(bin_path).items()}
     else:
-        raise FileNotFoundError(f"load_adapter: neither {ADAPTER_WEIGHTS_NAME} nor {ADAPTERHUB_WEIGHTS_NAME} in {os.fspath(directory)!r}")
+        raise FileNotFoundError(f"load_adapter: none of {', '.join(ADAPTER_FORMATS.values())} in {os.fspath(directory)!r}")
     wrong = sorted(k for k, v in weights.items() if v.dtype.kind != "f")
     if wrong:
         raise CheckpointError(f"load_adapter: {os.fspath(directory)!r} holds non-float adapter weights: {wrong[:10]}")
@@ -586,12 +634,14 @@ class AdapterMethods:
         config = None if active is None else self._config_of(active)
         self._activate_adapter(active, config, [] if active is None else self._sites_of(active))
 
-    def add_adapter(self, name: str, config: AdapterConfig, seed: int = 0) -> None:
-        """Add adapter ``name`` (inactive) with the core's portable init drawn from ``seed``
+    def add_adapter(self, name: str, config: Union[AdapterConfig, str, Mapping[str, Any], None] = None, seed: int = 0,
+                    set_active: bool = False) -> None:
+        """Add adapter ``name`` with the core's portable init drawn from ``seed``
         (``config.init_weights_seed`` wins when set): the same seed gives the same adapter in
-        every backend."""
-        if not isinstance(config, (SeqBnConfig, LoRAConfig)):
-            raise TypeError(f"add_adapter: config must be a SeqBnConfig or LoRAConfig, got {type(config).__name__}")
+        every backend.  ``config``: a :class:`SeqBnConfig` / :class:`LoRAConfig`, an AdapterHub
+        config dict, or AdapterHub's identifier ``"seq_bn"`` (``None``: the default), ``"double_seq_bn"``,
+        ``"lora"`` (also ``"pfeiffer"``, ``"houlsby"``); ``set_active`` activates it."""
+        config = resolve_config("seq_bn" if config is None else config)
         registry = self._adapter_registry()
         if name in registry["configs"]:
             raise ValueError(f"add_adapter: an adapter named {name!r} already exists")
@@ -599,6 +649,8 @@ class AdapterMethods:
         self._build_adapter(name, config, sites)
         registry["configs"][name] = config
         self._write_adapter(sites, init_adapter_weights(sites, config, seed))
+        if set_active:
+            registry["active"] = name
         self._reactivate()
 
     def set_active_adapters(self, name: Optional[str]) -> None:
@@ -658,10 +710,12 @@ class AdapterMethods:
         self._write_base(base)
         self.delete_adapter(name)
 
-    def save_adapter(self, save_directory: Union[str, os.PathLike], name: str) -> None:
+    def save_adapter(self, save_directory: Union[str, os.PathLike], name: str, format: str = "safetensors") -> None:
         """Write ``adapter_config.json`` + ``adapter_model.safetensors`` (canonical names),
-        readable by every backend."""
-        save_adapter_files(save_directory, name, self._config_of(name), self.adapter_state(name))
+        readable by every backend; ``format="adapterhub"`` writes AdapterHub's
+        ``pytorch_adapter.bin`` instead (the ``adapters`` library's ``load_adapter`` reads it;
+        needs PyTorch), ``"adapterhub-safetensors"`` its ``adapter.safetensors``."""
+        save_adapter_files(save_directory, name, self._config_of(name), self.adapter_state(name), format=format)
 
     def load_adapter(self, directory: Union[str, os.PathLike], set_active: bool = False) -> str:
         """Load an adapter saved by any encdec backend or by AdapterHub (``pytorch_adapter.bin``);

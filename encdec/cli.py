@@ -1,4 +1,4 @@
-"""The ``encdec`` command: convert, compare and inspect checkpoints.
+"""The ``encdec`` command: convert, compare and inspect checkpoints, compare training runs.
 
 Exit codes: 0 success; 1 a check failed (outputs differ beyond tolerance); 2 bad input
 (missing file, unknown format, refused overwrite); 3 a needed backend is not installed.
@@ -185,6 +185,78 @@ def _plot(rows: dict[str, dict[str, Any]], path: str) -> None:
     fig.savefig(path)
 
 
+# --- train-compare --------------------------------------------------------------------------
+def cmd_train_compare(args: argparse.Namespace) -> int:
+    from encdec.runner import Runner
+    from encdec.training import AdamWSettings, comparison_batches, curve_differences, without_dropout, write_curves_csv
+
+    for option in ("steps", "batch"):
+        if getattr(args, option) < 1:
+            raise CliError(f"--{option} must be a positive integer, got {getattr(args, option)}")
+    if not 0 <= args.seed < 2**31:
+        raise CliError(f"--seed must be in [0, 2**31), got {args.seed}")
+    try:
+        settings = AdamWSettings(args.lr, args.beta1, args.beta2, args.eps, args.weight_decay)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    backends = _backends(args.backends)
+    source = args.checkpoint or str(BUNDLED)
+    config, weights, _ = _load(source, _hub_kwargs(args))
+    if args.dropout == "off":
+        config = without_dropout(config)
+    batches = comparison_batches(config, args.steps, args.batch, args.seed)
+    curves = {}
+    for backend in backends:
+        runner = Runner.from_weights(backend, config, weights)
+        curves[backend] = runner.train_adamw(batches, settings, seed=args.seed)
+    diffs = curve_differences(curves)
+    write_curves_csv(args.csv, curves, diffs)
+    _say(args, f"checkpoint: {source}; dropout {args.dropout}; {args.steps} AdamW steps (lr {settings.learning_rate:g}, "
+               f"betas ({settings.beta1:g}, {settings.beta2:g}), eps {settings.eps:g}, weight decay "
+               f"{settings.weight_decay:g}) on batches of {args.batch}, seed {args.seed}")
+    width = max(len(b) for b in backends) + 6
+    _say(args, "step  " + "".join(f"{'loss ' + b:<{width}}" for b in backends) + "max |Δloss|")
+    for step, diff in enumerate(diffs):
+        _say(args, f"{step + 1:<6d}" + "".join(f"{curves[b][step]:<{width}.6f}" for b in backends) + f"{diff:.2e}")
+    worst = max(diffs)
+    _say(args, f"largest loss difference: {worst:.2e} at step {int(np.argmax(diffs)) + 1} (tolerance {args.tolerance:g}"
+               + (", not applied: dropout draws differ per framework)" if args.dropout == "on" else ")"))
+    if len(backends) > 2:
+        pairs = [(a, b) for i, a in enumerate(backends) for b in backends[i + 1:]]
+        _say(args, "largest per pair: " + ", ".join(
+            f"{a}-{b} {max(curve_differences({a: curves[a], b: curves[b]})):.2e}" for a, b in pairs))
+    _say(args, f"wrote {args.csv}")
+    if args.plot:
+        try:
+            _plot_curves(curves, diffs, args.plot)
+            _say(args, f"wrote {args.plot}")
+        except ImportError:
+            _say(args, f"matplotlib is not installed: no {args.plot} written (pip install 'encdec[plot]'); the CSV has the curves")
+    if args.dropout == "on":
+        return EXIT_OK
+    return EXIT_OK if worst <= args.tolerance else EXIT_MISMATCH
+
+
+def _plot_curves(curves: dict[str, list[float]], diffs: list[float], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.arange(1, len(diffs) + 1)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
+    for name, losses in curves.items():
+        top.plot(steps, losses, marker="o", markersize=3, label=name)
+    top.set_ylabel("training loss")
+    top.legend()
+    bottom.semilogy(steps, np.maximum(diffs, 1e-12), marker="o", markersize=3, color="black")
+    bottom.set_xlabel("step")
+    bottom.set_ylabel("max |Δloss| between backends")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 # --- info -----------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
     from encdec.pretrained import checkpoint_formats
@@ -235,6 +307,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", metavar="FILE.png", help="per-position max |Δlogits| figure")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("train-compare", parents=[common],
+                       help="train one checkpoint in every backend with AdamW and compare the loss curves")
+    p.add_argument("checkpoint", nargs="?", help="folder or Hub id (default: the bundled tiny bert2gpt2)")
+    p.add_argument("--backends", help="comma list of torch,tf,flax (default: all installed)")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0, help="batches and dropout draws")
+    p.add_argument("--dropout", choices=("off", "on"), default="off",
+                   help="off: every dropout probability set to 0 (curves must agree); on: the config's dropout")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--beta1", type=float, default=0.9)
+    p.add_argument("--beta2", type=float, default=0.999)
+    p.add_argument("--eps", type=float, default=1e-8)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest loss difference accepted with --dropout off (exit 1 above it)")
+    p.add_argument("--csv", default="train_compare.csv", help="loss curves, one row per step")
+    p.add_argument("--plot", default="train_compare.png", metavar="FILE.png",
+                   help="loss curves and their difference (needs matplotlib; '' for none)")
+    p.set_defaults(func=cmd_train_compare)
 
     p = sub.add_parser("info", parents=[common], help="describe a checkpoint")
     p.add_argument("checkpoint")

@@ -510,6 +510,19 @@ def resolve_generation(
     return plan, rest
 
 
+def beam_fill_token_id(plan: DecodePlan) -> int:
+    """The id beam search writes where a hypothesis has no token: after a finished hypothesis
+    ends, and in placeholder rows (fewer finished hypotheses than ``num_return_sequences``,
+    which keep the start token or prompt followed by this id).  transformers 4.57's rule:
+    the pad id, or the first eos id when the pad id is 0 (0 counts as unset there), or -1
+    without eos ids.  Every backend's beam search uses it, and its tie rule: among exactly
+    equal scores the lower index wins -- the lower ``(beam, token)`` among a step's
+    candidates, the hypothesis kept earlier (placeholders included) among finished ones."""
+    if not plan.eos_token_ids:
+        return -1
+    return plan.pad_token_id or plan.eos_token_ids[0]
+
+
 def refuse_in_backend(plan: DecodePlan, backend: str, names: tuple[str, ...]) -> None:
     """Refuse the plan settings in ``names`` that ``backend`` does not implement, when set."""
     defaults = {f.name: f.default for f in fields(DecodePlan)}

@@ -106,6 +106,17 @@ class Runner:
     def save(self, directory: str, format: str = "safetensors") -> None:
         self.model.save_pretrained(directory, format=format)
 
+    def train_adamw(self, batches: Any, settings: Any, seed: int = 0) -> list[float]:
+        """One AdamW step per batch with the backend's own optimizer (``torch.optim.AdamW``,
+        ``keras.optimizers.AdamW``, ``optax.adamw``; see ``<backend>.training``); each step's loss."""
+        from encdec.training import check_batch_layout, check_loss_curve
+
+        for batch in batches:  # every batch, before the first step
+            check_batch_layout({k: np.shape(v) for k, v in batch.items()}, f"train_adamw [{self.backend}]", need_labels=True)
+        package = MODEL_CLASSES[self.backend][0]
+        losses = importlib.import_module(f"{package}.training").train_adamw(self.model, batches, settings, seed)
+        return check_loss_curve(losses, len(batches), self.backend)
+
     def timed(self, fn: str, *args: Any, repeat: int = 1, **kwargs: Any) -> tuple[Any, float]:
         """``(result, best milliseconds)`` of ``repeat`` calls after one warm-up call."""
         result = getattr(self, fn)(*args, **kwargs)

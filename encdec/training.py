@@ -4,6 +4,7 @@ the backends accept.  Backends wrap these (``TFEncoderDecoderModel.prepare_tf_da
 Keras ``fit``'s dataset check, ...); nothing here imports a framework."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -107,3 +108,83 @@ def batch_from_data(data: Any, where: str) -> tuple[Any, Any, Any]:
             raise ValueError(f"{where}: a batch is x, (x, y) or (x, y, sample_weight); got a tuple of {len(data)}")
         return tuple(data) + (None,) * (3 - len(data))
     return data, None, None
+
+
+# --- one training run per backend, compared (``encdec train-compare``) ---------------------
+@dataclass(frozen=True)
+class AdamWSettings:
+    """AdamW hyper-parameters, given unchanged to ``torch.optim.AdamW``, ``optax.adamw`` and
+    ``keras.optimizers.AdamW`` (decoupled weight decay on every parameter in all three).
+
+    Keras puts ``eps`` inside the bias correction (Kingma & Ba's "epsilon hat"), torch and
+    optax outside it; the two agree when ``sqrt(v_hat)`` is much larger than ``eps``."""
+
+    learning_rate: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not self.learning_rate > 0:
+            raise ValueError(f"AdamW: learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"AdamW: {name} must be in [0, 1), got {getattr(self, name)}")
+        if not self.eps > 0:
+            raise ValueError(f"AdamW: eps must be > 0, got {self.eps}")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"AdamW: weight_decay must be >= 0, got {self.weight_decay}")
+
+
+def without_dropout(config: Any) -> Any:
+    """A copy of an encoder-decoder config with every dropout probability of its parts set to
+    0 (``*dropout*`` and GPT-2's ``*_pdrop`` float attributes): training is then deterministic
+    and the same in every backend."""
+    import copy
+
+    config = copy.deepcopy(config)
+    for part in (config, getattr(config, "encoder", None), getattr(config, "decoder", None)):
+        if part is None:
+            continue
+        for key, value in list(vars(part).items()):
+            if ("dropout" in key or key.endswith("_pdrop")) and isinstance(value, float) and not isinstance(value, bool):
+                setattr(part, key, 0.0)
+    return config
+
+
+def comparison_batches(config: Any, steps: int, batch_size: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """``steps`` deterministic training batches (ids, mask and labels; the second row padded,
+    its padded labels -100), the same numpy arrays for every backend."""
+    from encdec.runner import sample_inputs
+
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"comparison_batches: steps and batch_size must be >= 1, got {steps} and {batch_size}")
+    return [sample_inputs(config, batch=batch_size, src_len=10, tgt_len=8, seed=seed * 100_003 + step)
+            for step in range(steps)]
+
+
+def check_loss_curve(losses: Any, steps: int, backend: str) -> list[float]:
+    """A backend's losses as ``steps`` finite floats, or an error naming the backend."""
+    losses = [float(x) for x in losses]
+    if len(losses) != steps:
+        raise ValueError(f"{backend}: {len(losses)} losses for {steps} steps")
+    if not np.all(np.isfinite(losses)):
+        raise FloatingPointError(f"{backend}: a training loss is not finite: {losses}")
+    return losses
+
+
+def curve_differences(curves: Mapping[str, Sequence[float]]) -> list[float]:
+    """Per step, the largest |loss difference| between any two backends (0 with one)."""
+    table = np.asarray([list(c) for c in curves.values()], dtype=np.float64)
+    return list(table.max(axis=0) - table.min(axis=0))
+
+
+def write_curves_csv(path: str, curves: Mapping[str, Sequence[float]], diffs: Sequence[float]) -> None:
+    """``step, loss_<backend>..., max_abs_diff`` (one row per step, losses to 9 significant digits)."""
+    names = list(curves)
+    lines = [",".join(["step", *(f"loss_{n}" for n in names), "max_abs_diff"])]
+    for step, diff in enumerate(diffs, 1):
+        lines.append(",".join([str(step), *(f"{curves[n][step - 1]:.9g}" for n in names), f"{diff:.3e}"]))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from encdec.compile_cache import ProgramCache, bucket_length, pad_source
-from encdec.generation import (DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask,
-                               refuse_in_backend, resolve_generation)
+from encdec.generation import (DecodePlan, GenerationConfig, beam_fill_token_id, check_model_inputs,
+                               default_attention_mask, refuse_in_backend, resolve_generation)
 from encdec.generation_logits import ArrayOps, is_eos, process, warp
 from encdec.outputs import GenerateOutput
 from encdec.specs import max_sequence_length
@@ -112,8 +112,7 @@ def _beam_search(module, params, cache, encoder_mask, plan: DecodePlan, batch: i
     keep = max(2, 1 + len(plan.eos_token_ids)) * beams
     top_beams = jnp.arange(keep) < beams
     lp, early = plan.length_penalty, plan.early_stopping
-    # transformers fills unwritten positions with `pad or eos[0]` (a pad id of 0 is falsy there)
-    fill = (plan.pad_token_id or plan.eos_token_ids[0]) if plan.eos_token_ids else -1
+    fill = beam_fill_token_id(plan)  # the core's rule (transformers'), placeholder rows included
 
     running = jnp.full((batch, beams, length), fill, jnp.int32).at[:, :, 0].set(plan.decoder_start_token_id)
     state = dict(

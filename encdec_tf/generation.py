@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 
 from encdec.compile_cache import ProgramCache, bucket_length, pad_source
-from encdec.generation import (DecodePlan, GenerationConfig, check_model_inputs, default_attention_mask,
-                               refuse_in_backend, resolve_generation)
+from encdec.generation import (DecodePlan, GenerationConfig, beam_fill_token_id, check_model_inputs,
+                               default_attention_mask, refuse_in_backend, resolve_generation)
 from encdec.generation_logits import ArrayOps, process, warp
 from encdec.generation_logits import is_eos as core_is_eos
 from encdec.specs import max_sequence_length
@@ -221,8 +221,7 @@ def beam_search(plan: DecodePlan, step, cache, batch, encoder_ids):
     that stopped into ``K`` finished hypotheses scored with the length penalty."""
     k, max_len = plan.num_beams, plan.max_length
     keep = max(2, 1 + len(plan.eos_token_ids)) * k
-    # transformers fills unused slots with `pad or eos[0]` (a pad id of 0 falls through to eos)
-    fill = plan.pad_token_id if (plan.pad_token_id or not plan.eos_token_ids) else plan.eos_token_ids[0]
+    fill = beam_fill_token_id(plan)  # the core's rule (transformers'), placeholder rows included
     running = tf.fill(tf.stack([batch, k, max_len]), fill)
     running = write(running, tf.constant(0), tf.fill(tf.stack([batch, k]), plan.decoder_start_token_id))
     running_scores = tf.tile(tf.constant([[0.0] + [BEAM_NEG] * (k - 1)]), tf.stack([batch, 1]))

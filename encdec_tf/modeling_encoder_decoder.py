@@ -248,6 +248,13 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
             loss = self(**batch, use_cache=False, training=True).loss
             scaled = self.optimizer.scale_loss(loss / replicas if replicas > 1 else loss)
         grads = tape.gradient(scaled, self.trainable_variables)
+        # Embedding lookups give IndexedSlices gradients, one slice per looked-up row (repeats
+        # kept; MirroredStrategy concatenates the replicas' slices).  Keras 3's Adam/AdamW
+        # square such a gradient slice by slice, so a repeated row's second moment gets the
+        # sum of squares instead of the square of the sum: a different update from torch's
+        # Adam, and under tf.distribute from the one-device step.  Dense gradients (what torch
+        # uses) avoid it; see docs/distributed_tf.md.
+        grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         # variables outside the loss (the encoder's pooler) get no gradient and stay as they are
         self.optimizer.apply_gradients([(g, v) for g, v in zip(grads, self.trainable_variables) if g is not None])
         return self._step_logs(loss)

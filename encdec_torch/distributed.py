@@ -6,13 +6,18 @@
   a layer's parameters are all-gathered just before it runs and freed after.  Tied weights
   (word embeddings <-> LM head) stay in one group; a model with ``tie_encoder_decoder``
   shares decoder layers with the encoder, so it is sharded as one root group.
+* :func:`apply_tensor_parallel`: Megatron tensor parallelism from the core rule
+  (:mod:`encdec.sharding`): its column / row pairs become ``ColwiseParallel`` /
+  ``RowwiseParallel`` (``torch.distributed.tensor.parallel``), i.e. DTensor weights
+  ``Shard(0)`` / ``Shard(1)``, and each attention module computes its share of the heads.
 * :func:`full_canonical_state` / :func:`save_pretrained`: gather the sharded parameters
   into the core's canonical ``{name: numpy}`` -- the ``model.safetensors`` every backend
   and transformers load.
 
 Launch with ``torchrun --nproc_per_node=N script.py`` (``gloo`` on CPUs, ``nccl`` on GPUs);
 see docs/distributed.md.  Layouts come from the core rule (:mod:`encdec.sharding`) where
-an engine needs one: FSDP2 shards every parameter on its first dimension by itself.
+an engine needs one (tensor parallelism): FSDP2 shards every parameter on its first
+dimension by itself.
 """
 from __future__ import annotations
 
@@ -121,3 +126,59 @@ def save_pretrained(model: nn.Module, save_directory: str | os.PathLike, **kwarg
         pretrained.save_pretrained(save_directory, inner.config, weights, inner.generation_config, **kwargs)
     if dist.is_initialized():
         dist.barrier()
+
+
+#: Attention modules whose head count :func:`apply_tensor_parallel` may divide: they split
+#: the projections' outputs into ``self.heads`` heads and hold nothing else per head.
+TP_ATTENTION = ("BertSelfAttention", "BartAttention")
+
+
+def apply_tensor_parallel(model: nn.Module, mesh: Any = None, **plan_kwargs: Any) -> nn.Module:
+    """Tensor-parallel ``model`` in place over ``mesh`` (a 1-D ``DeviceMesh``, default all
+    ranks) by the core plan :func:`encdec.sharding.sharding_plan`: every column-parallel
+    ``nn.Linear`` (query/key/value, first MLP matrix) gets ``ColwiseParallel`` (weight and
+    bias ``Shard(0)``, output kept local: this rank's heads / hidden units), every
+    row-parallel one (attention output, second MLP matrix) ``RowwiseParallel`` (weight
+    ``Shard(1)``, output all-reduced); attention modules then compute ``heads / size`` heads.
+    Every rank feeds the same batch; other parameters stay replicated plain tensors.
+
+    ``plan_kwargs`` go to the plan (``strict``).  Word embeddings and the LM head stay
+    replicated (``embeddings=None``: vocabulary-parallel lookups are not translated here).
+    Parts whose projections are not ``nn.Linear`` (GPT-2's ``Conv1D``, whose fused
+    ``c_attn`` would need a head-interleaved split) or whose attention is not one of
+    :data:`TP_ATTENTION` are refused, naming the module: shard those with
+    :func:`apply_fsdp`.  Returns ``model``."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    from encdec.sharding import COLUMN, ROW, sharding_plan
+
+    if plan_kwargs.setdefault("embeddings", None) is not None:
+        raise NotImplementedError("apply_tensor_parallel: embeddings must be None (word embeddings and LM head "
+                                  f"replicated); got {plan_kwargs['embeddings']!r}")
+    if mesh is None:
+        mesh = init_device_mesh("cuda" if torch.cuda.is_available() else "cpu", (dist.get_world_size(),))
+    size = mesh.size()
+    plan = sharding_plan(model.config, 1, size, **plan_kwargs)
+    styles: dict[str, Any] = {}
+    attention: dict[str, nn.Module] = {}
+    for p in plan:
+        if p.role not in (COLUMN, ROW) or not p.name.endswith(".weight"):
+            continue
+        name = p.name.rpartition(".")[0]
+        module = model.get_submodule(name)
+        if not isinstance(module, nn.Linear):
+            raise NotImplementedError(f"apply_tensor_parallel: {name} is a {type(module).__name__}, not nn.Linear; "
+                                      "tensor parallelism covers BERT-like and BART parts (use apply_fsdp)")
+        styles[name] = ColwiseParallel() if p.role == COLUMN else RowwiseParallel()
+        parent_name = name.rpartition(".")[0]
+        parent = model.get_submodule(parent_name)
+        if p.role == COLUMN and hasattr(parent, "heads"):
+            if type(parent).__name__ not in TP_ATTENTION:
+                raise NotImplementedError(f"apply_tensor_parallel: attention {parent_name} "
+                                          f"({type(parent).__name__}) is not supported (use apply_fsdp)")
+            attention[parent_name] = parent
+    parallelize_module(model, mesh, styles)
+    for module in attention.values():
+        module.heads //= size  # the plan split these projections only where size divides the heads
+    return model

@@ -16,12 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from encdec.generation import (DecodePlan, GenerationConfig, check_model_inputs, decoder_prompt,
+from encdec.generation import (DecodePlan, GenerationConfig, beam_fill_token_id, check_model_inputs, decoder_prompt,
                                default_attention_mask, resolve_generation)
 from encdec.generation_logits import ArrayOps, is_eos, process, warp
 from encdec.outputs import BaseModelOutput, GenerateOutput
 from encdec.validation import validate_generate_inputs
-from encdec_torch.models.common import host_values
+from encdec_torch.models.common import StaticKV, host_values
 
 #: encoder inputs ``generate`` passes on besides ``input_ids`` / ``attention_mask``.
 ENCODER_INPUTS = ("inputs_embeds", "token_type_ids", "position_ids")
@@ -84,49 +84,76 @@ class TorchOps(ArrayOps):
 class _Decoder:
     """The decoder, one step at a time.
 
-    With the cache, it starts with empty self-attention entries for ``batch * expand`` rows
-    (beams / returned sequences, consecutive per input) and the cross-attention keys/values
-    of the ``batch`` encoder rows, computed once and shared by each input's rows (see
-    :func:`~encdec_torch.models.common.attend`), never copied or reordered.  Without it,
-    each step runs the decoder over all tokens so far.
+    With the cache, self-attention keys/values live in preallocated buffers of
+    ``max_length`` positions for ``batch * expand`` rows (beams / returned sequences,
+    consecutive per input), written in place each step (:class:`StaticKV`); the
+    cross-attention keys/values of the ``batch`` encoder rows are computed once and shared by
+    each input's rows (see :func:`~encdec_torch.models.common.attend`), never copied or
+    reordered.  Without the cache, each step runs the decoder over all tokens so far.
     """
 
     def __init__(self, model, encoder_states: torch.Tensor, encoder_mask: Optional[torch.Tensor], expand: int,
-                 plan: DecodePlan) -> None:
+                 plan: DecodePlan, compile_step: Optional[str] = None) -> None:
+        if encoder_mask is not None and bool(encoder_mask.all()):
+            encoder_mask = None  # nothing masked: checked once here, not at every step
         self.model, self.enc, self.mask, self.plan = model, encoder_states, encoder_mask, plan
         self.rows = encoder_states.shape[0] * expand
         self.cache = None
         self.fed = 0  # tokens already in the cache
         if plan.use_cache:
-            cache = []
-            for k, v in model.decoder.cross_kv(encoder_states):
-                empty = k.new_empty(self.rows, k.shape[1], 0, k.shape[3])
-                cache.append((empty, empty, k, v))
-            self.cache = tuple(cache)
+            self.cache = tuple((StaticKV.empty(k, self.rows, plan.max_length), StaticKV.empty(v, self.rows, plan.max_length),
+                                k, v) for k, v in model.decoder.cross_kv(encoder_states))
         else:  # the uncached forward takes per-row encoder states
             self.enc = encoder_states.repeat_interleave(expand, dim=0)
             self.mask = None if encoder_mask is None else encoder_mask.repeat_interleave(expand, dim=0)
         self.last = None
+        self.compiled = _compiled_step(compile_step) if compile_step else None
 
     def step(self, seqs: torch.Tensor) -> torch.Tensor:
         """float32 logits [rows, vocab] for the token after ``seqs`` [rows, cur_len]."""
         plan = self.plan
         tokens = seqs[:, self.fed:] if plan.use_cache else seqs
+        if self.compiled is not None and tokens.shape[1] == 1 and self.fed >= 2:
+            # from the third step on (filled lengths 0 and 1 would each get a specialised program)
+            self.fed = seqs.shape[1]
+            return self.compiled(self.model.decoder, tokens.contiguous(), self.cache, self.enc, self.mask)
         out = self.model.decoder(
             input_ids=tokens, encoder_hidden_states=self.enc, encoder_attention_mask=self.mask,
             past_key_values=self.cache, use_cache=plan.use_cache,
             output_attentions=plan.output_attentions, output_hidden_states=plan.output_hidden_states,
         )
-        if plan.use_cache:
-            self.cache, self.fed = out.past_key_values, seqs.shape[1]
+        if plan.use_cache:  # the buffers now hold the new entries; the returned views are not kept
+            self.fed = seqs.shape[1]
         self.last = out
         return out.logits[:, -1, :].float()
 
     def reorder(self, index: torch.Tensor) -> None:
-        """Follow beams: self-attention entries move; shared cross entries stay."""
+        """Follow beams: self-attention entries move (in place); shared cross entries stay."""
         if self.cache is not None:
-            self.cache = tuple((k.index_select(0, index), v.index_select(0, index), ck, cv)
-                               for k, v, ck, cv in self.cache)
+            for k, v, _, _ in self.cache:
+                k.reorder(index)
+                v.reorder(index)
+
+
+def _decoder_step(decoder, tokens: torch.Tensor, cache, enc: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """One token per row on the static cache: float32 logits [rows, vocab] (what the opt-in
+    compiled step compiles)."""
+    out = decoder(input_ids=tokens, encoder_hidden_states=enc, encoder_attention_mask=mask, past_key_values=cache,
+                  use_cache=True, return_dict=True)
+    return out.logits[:, -1, :].float()
+
+
+_COMPILED: dict = {}
+
+
+def _compiled_step(backend: str):
+    """``torch.compile`` of :func:`_decoder_step` with dynamic shapes (the filled cache length
+    grows by one per step).  One compiled function per torch.compile ``backend`` for the
+    process: torch keeps its programs per code object, guarded on the decoder module, so later
+    calls with the same model reuse them."""
+    if backend not in _COMPILED:
+        _COMPILED[backend] = torch.compile(_decoder_step, dynamic=True, backend=backend)
+    return _COMPILED[backend]
 
 
 class _Recorder:
@@ -219,10 +246,17 @@ def generate(model, input_ids: Optional[torch.Tensor], attention_mask: Optional[
     ``logits_processor`` / ``stopping_criteria``: lists of callables ``(input_ids, scores)``
     as in transformers; ``streamer``: an object with ``put(ids)`` / ``end()``;
     ``encoder_outputs``: the encoder's output, instead of running it; ``decoder_input_ids``:
-    a decoder prompt.  Other keywords that are not generation settings go to the encoder.
+    a decoder prompt; ``compile_step=True`` (or a ``torch.compile`` backend name): run the
+    single-token decoder step through ``torch.compile`` (static cache, dynamic length;
+    compiled on the first call, reused after; ids unchanged, see docs/performance.md).  Other keywords that are not generation settings go to the encoder.
     Like transformers, this does not switch the model to eval mode.
     """
     generator = kwargs.pop("generator", None)
+    compile_step = kwargs.pop("compile_step", False)
+    if compile_step is True:
+        compile_step = "inductor"
+    if compile_step is not False and compile_step is not None and not isinstance(compile_step, str):
+        raise TypeError(f"compile_step must be True, False or a torch.compile backend name, got {compile_step!r}")
     user_processors = kwargs.pop("logits_processor", None)
     criteria = kwargs.pop("stopping_criteria", None)
     streamer = kwargs.pop("streamer", None)
@@ -238,6 +272,9 @@ def generate(model, input_ids: Optional[torch.Tensor], attention_mask: Optional[
     check_model_inputs(rest, ENCODER_INPUTS)
     if input_ids is None and encoder_outputs is None and "inputs_embeds" not in rest:
         raise ValueError("generate needs `input_ids` (or `inputs_embeds` or `encoder_outputs`)")
+    if compile_step and (not plan.use_cache or plan.output_attentions or plan.output_hidden_states):
+        raise ValueError("compile_step=True needs use_cache=True and no output_attentions / output_hidden_states "
+                         "(the compiled step returns logits only)")
     if streamer is not None and plan.mode == "beam":
         raise ValueError("`streamer` cannot be used with beam search (num_beams > 1), as in transformers")
     if encoder_outputs is None:
@@ -253,7 +290,7 @@ def generate(model, input_ids: Optional[torch.Tensor], attention_mask: Optional[
         enc = model.project(encoder_outputs[0])
         batch = enc.shape[0]
         expand = plan.num_beams if plan.mode == "beam" else plan.num_return_sequences
-        decoder = _Decoder(model, enc, attention_mask, expand, plan)
+        decoder = _Decoder(model, enc, attention_mask, expand, plan, compile_step=compile_step)
         ops = TorchOps(enc.device)
         steps = _Steps(plan, ops, input_ids, expand, user_processors)
         stop = _Stop(plan, criteria)
@@ -325,8 +362,7 @@ def _beam_search(plan: DecodePlan, decoder: _Decoder, batch: int, start: torch.T
     n_eos = len(plan.eos_token_ids)
     keep = max(2, 1 + n_eos) * K
     first_k = torch.arange(keep, device=device) < K
-    # transformers fills unused positions with `pad or eos[0]` (a pad id of 0 counts as unset)
-    fill = (plan.pad_token_id or plan.eos_token_ids[0]) if n_eos else -1
+    fill = beam_fill_token_id(plan)
 
     running = torch.full((batch, K, max_len), fill, dtype=torch.long, device=device)
     running[:, :, :prompt] = start.view(batch, K, prompt)
@@ -384,8 +420,10 @@ def _beam_search(plan: DecodePlan, decoder: _Decoder, batch: int, start: torch.T
         best_possible = running_scores[:, :1] / float(best_len ** lp)
         worst = torch.where(is_finished, finished_scores.min(dim=1, keepdim=True)[0], _BLOCKED)
         can_improve = can_improve & (best_possible > worst).any(dim=-1, keepdim=True)
-        open_beams = not (bool(is_finished.all()) and early is True)
-        if not (bool(can_improve.any()) and open_beams and not bool(done.all())):
+        go_on = can_improve.any() & ~done.all()
+        if early is True:
+            go_on = go_on & ~is_finished.all()
+        if not bool(go_on):  # the step's one host sync
             break
 
     n = plan.num_return_sequences

@@ -43,14 +43,27 @@ def transformers_logits_diff(checkpoint: Path, npz: Path) -> float:
     return float(np.max(np.abs(out.logits.numpy() - data["logits"])))
 
 
-def torch_backend_logits_diff(checkpoint: Path, npz: Path) -> float:
-    """The same with encdec's PyTorch backend."""
-    import torch
-
-    from encdec_torch import EncoderDecoderModel
+def backend_logits_diff(backend: str, checkpoint: Path, npz: Path) -> float:
+    """The same with encdec's ``"torch"``, ``"tf"`` or ``"flax"`` backend (in this process:
+    the test process imports every installed backend anyway); skips when it is not installed."""
+    import pytest
 
     data = np.load(npz)
-    model = EncoderDecoderModel.from_pretrained(checkpoint).eval()
-    with torch.no_grad():
-        out = model(**_torch_batch(data))
-    return float(np.max(np.abs(out.logits.numpy() - data["logits"])))
+    if backend == "torch":
+        pytest.importorskip("torch")
+        import torch
+
+        from encdec_torch import EncoderDecoderModel
+
+        model = EncoderDecoderModel.from_pretrained(checkpoint).eval()
+        with torch.no_grad():
+            logits = model(**_torch_batch(data)).logits.numpy()
+    else:
+        pytest.importorskip({"tf": "tensorflow", "flax": "flax"}[backend])
+        batch = {k: data[k].astype(np.int32) for k in ("input_ids", "attention_mask", "labels")}
+        if backend == "tf":
+            from encdec_tf import TFEncoderDecoderModel as cls
+        else:
+            from encdec_flax import FlaxEncoderDecoderModel as cls
+        logits = np.asarray(cls.from_pretrained(checkpoint)(**batch).logits)
+    return float(np.max(np.abs(logits - data["logits"])))

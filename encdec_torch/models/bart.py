@@ -22,6 +22,7 @@ from encdec_torch.models.common import (
     attend,
     causal_mask,
     check_inputs,
+    extend_kv,
     padding_mask,
     past_length,
     run_stack,
@@ -48,7 +49,7 @@ class BartAttention(nn.Module):
         else:
             k, v = self.kv(x if kv is None else kv)
             if kv is None and past is not None:
-                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+                k, v = extend_kv(past, k, v)
         dropout = self.dropout if self.training else 0.0
         out, weights = attend(q, k, v, mask, causal=causal, dropout=dropout, need_weights=need_weights)
         return self.out_proj(out), weights, (k, v)

@@ -27,6 +27,7 @@ from encdec_torch.models.common import (
     attend,
     causal_mask,
     check_inputs,
+    extend_kv,
     padding_mask,
     past_length,
     run_stack,
@@ -145,7 +146,7 @@ class BertAttention(nn.Module):
         else:
             k, v = self.kv(x if kv is None else kv)
             if kv is None and past is not None:
-                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+                k, v = extend_kv(past, k, v)
         dropout = att.dropout if self.training else 0.0
         if att.relative is not None:
             if mask is None and causal and q.shape[2] > 1:  # the causal flag cannot carry the scores

@@ -5,6 +5,8 @@ allowed and the dtype's most negative finite value where it is not (transformers
 so fully masked rows behave the same).  A cache is a tuple over layers of
 ``(self_key, self_value, cross_key, cross_value)`` tensors ``[batch, heads, len, head_dim]``;
 the self-attention pair grows by one step per call, the cross pair is computed once.
+The self-attention pair may instead be :class:`StaticKV` buffers (preallocated, written in
+place: what ``generate`` uses); layers add their step's entries with :func:`extend_kv`.
 """
 from __future__ import annotations
 
@@ -152,6 +154,62 @@ def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
 
 def past_length(past_key_values: Optional[tuple[LayerCache, ...]]) -> int:
     return 0 if not past_key_values else past_key_values[0][0].shape[2]
+
+
+class StaticKV:
+    """One layer's self-attention keys (or values) in a preallocated buffer ``data``
+    ``[rows, heads, capacity, head_dim]`` whose first ``length`` positions are filled.
+
+    A decoding step writes its new entries in place (a slice assignment, no concatenation,
+    no new allocation) and attends over the filled view; ``shape`` reads as the filled
+    tensor's, so :func:`past_length` works on a cache of these as on plain tensors.  Beam
+    search reorders rows in place with :meth:`reorder`.
+    """
+
+    __slots__ = ("data", "length")
+
+    def __init__(self, data: torch.Tensor, length: int = 0) -> None:
+        self.data, self.length = data, length
+
+    @classmethod
+    def empty(cls, like: torch.Tensor, rows: int, capacity: int) -> "StaticKV":
+        """A buffer for ``rows`` rows and ``capacity`` positions, heads/head_dim/dtype of ``like``."""
+        return cls(like.new_empty(rows, like.shape[1], capacity, like.shape[3]))
+
+    @property
+    def shape(self) -> torch.Size:
+        b, h, _, d = self.data.shape
+        return torch.Size((b, h, self.length, d))
+
+    def filled(self) -> torch.Tensor:
+        return self.data[:, :, : self.length]
+
+    def write(self, new: torch.Tensor) -> torch.Tensor:
+        """Store ``new`` ``[rows, heads, n, head_dim]`` after the filled positions; return the
+        filled view, ``new`` included."""
+        end = self.length + new.shape[2]
+        if end > self.data.shape[2]:
+            raise ValueError(f"static KV cache full: {end} positions for a capacity of {self.data.shape[2]}")
+        self.data[:, :, self.length:end] = new
+        self.length = end
+        return self.data[:, :, :end]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Rows ``index`` of the filled part, in place (beam search following its beams)."""
+        view = self.filled()
+        view.copy_(view.index_select(0, index))
+
+
+def extend_kv(past: Optional[tuple[Any, Any]], k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and values to attend over once this step's ``k``, ``v`` follow the cached ``past``
+    pair: written in place into :class:`StaticKV` buffers, else concatenated (plain tensors,
+    as transformers' legacy tuple caches)."""
+    if past is None:
+        return k, v
+    pk, pv = past[0], past[1]
+    if isinstance(pk, StaticKV):
+        return pk.write(k), pv.write(v)
+    return torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
 
 
 def check_inputs(input_ids: Optional[torch.Tensor], inputs_embeds: Optional[torch.Tensor], where: str) -> None:

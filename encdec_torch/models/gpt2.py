@@ -21,6 +21,7 @@ from encdec_torch.models.common import (
     attend,
     causal_mask,
     check_inputs,
+    extend_kv,
     padding_mask,
     past_length,
     run_stack,
@@ -56,7 +57,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.c_attn(x).split(self.d, dim=2)
         q, k, v = (split_heads(t, self.n_head) for t in (q, k, v))
         if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+            k, v = extend_kv(past, k, v)
         dropout = self.attn_dropout if self.training else 0.0
         y, weights = attend(q, k, v, mask, causal=True, dropout=dropout, need_weights=need_weights, scale=self.scale)
         if mask is not None:  # a query with no visible key gets a zero output, as transformers' GPT-2 under SDPA

@@ -32,6 +32,7 @@ from encdec_torch.models.common import (
     activation,
     attend,
     check_inputs,
+    extend_kv,
     padding_mask,
     past_length,
     run_stack,
@@ -101,7 +102,7 @@ class ProphetNetNgramSelfAttention(ProphetNetAttention):
         k, v = self._streams(self.key_proj(x), n), self._streams(self.value_proj(x), n)
         main_k, main_v = k[:, 0], v[:, 0]
         if past is not None:
-            main_k, main_v = torch.cat([past[0], main_k], dim=2), torch.cat([past[1], main_v], dim=2)
+            main_k, main_v = extend_kv(past, main_k, main_v)
         drop = self.attention_dropout if self.training else 0.0
         streams = x.view(b, 1 + N, n, d)
         rel = self.relative_pos_embeddings(streams).view(b, 1 + N, n, self.buckets, H)

@@ -19,6 +19,7 @@ from encdec.adapters import (
     init_adapter_weights,
     load_adapter_files,
     lora_delta,
+    resolve_config,
     save_adapter_files,
 )
 from encdec.configuration import EncoderDecoderConfig, config_class_for
@@ -149,3 +150,38 @@ def test_files_round_trip_and_mismatch(tmp_path):
         check_adapter_weights(adapter_sites(pair_config(), "x", SeqBnConfig()), loaded, "test")
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         load_adapter_files(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("fmt,weights_file", [("adapterhub-safetensors", "adapter.safetensors"),
+                                              ("adapterhub", "pytorch_adapter.bin")])
+def test_adapterhub_layout_round_trip(tmp_path, fmt, weights_file):
+    """``format="adapterhub..."``: AdapterHub's file names and its meta keys; read back as ours."""
+    if fmt == "adapterhub":
+        pytest.importorskip("torch")
+    config = LoRAConfig(r=2, leave_out=[1])
+    weights = init_adapter_weights(adapter_sites(pair_config(), "x", config), config, seed=4)
+    save_adapter_files(tmp_path, "x", config, weights, format=fmt)
+    assert {p.name for p in tmp_path.iterdir()} == {"adapter_config.json", weights_file}
+    meta = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert meta["model_class"] == "EncoderDecoderModelWithAdapters" and meta["config"]["architecture"] == "lora"
+    assert not meta["version"].startswith("adapters.")  # AdapterHub rewrites LoRA alpha for old adapters.* versions
+    name, loaded_config, loaded = load_adapter_files(tmp_path)
+    assert (name, loaded_config) == ("x", config)
+    assert loaded.keys() == weights.keys() and all(np.array_equal(weights[k], loaded[k]) for k in weights)
+    save_adapter_files(tmp_path, "x", config, weights)  # switching back to ours replaces the AdapterHub file
+    assert {p.name for p in tmp_path.iterdir()} == {"adapter_config.json", "adapter_model.safetensors"}
+    with pytest.raises(ValueError, match="format='peft'; expected one of safetensors, adapterhub"):
+        save_adapter_files(tmp_path, "x", config, weights, format="peft")
+
+
+def test_config_names_and_dicts_resolve_as_adapterhub():
+    assert resolve_config("seq_bn") == resolve_config("pfeiffer") == SeqBnConfig()
+    houlsby = resolve_config("double_seq_bn")
+    assert (houlsby.mh_adapter, houlsby.output_adapter, houlsby.original_ln_before, houlsby.non_linearity) == (
+        True, True, False, "swish")
+    assert resolve_config("lora") == LoRAConfig()
+    assert resolve_config({"architecture": "lora", "r": 2}) == LoRAConfig(r=2)
+    with pytest.raises(NotImplementedError, match="'compacter' is not supported"):
+        resolve_config("compacter")
+    with pytest.raises(TypeError, match="config must be"):
+        resolve_config(3)

@@ -2,6 +2,7 @@
 import os
 import stat
 
+import numpy as np
 import pytest
 
 from encdec import cli
@@ -90,6 +91,9 @@ def test_compare_two_backends_with_plot(tmp_path, capsys):
     (["compare", "--batch", "-1"], "--batch must be a positive integer, got -1"),
     (["compare", "--max-new-tokens", "0"], "--max-new-tokens must be a positive integer"),
     (["compare", "--seed", "-1"], "--seed must be in [0, 2**32)"),
+    (["train-compare", "--steps", "0"], "--steps must be a positive integer, got 0"),
+    (["train-compare", "--lr", "-1"], "AdamW: learning_rate must be > 0, got -1.0"),
+    (["train-compare", "--beta2", "1"], "AdamW: beta2 must be in [0, 1), got 1.0"),
     (["info", str(cli.BUNDLED / "model.safetensors")], "is not a config.json (not UTF-8 text); pass the checkpoint folder"),
 ])
 def test_misuse_is_bad_input_with_one_line(argv, message, capsys, tmp_path):
@@ -98,3 +102,41 @@ def test_misuse_is_bad_input_with_one_line(argv, message, capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.startswith(f"encdec {argv[0]}: error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "dst").exists()  # refused before anything was written
+
+
+def test_train_compare_curves_agree_without_dropout(tmp_path, capsys):
+    """Same tiny model, batches and AdamW settings in PyTorch and Keras (and Flax when
+    installed): with dropout off the loss curves agree; the CSV holds them.  With dropout on
+    the PyTorch curve changes (dropout acts), and no tolerance is applied."""
+    from encdec.init import init_weights
+    from encdec.pretrained import save_pretrained
+    from encdec.registry import available_backends
+    from encdec.specs import encoder_decoder_spec
+    from tests.core.tiny import tiny_composite
+
+    backends = [b for b in ("torch", "tf") if b in available_backends()]
+    if not backends:
+        pytest.skip("train-compare needs a backend")
+    config = tiny_composite("bert", "gpt2")
+    save_pretrained(tmp_path / "ckpt", config, init_weights(encoder_decoder_spec(config), seed=0))
+    csv, png = tmp_path / "curves.csv", tmp_path / "curves.png"
+    argv = ["train-compare", str(tmp_path / "ckpt"), "--steps", "3", "--batch", "2", "--csv", str(csv), "--plot", str(png)]
+    code = cli.main([*argv, "--backends", ",".join(backends), "--tolerance", "2e-5"])
+    out = capsys.readouterr().out
+    assert code == cli.EXIT_OK, out
+    rows = [line.split(",") for line in csv.read_text().splitlines()]
+    assert rows[0] == ["step", *(f"loss_{b}" for b in backends), "max_abs_diff"] and len(rows) == 4
+    losses = np.array([[float(x) for x in row[1:-1]] for row in rows[1:]])
+    assert np.all(np.abs(losses - losses[:, :1]) < 2e-5)  # every backend against the first
+    assert "largest loss difference" in out
+    try:
+        import matplotlib  # noqa: F401
+
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    except ImportError:
+        assert "matplotlib is not installed" in out and not png.exists()
+    if "torch" in backends:  # dropout on: a different torch curve, reported without a tolerance
+        assert cli.main([*argv, "--backends", "torch", "--dropout", "on", "--tolerance", "0"]) == cli.EXIT_OK
+        dropped = np.array([float(r.split(",")[1]) for r in csv.read_text().splitlines()[1:]])
+        assert np.abs(dropped - losses[:, 0]).max() > 1e-4
+        assert "not applied: dropout draws differ" in capsys.readouterr().out

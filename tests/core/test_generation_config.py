@@ -4,7 +4,7 @@ import json
 import pytest
 
 from encdec import BertConfig, EncoderDecoderConfig, GPT2Config
-from encdec.generation import GenerationConfig, resolve_generation
+from encdec.generation import GenerationConfig, beam_fill_token_id, resolve_generation
 
 from .tiny import part_kwargs
 
@@ -66,6 +66,15 @@ def test_pad_defaults_to_eos():
     cfg.decoder.pad_token_id = None
     plan, _ = resolve_generation(cfg, None, {"eos_token_id": [4, 5]})
     assert plan.pad_token_id == 4 and plan.eos_token_ids == (4, 5)
+
+
+def test_beam_fill_token_is_transformers_rule():
+    """pad; the first eos when the pad id is 0 (unset for transformers); -1 without eos."""
+    cfg = model_config(decoder_start_token_id=1)
+    fill = [beam_fill_token_id(resolve_generation(cfg, None, kw)[0]) for kw in (
+        {"pad_token_id": 3, "eos_token_id": [4, 5]}, {"pad_token_id": 0, "eos_token_id": [4, 5]},
+        {"pad_token_id": 0, "eos_token_id": None})]
+    assert fill == [3, 4, -1]
 
 
 def test_forced_ids_come_from_the_decoder_config():

@@ -43,3 +43,30 @@ def test_check_batch_layout_accepts_unknown_lengths_and_policies():
         check_policy("bfloat16", "compile")
     assert batch_from_data(({"input_ids": 1}, 2), "fit") == ({"input_ids": 1}, 2, None)
     assert batch_from_data({"input_ids": 1}, "fit") == ({"input_ids": 1}, None, None)
+
+
+def test_train_compare_helpers():
+    """train-compare's core: dropout zeroed in both parts, deterministic batches, per-step
+    differences, AdamW settings checked, and bad batches refused (naming the key and the
+    expected shape) before a backend is even imported."""
+    from encdec.runner import Runner
+    from encdec.training import AdamWSettings, comparison_batches, curve_differences, without_dropout
+    from tests.core.tiny import tiny_composite
+
+    config = tiny_composite("bert", "gpt2")
+    off = without_dropout(config)
+    assert (off.encoder.hidden_dropout_prob, off.encoder.attention_probs_dropout_prob, off.decoder.resid_pdrop,
+            off.decoder.attn_pdrop, off.decoder.embd_pdrop) == (0.0,) * 5
+    assert config.encoder.hidden_dropout_prob == 0.1 and off.encoder.classifier_dropout is None  # a copy; None kept
+    a, b = comparison_batches(config, 2, 3, seed=1), comparison_batches(config, 2, 3, seed=1)
+    assert all(np.array_equal(x[k], y[k]) for x, y in zip(a, b) for k in x) and not np.array_equal(a[0]["labels"], a[1]["labels"])
+    assert a[0]["labels"].shape == (3, 8) and (a[0]["labels"][1] == -100).any()
+    assert curve_differences({"x": [1.0, 2.0], "y": [1.5, 2.0], "z": [1.25, 1.0]}) == [0.5, 1.0]
+    with pytest.raises(ValueError, match="beta2 must be in"):
+        AdamWSettings(beta2=1.0)
+    runner = Runner("flax", model=None)
+    bad = [{"input_ids": a[0]["input_ids"], "label": a[0]["labels"]}]
+    with pytest.raises(ValueError, match=r"unexpected batch key\(s\) \['label'\]"):
+        runner.train_adamw(bad, AdamWSettings())
+    with pytest.raises(ValueError, match=r"`labels` must have shape \[batch, length\], got shape \[3\]"):
+        runner.train_adamw([{"input_ids": a[0]["input_ids"], "labels": a[0]["labels"][:, 0]}], AdamWSettings())

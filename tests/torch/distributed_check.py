@@ -1,7 +1,8 @@
 """Launched by tests/torch/test_distributed.py as ``torchrun --nproc_per_node=2`` (gloo):
 two AdamW steps under DDP and under FSDP2 on half the global batch per rank, against the
 same steps in one process on the whole batch.  Rank 0 prints one JSON line and writes the
-checkpoint gathered from the FSDP2 run under argv[1]."""
+checkpoint gathered from the FSDP2 run under argv[1].  Then tensor parallelism (the core
+plan as ColwiseParallel / RowwiseParallel) on a bert2bert model: every rank the whole batch."""
 import json
 import os
 import sys
@@ -12,7 +13,8 @@ import torch.distributed as dist
 
 from encdec import BertConfig, EncoderDecoderConfig, GPT2Config
 from encdec_torch import EncoderDecoderModel
-from encdec_torch.distributed import apply_fsdp, full_canonical_state, init_process_group, layer_modules, save_pretrained, wrap_ddp
+from encdec_torch.distributed import (apply_fsdp, apply_tensor_parallel, full_canonical_state, init_process_group,
+                                      layer_modules, save_pretrained, wrap_ddp)
 
 torch.manual_seed(0)
 rank, world = init_process_group("gloo")
@@ -78,6 +80,20 @@ report["fsdp2"] = {"losses": losses, "max_loss_diff": max(abs(a - b) for a, b in
                    "max_param_diff": diff(state), "layers_wrapped": len(layer_modules(fsdp)),
                    "query_local_shape": list(shard.to_local().shape), "query_type": type(shard).__name__}
 save_pretrained(fsdp, os.path.join(out_dir, "ckpt"))
+
+# tensor parallel: GPT-2's fused Conv1D projections are not covered, so a bert2bert model
+tp_config = EncoderDecoderConfig.from_encoder_decoder_configs(config.encoder, BertConfig(
+    vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64))
+tp_config.decoder_start_token_id, tp_config.pad_token_id = 3, 0
+tp_reference = EncoderDecoderModel(tp_config, seed=0)
+ref_losses, ref_state = [float(x) for x in train(tp_reference, batch)], tp_reference.canonical_state()
+tp = apply_tensor_parallel(EncoderDecoderModel(tp_config, seed=0))
+query = tp.decoder.bert.encoder.layer[0].crossattention.self
+losses = [float(x) for x in train(tp, batch)]  # outputs are whole tensors on every rank
+report["tp"] = {"losses": losses, "max_loss_diff": max(abs(a - b) for a, b in zip(losses, ref_losses)),
+                "max_param_diff": diff(full_canonical_state(tp)), "heads": query.heads,
+                "query_local_shape": list(query.query.weight.to_local().shape),
+                "output_local_shape": list(tp.encoder.encoder.layer[0].output.dense.weight.to_local().shape)}
 if rank == 0:
     fsdp_logits = EncoderDecoderModel.from_pretrained(os.path.join(out_dir, "ckpt")).eval()(**batch).logits
     np.savez(os.path.join(out_dir, "batch_logits.npz"), logits=fsdp_logits.detach().numpy(),

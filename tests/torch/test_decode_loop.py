@@ -1,0 +1,56 @@
+"""The torch decode loop's machinery: the static (preallocated, written in place) KV cache and
+the opt-in compiled single-token step.  Ids against transformers are the conformance suite's
+job (its generate tests run on this cache); here: the cache's own contract, and compiled ids
+equal to eager ones."""
+import pytest
+import torch
+
+from conformance_tests.pairs import PAIRS
+from encdec.runner import sample_inputs
+from encdec_torch import EncoderDecoderModel
+from encdec_torch.models.common import StaticKV, extend_kv
+
+
+@pytest.fixture(scope="module")
+def bert2gpt2():
+    config = next(p for p in PAIRS if p.id == "bert2gpt2").config()
+    model = EncoderDecoderModel(config=config, seed=3).eval()
+    inputs = sample_inputs(config, labels=False)
+    return model, torch.from_numpy(inputs["input_ids"]), torch.from_numpy(inputs["attention_mask"])
+
+
+def test_static_kv_writes_in_place_and_reads_as_the_filled_tensor():
+    torch.manual_seed(0)
+    first, second = torch.randn(3, 2, 4, 5), torch.randn(3, 2, 1, 5)
+    keys, values = StaticKV.empty(first, rows=3, capacity=6), StaticKV.empty(first, rows=3, capacity=6)
+    storage = keys.data.data_ptr()
+    k, _ = extend_kv((keys, values), first, first)
+    assert keys.shape == (3, 2, 4, 5) and torch.equal(k, first)
+    k, _ = extend_kv((keys, values), second, second)
+    assert torch.equal(k, torch.cat([first, second], dim=2))  # what the concatenating cache gives
+    assert keys.data.data_ptr() == storage and k.data_ptr() == storage  # no new allocation
+    keys.reorder(torch.tensor([2, 2, 0]))
+    assert torch.equal(keys.filled(), torch.cat([first, second], dim=2)[[2, 2, 0]])
+    with pytest.raises(ValueError, match="static KV cache full: 7 positions for a capacity of 6"):
+        keys.write(torch.zeros(3, 2, 2, 5))
+
+
+def test_compiled_step_gives_the_eager_ids(bert2gpt2):
+    """compile_step runs the single-token step through torch.compile (here its "eager" backend:
+    dynamo's tracing and guards without inductor's C++ build, which takes minutes on CI).
+    Beam search only (the greedy step is the same program on fewer rows): reordered buffers,
+    shared cross-attention rows, several steps on one compiled program."""
+    model, ids, mask = bert2gpt2
+    settings = dict(max_new_tokens=5, num_beams=3, num_return_sequences=2, eos_token_id=None)
+    with torch.no_grad():
+        eager = model.generate(ids, attention_mask=mask, **settings)
+        compiled = model.generate(ids, attention_mask=mask, compile_step="eager", **settings)
+    assert torch.equal(compiled, eager)
+
+
+def test_compiled_step_refuses_what_it_cannot_return(bert2gpt2):
+    model, ids, mask = bert2gpt2
+    with pytest.raises(ValueError, match="compile_step=True needs use_cache=True"):
+        model.generate(ids, attention_mask=mask, max_new_tokens=2, compile_step=True, use_cache=False)
+    with pytest.raises(TypeError, match="compile_step must be True, False or a torch.compile backend name"):
+        model.generate(ids, attention_mask=mask, max_new_tokens=2, compile_step=3)
