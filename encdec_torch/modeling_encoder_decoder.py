@@ -116,6 +116,19 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         if seed is not None:
             self.load_canonical(init_model_weights(config, seed=seed))
 
+    @property
+    def spec(self) -> Any:
+        """The composite's spec, rebuilt from the config when a part's vocabulary was resized."""
+        key = (self.config.encoder.vocab_size, self.config.decoder.vocab_size)
+        if self.__dict__.get("_spec_key") != key:
+            self.__dict__["_spec"], self.__dict__["_spec_key"] = encoder_decoder_spec(self.config), key
+        return self.__dict__["_spec"]
+
+    @spec.setter
+    def spec(self, value: Any) -> None:
+        self.__dict__["_spec"] = value
+        self.__dict__["_spec_key"] = (self.config.encoder.vocab_size, self.config.decoder.vocab_size)
+
     def _set_attn_implementation(self, requested: Optional[str]) -> None:
         """transformers' rule: the composite records ``requested`` (default ``"sdpa"``) and
         each part its own choice; requesting ``"sdpa"`` where a part lacks it raises."""
@@ -149,10 +162,12 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         return self.decoder.get_output_embeddings()
 
     def resize_token_embeddings(self, *args: Any, **kwargs: Any) -> None:
+        # transformers 4.57 refuses it on the composite too; the parts resize and keep
+        # config.encoder / config.decoder (shared with them) and the spec in step
         raise NotImplementedError(
-            "EncoderDecoderModel does not resize embeddings itself; resize the parts instead "
-            "(model.encoder.resize_token_embeddings(...) / model.decoder.resize_token_embeddings(...)) "
-            "and keep config.encoder/config.decoder vocab sizes in step"
+            "Resizing the embedding layers via the EncoderDecoderModel directly is not supported. Please use the "
+            "respective methods of the wrapped objects (model.encoder.resize_token_embeddings(...) or "
+            "model.decoder.resize_token_embeddings(...))"
         )
 
     supports_gradient_checkpointing = True

@@ -260,3 +260,27 @@ def test_attn_implementation_as_transformers(tmp_path, bert2bert):
     assert "_attn_implementation" not in (tmp_path / "config.json").read_text()
     with pytest.raises(ValueError, match="flash_attention_2"):
         EncoderDecoderModel.from_pretrained(tmp_path, attn_implementation="flash_attention_2")
+
+
+def test_resize_token_embeddings_on_parts_as_transformers(hf_parts, tmp_path):
+    root, _, _ = hf_parts
+    ours = EncoderDecoderModel.from_encoder_decoder_pretrained(root / "bert", root / "gpt2").eval()
+    theirs = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(root / "bert", root / "gpt2").eval()
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.canonical_state().items()}, strict=False)
+    with pytest.raises(NotImplementedError, match="model.encoder.resize_token_embeddings"):
+        ours.resize_token_embeddings(120)
+    v_enc, v_dec = ours.config.encoder.vocab_size, ours.config.decoder.vocab_size
+    for model in (ours, theirs):
+        model.encoder.resize_token_embeddings(v_enc + 5)
+        model.decoder.resize_token_embeddings(v_dec + 3, pad_to_multiple_of=8)
+    assert ours.config.encoder.vocab_size == theirs.config.encoder.vocab_size == v_enc + 5
+    assert ours.config.decoder.vocab_size == theirs.config.decoder.vocab_size == -(-(v_dec + 3) // 8) * 8
+    assert ours.decoder.config is ours.config.decoder
+    assert ours.decoder.lm_head.weight is ours.decoder.transformer.wte.weight  # GPT-2's tie kept
+    assert ours.decoder.get_output_embeddings().weight.shape == theirs.decoder.get_output_embeddings().weight.shape
+    a = ours(input_ids=IDS, attention_mask=MASK, decoder_input_ids=DEC).logits
+    b = theirs(input_ids=IDS, attention_mask=MASK, decoder_input_ids=DEC).logits
+    assert a.shape == b.shape and (a[..., :v_dec] - b[..., :v_dec]).abs().max() < 1e-5
+    ours.save_pretrained(tmp_path)  # the composite's spec follows the parts: transformers loads it
+    again = transformers.EncoderDecoderModel.from_pretrained(tmp_path).eval()
+    assert (again(input_ids=IDS, attention_mask=MASK, decoder_input_ids=DEC).logits - a).abs().max() < 1e-5
