@@ -39,3 +39,20 @@ def resize_rows(old: np.ndarray, rows: int, mean_resizing: bool, std: float, see
         else:
             out[keep:] = np.random.default_rng(seed).normal(0.0, std, (rows - keep,) + old.shape[1:]).astype(old.dtype)
     return out
+
+
+def resize_canonical(weights: dict[str, np.ndarray], old_spec: Any, new_spec: Any, mean_resizing: bool, std: float,
+                     seed: int = 0) -> dict[str, np.ndarray]:
+    """Canonical ``weights`` of ``old_spec`` moved onto ``new_spec`` (the same part with another
+    ``vocab_size``): every untied parameter whose row count changed goes through
+    :func:`resize_rows`, the rest is kept; tie targets follow their sources when loaded."""
+    out = {}
+    for i, p in enumerate(new_spec.untied):
+        old = np.asarray(weights[p.name])
+        if tuple(old.shape) == tuple(p.shape):
+            out[p.name] = old
+        elif old.shape[1:] == tuple(p.shape[1:]):
+            out[p.name] = resize_rows(old, p.shape[0], mean_resizing, std, seed + i)
+        else:
+            raise ValueError(f"resizing the vocabulary changed {p.name} from {old.shape} to {p.shape} beyond its rows")
+    return out
