@@ -70,8 +70,6 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
                 f"the decoder's cross_attention_hidden_size ({cross}) must equal the encoder's hidden_size "
                 f"({config.encoder.hidden_size}); leave it unset to add an enc_to_dec_proj layer instead"
             )
-        if config.tie_encoder_decoder and (encoder is not None or decoder is not None):
-            raise NotImplementedError("tie_encoder_decoder=True is only supported when building the model from a config")
         self.config = config
         self.spec = encoder_decoder_spec(config)
         half = self.dtype_policy.variable_dtype != "float32"
@@ -82,10 +80,19 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
             encoder = part_class("tf", config.encoder.model_type, "encoder")(config.encoder, name="encoder", **part_kw)
         if getattr(encoder, "is_causal_lm", False):
             raise ValueError(f"the encoder {type(encoder).__name__} has an LM head; pass a base model (e.g. TFBertModel)")
+        tied = {name[len("decoder."):]: encoder.store.get(src[len("encoder."):])
+                for name, src in self.spec.ties.items() if name.startswith("decoder.") and src.startswith("encoder.")}
         if decoder is None:
-            tied = {name[len("decoder."):]: encoder.store.get(src[len("encoder."):])
-                    for name, src in self.spec.ties.items() if name.startswith("decoder.") and src.startswith("encoder.")}
             decoder = part_class("tf", config.decoder.model_type, "decoder")(config.decoder, tied=tied, name="decoder", **part_kw)
+        elif tied:
+            # tie_encoder_decoder with given parts keeps the decoder's weights, as transformers does:
+            # they go into the encoder's variables, and the decoder is rebuilt on them
+            given = decoder.canonical_state()
+            pairs = {name[len("decoder."):]: src[len("encoder."):] for name, src in self.spec.ties.items()
+                     if name.startswith("decoder.") and src.startswith("encoder.")}
+            encoder.load_canonical({**encoder.canonical_state(), **{src: given[name] for name, src in pairs.items()}})
+            decoder = type(decoder)(config.decoder, tied=tied, name=decoder.name)
+            decoder.load_canonical(given)
         if not getattr(decoder, "accepts_encoder_states", False):
             raise ValueError(
                 f"the decoder {type(decoder).__name__} cannot attend to encoder states: use a causal-LM part built with "

@@ -205,7 +205,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
                output_hidden_states=False, **kwargs: Any) -> BaseModelOutput:
         out = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states, **kwargs,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True, **kwargs,
         )
         return BaseModelOutput(last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states, attentions=out.attentions)
 
@@ -275,6 +275,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             output_hidden_states=output_hidden_states,
             use_cache=self.config.decoder.use_cache if use_cache is None else use_cache,
             past_key_values=past_key_values,
+            return_dict=True,  # the parts' own config may say otherwise (as transformers passes it down)
             **kwargs_decoder,
         )
         loss = None

@@ -152,9 +152,23 @@ class TFPartMixin(HubModelMixin):
         from encdec.layout import to_backend
 
         weights, _ = match_state(weights, self.store.spec)
+        owned_elsewhere = {TF_LAYOUT.backend_name(n, self.store.spec[n].kind) for n in self.store.tied}
         for key, value in to_backend(weights, self.store.spec, TF_LAYOUT).items():
+            if key in owned_elsewhere:  # tied to another part's variable (tie_encoder_decoder): its owner loads it
+                continue
             var = self.store.variables[key]
             var.assign(variable_value(value, var.dtype, key, tuple(var.shape)))
+
+    def resize_token_embeddings(self, new_num_tokens: Any = None, pad_to_multiple_of: Any = None,
+                                mean_resizing: bool = True) -> Any:
+        """Refused for TF parts (their variables are created with fixed shapes); the input
+        embedding is returned when nothing is to change, as transformers does."""
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return self.get_input_embeddings()
+        raise NotImplementedError(
+            f"{type(self).__name__}.resize_token_embeddings is not implemented by encdec's TF backend: resize the part "
+            "in PyTorch or Flax (model.encoder.resize_token_embeddings(...)), save it and load it here with "
+            f"{type(self).__name__}.from_pretrained(path)")
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         if only_trainable and not self.trainable:

@@ -115,3 +115,23 @@ def test_part_takes_transformers_tf_calling_convention(hf_bert, caplog):
     assert "ignores the `kwargs=` argument (labels)" in caplog.text
     dec = TFBertLMHeadModel.from_pretrained(root / "bert")
     assert dec(dec.dummy_inputs).logits.shape == (3, 5, 99)
+
+
+def test_tie_encoder_decoder_with_given_parts_keeps_the_decoder_side(hf_bert, tmp_path):
+    root, _ = hf_bert
+    torch.manual_seed(1)
+    transformers.BertModel(transformers.BertConfig(**KW)).save_pretrained(tmp_path / "b")
+    theirs = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(root / "bert", tmp_path / "b",
+                                                                              tie_encoder_decoder=True).eval()
+    enc, dec = TFBertModel.from_pretrained(root / "bert"), TFBertLMHeadModel.from_pretrained(tmp_path / "b")
+    cfg = EncoderDecoderConfig.from_encoder_decoder_configs(enc.config, dec.config, tie_encoder_decoder=True)
+    model = TFEncoderDecoderModel(cfg, encoder=enc, decoder=dec)
+    ref = {k: v.numpy() for k, v in theirs.state_dict().items()}
+    state = model.canonical_state()
+    for name in ("encoder.embeddings.word_embeddings.weight", "encoder.encoder.layer.1.attention.self.query.weight"):
+        assert np.array_equal(state[name], ref[name]), name
+    model.load_canonical({p.name: ref[p.name] for p in model.spec.untied})  # the heads transformers drew at random
+    ours = np.asarray(model(input_ids=IDS, attention_mask=MASK, decoder_input_ids=DEC).logits)
+    theirs_logits = theirs(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK),
+                           decoder_input_ids=torch.tensor(DEC)).logits.detach().numpy()
+    assert np.abs(ours - theirs_logits).max() < 1e-5
