@@ -602,3 +602,75 @@ def check_model_inputs(rest: dict[str, Any], accepted: "list[str] | tuple[str, .
         f"{where} got {', '.join(hints)}: not a generation setting nor an encoder input; "
         f"encoder inputs accepted here: {', '.join(accepted) or 'none'}"
     )
+
+
+def unstack_step_outputs(plan: DecodePlan, recorded: dict[str, Any], steps: int, source_length: int,
+                         first: dict[str, Any] | None = None) -> dict[str, Any]:
+    """transformers' per-step ``generate`` fields from a compiled loop's preallocated buffers.
+
+    ``recorded`` holds ``scores`` / ``logits`` as [max_steps, rows, vocab] arrays and
+    ``decoder_attentions`` / ``cross_attentions`` / ``decoder_hidden_states`` as tuples (one
+    per layer; hidden states: embeddings first) of [max_steps, rows, ...] arrays whose query
+    axis is 1 (cached loop) or the whole static length (uncached loop) and whose key axes are
+    static too.  Step ``t`` (``steps`` of them ran) is cut to transformers' shapes: queries
+    ``1`` with the cache (the whole prompt on the first step), ``prompt_length + t`` without;
+    self-attention keys ``prompt_length + t``; cross-attention keys ``source_length``.
+    ``first``: the first step's decoder fields when a cached loop ran a longer prompt apart.
+    Slicing only: works on numpy, jax and TensorFlow arrays."""
+    prompt = plan.prompt_length
+    out: dict[str, Any] = {}
+    for name in ("scores", "logits"):
+        if name in recorded:
+            out[name] = tuple(recorded[name][t] for t in range(steps))
+    for name in ("decoder_attentions", "cross_attentions", "decoder_hidden_states"):
+        if name not in recorded:
+            continue
+        per_step = []
+        for t in range(steps):
+            source = recorded[name] if first is None or t > 0 else first[name]
+            queries = (prompt if t == 0 else 1) if plan.use_cache else prompt + t
+            layers = []
+            for layer in source:
+                x = layer[t] if source is recorded[name] else layer
+                if name == "decoder_hidden_states":
+                    layers.append(x[:, :queries])
+                else:
+                    keys = prompt + t if name == "decoder_attentions" else source_length
+                    layers.append(x[:, :, :queries, :keys])
+            per_step.append(tuple(layers))
+        out[name] = tuple(per_step)
+    return out
+
+
+def per_step_outputs(plan: DecodePlan, recorded: dict[str, Any], steps: int, crop: bool = True) -> dict[str, Any]:
+    """transformers' per-step ``generate`` fields from a compiled loop's static buffers.
+
+    ``recorded`` holds what a shape-static loop preallocates, stacked over steps on axis 0:
+    ``scores`` / ``logits`` [S, rows, vocab]; per layer ``decoder_attentions`` /
+    ``cross_attentions`` [S, rows, heads, q, keys] and ``decoder_hidden_states`` [S, rows, q,
+    hidden], where entry ``i >= 1`` is the decoder call that produced step ``i``'s logits (q = 1
+    with the cache, ``max_length`` without: the whole buffer) and keys span the whole buffer;
+    ``first_<name>`` holds step 0's (the decoder prompt's) call.  Returns tuples over the
+    ``steps`` steps taken; with ``crop`` the queries/keys are cut to those transformers returns
+    (step ``i`` sees ``prompt_length + i`` tokens).  Any array type with basic slicing works.
+    """
+    out: dict[str, Any] = {}
+    for name in ("scores", "logits"):
+        if name in recorded:
+            out[name] = tuple(recorded[name][i] for i in range(steps))
+
+    def step(name: str, i: int) -> tuple:
+        layers = recorded["first_" + name] if i == 0 else tuple(t[i] for t in recorded[name])
+        if not crop:
+            return tuple(layers)
+        seen = plan.prompt_length + i
+        queries = slice(None) if (plan.use_cache and i) else slice(0, seen)
+        if name == "decoder_hidden_states":
+            return tuple(t[:, queries] for t in layers)
+        keys = slice(0, seen) if name == "decoder_attentions" else slice(None)
+        return tuple(t[:, :, queries, keys] for t in layers)
+
+    for name in ("decoder_attentions", "cross_attentions", "decoder_hidden_states"):
+        if name in recorded:
+            out[name] = tuple(step(name, i) for i in range(steps))
+    return out

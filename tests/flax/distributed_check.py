@@ -91,6 +91,11 @@ log("single-device steps")
 ref_ids = np.asarray(model.generate(batch["input_ids"], batch["attention_mask"], params=ref_params, max_length=9).sequences)
 log("single-device generate")
 report = {"single_losses": ref_losses}
+# generate traces (issue 14.3): one input row per device under jax.pmap, parameters broadcast
+per_device = jax.pmap(lambda p, x, m: model.generate(x, m, params=p, max_length=9).sequences, in_axes=(None, 0, 0))
+pmap_ids = per_device(ref_params, batch["input_ids"].reshape(8, 1, -1), batch["attention_mask"].reshape(8, 1, -1))
+report["pmap_generate_equal"] = bool(np.array_equal(np.asarray(pmap_ids).reshape(ref_ids.shape), ref_ids))
+log("pmap generate")
 for label, (data, mdl, fsdp) in {"dp2_tp4_fsdp": (2, 4, True)}.items():
     mesh = make_mesh(data, mdl)
     shardings = param_shardings(model, mesh, fsdp=fsdp)
