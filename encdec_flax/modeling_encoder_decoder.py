@@ -264,7 +264,8 @@ class FlaxEncoderDecoderModel(HubModelMixin, FlaxAdapterMixin):
     def _flags(self, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None,
                part: str = "both") -> tuple[bool, bool, bool]:
         """Argument, else config (:func:`encdec.routing.output_flags`) for ``part``."""
-        ea, eh, da, dh, rd = output_flags(self.config, output_attentions, output_hidden_states, return_dict)
+        ea, eh, da, dh, rd = output_flags(self.config, output_attentions, output_hidden_states, return_dict,
+                                      follow="composite")
         if part == "encoder":
             return ea, eh, rd
         if part == "decoder":
