@@ -641,36 +641,3 @@ def unstack_step_outputs(plan: DecodePlan, recorded: dict[str, Any], steps: int,
         out[name] = tuple(per_step)
     return out
 
-
-def per_step_outputs(plan: DecodePlan, recorded: dict[str, Any], steps: int, crop: bool = True) -> dict[str, Any]:
-    """transformers' per-step ``generate`` fields from a compiled loop's static buffers.
-
-    ``recorded`` holds what a shape-static loop preallocates, stacked over steps on axis 0:
-    ``scores`` / ``logits`` [S, rows, vocab]; per layer ``decoder_attentions`` /
-    ``cross_attentions`` [S, rows, heads, q, keys] and ``decoder_hidden_states`` [S, rows, q,
-    hidden], where entry ``i >= 1`` is the decoder call that produced step ``i``'s logits (q = 1
-    with the cache, ``max_length`` without: the whole buffer) and keys span the whole buffer;
-    ``first_<name>`` holds step 0's (the decoder prompt's) call.  Returns tuples over the
-    ``steps`` steps taken; with ``crop`` the queries/keys are cut to those transformers returns
-    (step ``i`` sees ``prompt_length + i`` tokens).  Any array type with basic slicing works.
-    """
-    out: dict[str, Any] = {}
-    for name in ("scores", "logits"):
-        if name in recorded:
-            out[name] = tuple(recorded[name][i] for i in range(steps))
-
-    def step(name: str, i: int) -> tuple:
-        layers = recorded["first_" + name] if i == 0 else tuple(t[i] for t in recorded[name])
-        if not crop:
-            return tuple(layers)
-        seen = plan.prompt_length + i
-        queries = slice(None) if (plan.use_cache and i) else slice(0, seen)
-        if name == "decoder_hidden_states":
-            return tuple(t[:, queries] for t in layers)
-        keys = slice(0, seen) if name == "decoder_attentions" else slice(None)
-        return tuple(t[:, :, queries, keys] for t in layers)
-
-    for name in ("decoder_attentions", "cross_attentions", "decoder_hidden_states"):
-        if name in recorded:
-            out[name] = tuple(step(name, i) for i in range(steps))
-    return out

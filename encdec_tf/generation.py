@@ -13,7 +13,7 @@ decoder on it.  With ``use_cache=False`` every decoder call runs over the whole 
 pad-filled) sequence buffer and reads the logits at the current position — causal attention
 makes that what transformers computes on the prefix, positions included.  What
 ``return_dict_in_generate`` asks for is written into preallocated per-step buffers inside
-the loop and cut to transformers' shapes on the host (:func:`encdec.generation.per_step_outputs`).
+the loop and cut to transformers' shapes on the host (:func:`encdec.generation.unstack_step_outputs`).
 """
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ import numpy as np
 import tensorflow as tf
 
 from encdec.compile_cache import ProgramCache, bucket_length, pad_source
-from encdec.generation import (DecodePlan, GenerationConfig, beam_fill_token_id, check_model_inputs, decoder_prompt,
-                               default_attention_mask, per_step_outputs, resolve_generation)
+from encdec.generation import (DecodePlan, GenerationConfig, UnsupportedGenerationSetting, beam_fill_token_id,
+                               check_model_inputs, decoder_prompt, default_attention_mask, resolve_generation,
+                               unstack_step_outputs)
 from encdec.generation_logits import ArrayOps, process, warp
 from encdec.generation_logits import is_eos as core_is_eos
 from encdec.outputs import BaseModelOutput, GenerateOutput
@@ -83,6 +84,15 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
         raise TypeError(f"generate does not take these decoder inputs: {', '.join(decoder_kwargs)}")
     check_model_inputs(rest, ())
     eager = tf.executing_eagerly()
+    if model.config.decoder.model_type == "prophetnet":
+        # its cross-attention queries hold 1 + ngram streams per token, and its logits depend on
+        # the decoded length (transformers' uncached steps run on the prefix, not a static buffer)
+        for name, on in (("output_attentions", plan.return_dict_in_generate and plan.output_attentions),
+                         ("use_cache", not plan.use_cache)):
+            if on:
+                raise UnsupportedGenerationSetting(
+                    f"generation setting `{name}`={getattr(plan, name)!r} with a ProphetNet decoder is not implemented "
+                    "by the TensorFlow backend (see docs/generation.md)")
     if plan.max_time is not None and (jit_compile or not eager):
         raise ValueError(f"max_time={plan.max_time} needs the loop to run eagerly (generate(..., jit_compile=False), "
                          "outside tf.function): a compiled XLA loop cannot read the clock")
@@ -105,12 +115,13 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
             attention_mask = tf.ones(tf.shape(encoder_states)[:2], tf.int32)
         input_ids = None if input_ids is None else as_int(input_ids)
     attention_mask = as_int(attention_mask)
-    batch = int((encoder_states if encoder_states is not None else input_ids).shape[0])
-    if prompt is None:
-        prompt = np.full((batch, 1), plan.decoder_start_token_id, np.int64)
-    elif prompt.shape[0] != batch:
-        raise ValueError(f"decoder_input_ids has {prompt.shape[0]} rows for a batch of {batch}")
-    prompt = tf.constant(prompt, tf.int32)
+    source = encoder_states if encoder_states is not None else input_ids
+    if prompt is None:  # the batch may be unknown while tracing (e.g. an exported signature)
+        prompt = tf.fill(tf.stack([tf.shape(source)[0], 1]), plan.decoder_start_token_id)
+    else:
+        if source.shape[0] is not None and prompt.shape[0] != source.shape[0]:
+            raise ValueError(f"decoder_input_ids has {prompt.shape[0]} rows for a batch of {source.shape[0]}")
+        prompt = tf.constant(prompt, tf.int32)
     if seed is None:
         seed = int(np.random.randint(0, 2**31 - 1))
     seed = tf.constant([seed, 0], tf.int32)
@@ -127,8 +138,9 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
         fns = _COMPILED.get(model)
         if fns is None:
             fns = _COMPILED[model] = ProgramCache()
-        shapes = tuple(tuple(t.shape) for t in (input_ids, prompt) + ((encoder_states,) if encoder_states is not None else ()))
-        fn = fns.get_or_build((plan, shapes, hooks.key()), lambda: tf.function(
+        # (what is traced, source shape): the prompt's shape follows from the plan and the batch
+        what = plan if not (hooks.key() or encoder_states is not None) else (plan, hooks.key(), encoder_states is not None)
+        fn = fns.get_or_build((what, tuple(input_ids.shape)), lambda: tf.function(
             lambda ids, mask, s, p, e: decode(model, plan, ids, mask, s, p, e, hooks), jit_compile=True, autograph=False))
         result = fn(input_ids, attention_mask, seed, prompt, encoder_states)
     return finish(plan, result, encoder_outputs, eager)
@@ -141,8 +153,16 @@ def finish(plan: DecodePlan, result: dict, encoder_outputs: Any, eager: bool) ->
         sequences = sequences[:, : int(result["length"])]
     if not plan.return_dict_in_generate:
         return sequences
-    steps = int(result["steps"]) if eager else plan.max_length - plan.prompt_length
-    fields = per_step_outputs(plan, result, steps, crop=eager)
+    first = {name[len("first_"):]: value for name, value in result.items() if name.startswith("first_")}
+    if eager:
+        source_length = int(result["source_length"])
+        fields = unstack_step_outputs(plan, result, int(result["steps"]), source_length, first or None)
+    else:  # traced by the caller: every possible step, uncut (static shapes)
+        fields = {name: tuple(result[name][t] for t in range(plan.max_length - plan.prompt_length))
+                  for name in ("scores", "logits") if name in result}
+        fields.update({name: (value,) + tuple(tuple(layer[t] for layer in result[name])
+                                              for t in range(1, plan.max_length - plan.prompt_length))
+                       for name, value in first.items()})
     fields["sequences"] = sequences
     if plan.mode == "beam":
         indices = result["beam_indices"]
@@ -234,7 +254,8 @@ def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: t
     result: dict[str, Any] = {}
     if encoder_states is None:
         enc_out = model.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                                output_attentions=plan.output_attentions, output_hidden_states=plan.output_hidden_states)
+                                output_attentions=plan.output_attentions, output_hidden_states=plan.output_hidden_states,
+                                return_dict=True)
         enc = enc_out.last_hidden_state
         if plan.return_dict_in_generate and plan.output_attentions:
             result["encoder_attentions"] = tuple(enc_out.attentions)
@@ -263,12 +284,13 @@ def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: t
         known before it), the recorded decoder outputs and the new cache."""
         if not plan.use_cache:  # slots after cur_len (beam fill ids may lie outside the vocabulary) -> pad
             seqs = tf.where(tf.range(plan.max_length)[None, :] < cur_len, seqs, plan.pad_token_id)
-            out = model.decoder(input_ids=seqs, encoder_hidden_states=enc, encoder_attention_mask=mask, **flags)
+            out = model.decoder(input_ids=seqs, encoder_hidden_states=enc, encoder_attention_mask=mask, return_dict=True,
+                                **flags)
             logits, new_cache = tf.gather(out.logits, cur_len - 1, axis=1), cache
         else:
             tokens = seqs[:, : plan.prompt_length] if first else seqs[:, cur_len - 1][:, None]
             out = model.decoder(input_ids=tokens, encoder_attention_mask=mask, past_key_values=cache,
-                                cache_index=0 if first else cur_len - 1, use_cache=True, **flags)
+                                cache_index=0 if first else cur_len - 1, use_cache=True, return_dict=True, **flags)
             logits, new_cache = out.logits[:, -1], same_shapes(out.past_key_values, cache)
         extras = {}
         if flags["output_attentions"]:
@@ -285,6 +307,7 @@ def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: t
     else:
         out = greedy_or_sample(plan, forward, cache, rows, seed, start, input_ids, recorder, hooks)
     result.update(out)
+    result["source_length"] = tf.shape(mask)[1]
     return result
 
 
@@ -317,8 +340,10 @@ class Recorder:
         shape = tf.shape(t)
         if not self.plan.use_cache:  # the whole buffer every step, like the first call
             return shape
-        axis = 1 if name == "decoder_hidden_states" else 2  # one query per step
-        return tf.tensor_scatter_nd_update(shape, [[axis]], [1])
+        # one token per step: the prompt call's queries over the prompt length (ProphetNet's
+        # cross-attention queries hold its 1 + ngram streams per token)
+        axis = 1 if name == "decoder_hidden_states" else 2
+        return tf.tensor_scatter_nd_update(shape, [[axis]], [shape[axis] // self.plan.prompt_length])
 
     def put(self, buffers: dict, index: tf.Tensor, **values: Any) -> dict:
         """``buffers[name][index] = value`` for the given values (absent names are skipped)."""

@@ -155,7 +155,7 @@ class _Decoder:
         out = self.model.decoder(
             input_ids=tokens, encoder_hidden_states=self.enc, encoder_attention_mask=self.mask,
             past_key_values=self.cache, use_cache=plan.use_cache,
-            output_attentions=plan.output_attentions, output_hidden_states=plan.output_hidden_states,
+            output_attentions=plan.output_attentions, output_hidden_states=plan.output_hidden_states, return_dict=True,
         )
         if plan.use_cache:  # the buffers now hold the new entries; the returned views are not kept
             self.fed = seqs.shape[1]

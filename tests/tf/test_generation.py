@@ -219,3 +219,11 @@ def test_encoder_outputs_processors_criteria_and_max_time(bert2gpt2):
     np.testing.assert_array_equal(timed, base[:, :2])
     with pytest.raises(ValueError, match="max_time.*jit_compile=False"):
         ours.generate(ids, max_new_tokens=2, max_time=1.0)
+
+
+def test_prophetnet_refuses_what_tf_does_not_implement():
+    ours, _, _ = make_pair(PAIRS[7], hf=False)
+    for kw, name in ((dict(use_cache=False), "use_cache"), (dict(return_dict_in_generate=True, output_attentions=True),
+                                                              "output_attentions")):
+        with pytest.raises(NotImplementedError, match=f"`{name}`.*ProphetNet"):
+            ours.generate(np.ones((1, 3), np.int32), max_new_tokens=2, **kw)

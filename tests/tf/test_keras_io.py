@@ -38,12 +38,19 @@ def test_fit_reduces_loss():
     assert after < before - 0.5
 
 
-def test_export_saved_model_serves_logits(tmp_path):
+def test_export_saved_model_serves_logits_and_generate(tmp_path):
     ours, _, _ = make_pair(PAIRS[1], hf=False)
     feed, _ = inputs(0)
     expected = ours(**feed).logits.numpy()
-    ours.export(tmp_path / "saved")
+    settings = dict(max_new_tokens=3, eos_token_id=7, jit_compile=False)  # no XLA compile when served: CI time
+    ours.export(tmp_path / "saved", generate=settings)
     loaded = tf.saved_model.load(str(tmp_path / "saved"))
+    ids = loaded.signatures["generate"](input_ids=tf.constant(feed["input_ids"], tf.int32),
+                                        attention_mask=tf.constant(feed["attention_mask"], tf.int32))["sequences"].numpy()
+    eager = ours.generate(feed["input_ids"], attention_mask=feed["attention_mask"], **settings).numpy()
+    assert ids.shape == (3, 4) and ids.dtype == np.int32
+    np.testing.assert_array_equal(ids[:, : eager.shape[1]], eager)
+    assert (ids[:, eager.shape[1]:] == 0).all()  # static max_length columns, pad-filled
     serve = loaded.signatures["serving_default"]
     got = serve(**{k: tf.constant(v, tf.int32) for k, v in feed.items()})["logits"].numpy()
     assert np.max(np.abs(got - expected)) < TOL
