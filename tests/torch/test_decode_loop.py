@@ -41,7 +41,6 @@ def test_static_kv_writes_in_place_and_reads_as_the_filled_tensor():
     assert growing.data.shape[2] == 8 and torch.equal(growing.filled()[:, :, :4], first)
 
 
-@pytest.mark.slow  # ~25 s of dynamo tracing on the 2-core CI machine
 def test_compiled_step_gives_the_eager_ids(bert2gpt2):
     """compile_step runs the single-token step through torch.compile (here its "eager" backend:
     dynamo's tracing and guards without inductor's C++ build, which takes minutes on CI).
