@@ -303,7 +303,8 @@ def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: t
     if plan.mode == "beam":
         out = beam_search(plan, forward, cache, tf.shape(prompt)[0], start, input_ids, recorder, hooks)
     else:
-        out = greedy_or_sample(plan, forward, cache, rows, seed, start, input_ids, recorder, hooks)
+        out = greedy_or_sample(plan, forward, cache, rows, seed, start, input_ids, recorder, hooks,
+                               model.config.decoder.vocab_size)
     result.update(out)
     result["source_length"] = tf.shape(mask)[1]
     return result
@@ -454,22 +455,34 @@ def with_prompt(plan: DecodePlan, start: tf.Tensor, fill: int, lead: tf.Tensor) 
 
 
 # --- greedy and sampling ---------------------------------------------------------------
-def greedy_or_sample(plan: DecodePlan, forward, cache, rows, seed, start, encoder_ids, recorder: Recorder, hooks: Hooks):
+def greedy_or_sample(plan: DecodePlan, forward, cache, rows, seed, start, encoder_ids, recorder: Recorder, hooks: Hooks,
+                     vocab: int):
     P = plan.prompt_length
     started = time.time()
     seqs = with_prompt(plan, start, plan.pad_token_id, tf.stack([rows]))
-    logits, first, cache = forward(seqs, tf.constant(P), cache, first=True)
+    # Where the prompt's decoder call is the loop's own (one start token with the cache, or no
+    # cache) and no per-step decoder outputs are recorded, the loop starts one position early
+    # with a pass that only runs the decoder: one decoder in the XLA program, not two.
+    warmup = (P == 1 or not plan.use_cache) and not (recorder.plan.return_dict_in_generate and (
+        plan.output_attentions or plan.output_hidden_states))
+    if warmup:
+        first = {}
+        logits = tf.zeros(tf.stack([rows, vocab]), tf.float32)
+    else:
+        logits, first, cache = forward(seqs, tf.constant(P), cache, first=True)
     unfinished = tf.ones(tf.stack([rows]), tf.bool)
-    state = dict(cur_len=tf.constant(P), seqs=seqs, unfinished=unfinished, cache=cache, logits=logits,
-                 rec=recorder.init(logits, first))
+    state = dict(cur_len=tf.constant(P - 1 if warmup else P), seqs=seqs, unfinished=unfinished, cache=cache,
+                 logits=logits, rec=recorder.init(logits, first))
 
     def cond(s):
         return tf.logical_and(s["cur_len"] < plan.max_length, tf.reduce_any(s["unfinished"]))
 
     def body(s):
         cur_len, seqs = s["cur_len"], s["seqs"]
+        live = cur_len >= P  # False only in the warm-up pass
         scores = process_scores(plan, s["logits"], seqs, cur_len, encoder_ids, plan.num_return_sequences, hooks)
-        rec = recorder.put(s["rec"], cur_len - P, scores=scores, logits=s["logits"])
+        # the warm-up pass writes index 0, which the first real step overwrites
+        rec = recorder.put(s["rec"], tf.maximum(cur_len - P, 0), scores=scores, logits=s["logits"])
         if plan.do_sample:
             tokens = tf.random.stateless_categorical(scores, 1, seed=tf.stack([seed[0], cur_len]), dtype=tf.int32)[:, 0]
         else:
@@ -482,12 +495,14 @@ def greedy_or_sample(plan: DecodePlan, forward, cache, rows, seed, start, encode
             unfinished = tf.logical_and(unfinished, tf.logical_not(stopped))
         if out_of_time(plan, started):
             unfinished = tf.zeros_like(unfinished)
+        if warmup:
+            seqs, unfinished = tf.where(live, seqs, s["seqs"]), tf.where(live, unfinished, s["unfinished"])
         logits, extras, cache = forward(seqs, cur_len + 1, s["cache"])
         rec = recorder.put(rec, cur_len + 1 - P, **extras)
         new = dict(cur_len=cur_len + 1, seqs=seqs, unfinished=unfinished, cache=cache, logits=logits, rec=rec)
         return [same_shapes(new, s)]
 
-    (s,) = tf.while_loop(cond, body, [state], maximum_iterations=plan.max_length - P)
+    (s,) = tf.while_loop(cond, body, [state], maximum_iterations=plan.max_length - P + int(warmup))
     out = dict(s["rec"], sequences=s["seqs"], length=s["cur_len"], steps=s["cur_len"] - P)
     out.update({"first_" + name: value for name, value in first.items()})
     return out
