@@ -301,7 +301,8 @@ def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: t
     recorder = Recorder(plan)
     start = tf.repeat(prompt, expand, axis=0)
     if plan.mode == "beam":
-        out = beam_search(plan, forward, cache, tf.shape(prompt)[0], start, input_ids, recorder, hooks)
+        out = beam_search(plan, forward, cache, tf.shape(prompt)[0], start, input_ids, recorder, hooks,
+                          model.config.decoder.vocab_size)
     else:
         out = greedy_or_sample(plan, forward, cache, rows, seed, start, input_ids, recorder, hooks,
                                model.config.decoder.vocab_size)
@@ -320,6 +321,9 @@ class Recorder:
         self.steps = plan.max_length - plan.prompt_length
         self.scores = plan.return_dict_in_generate and plan.output_scores
         self.logits = plan.return_dict_in_generate and plan.output_logits
+        #: the loop starts one position early with a pass that only runs the decoder (see greedy_or_sample)
+        self.warmup = (plan.prompt_length == 1 or not plan.use_cache) and not (
+            plan.return_dict_in_generate and (plan.output_attentions or plan.output_hidden_states))
 
     def init(self, logits: tf.Tensor, first: dict) -> dict:
         """Zero buffers shaped after the first step's logits and decoder outputs."""
@@ -463,8 +467,7 @@ def greedy_or_sample(plan: DecodePlan, forward, cache, rows, seed, start, encode
     # Where the prompt's decoder call is the loop's own (one start token with the cache, or no
     # cache) and no per-step decoder outputs are recorded, the loop starts one position early
     # with a pass that only runs the decoder: one decoder in the XLA program, not two.
-    warmup = (P == 1 or not plan.use_cache) and not (recorder.plan.return_dict_in_generate and (
-        plan.output_attentions or plan.output_hidden_states))
+    warmup = recorder.warmup
     if warmup:
         first = {}
         logits = tf.zeros(tf.stack([rows, vocab]), tf.float32)
@@ -509,7 +512,8 @@ def greedy_or_sample(plan: DecodePlan, forward, cache, rows, seed, start, encode
 
 
 # --- beam search -------------------------------------------------------------------------
-def beam_search(plan: DecodePlan, forward, cache, batch, start, encoder_ids, recorder: Recorder, hooks: Hooks):
+def beam_search(plan: DecodePlan, forward, cache, batch, start, encoder_ids, recorder: Recorder, hooks: Hooks,
+                vocab: int):
     """transformers 4.57's vectorised beam search: keep the top ``2K`` (more with several
     eos ids) continuations, continue the best ``K`` that did not stop, and merge the ones
     that stopped into ``K`` finished hypotheses scored with the length penalty."""
@@ -518,12 +522,17 @@ def beam_search(plan: DecodePlan, forward, cache, batch, start, encoder_ids, rec
     keep = max(2, 1 + len(plan.eos_token_ids)) * k
     fill = beam_fill_token_id(plan)  # the core's rule (transformers'), placeholder rows included
     running = with_prompt(plan, tf.reshape(start, tf.stack([batch, k, P])), fill, tf.stack([batch, k]))
-    logits, first, cache = forward(tf.reshape(running, [-1, max_len]), tf.constant(P), cache, first=True)
+    warmup = recorder.warmup  # see greedy_or_sample
+    if warmup:
+        first = {}
+        logits = tf.zeros(tf.stack([batch * k, vocab]), tf.float32)
+    else:
+        logits, first, cache = forward(tf.reshape(running, [-1, max_len]), tf.constant(P), cache, first=True)
     running_scores = tf.tile(tf.constant([[0.0] + [BEAM_NEG] * (k - 1)]), tf.stack([batch, 1]))
     # beam_indices: the flat beam each generated token came from (-1: none), as transformers
     origin = tf.fill(tf.stack([batch, k, max_len - P]), -1)
     state = dict(
-        cur_len=tf.constant(P), running=running, running_scores=running_scores, running_origin=origin,
+        cur_len=tf.constant(P - 1 if warmup else P), running=running, running_scores=running_scores, running_origin=origin,
         seqs=running, scores=tf.fill(tf.stack([batch, k]), BEAM_NEG), origin=origin,
         lengths=tf.fill(tf.stack([batch, k]), P), finished=tf.zeros(tf.stack([batch, k]), tf.bool),
         unsatisfied=tf.ones(tf.stack([batch, 1]), tf.bool), go=tf.constant(True), cache=cache, logits=logits,
@@ -537,11 +546,11 @@ def beam_search(plan: DecodePlan, forward, cache, batch, start, encoder_ids, rec
 
     def body(s):
         cur_len = s["cur_len"]
+        live = cur_len >= P  # False only in the warm-up pass
         flat_running = tf.reshape(s["running"], [-1, max_len])
         logits = s["logits"]
-        vocab = logits.shape[-1]
         log_probs = process_scores(plan, tf.nn.log_softmax(logits, axis=-1), flat_running, cur_len, encoder_ids, k, hooks)
-        rec = recorder.put(s["rec"], cur_len - P, scores=log_probs, logits=logits)
+        rec = recorder.put(s["rec"], tf.maximum(cur_len - P, 0), scores=log_probs, logits=logits)
         total = tf.reshape(log_probs, tf.stack([batch, k, vocab])) + s["running_scores"][:, :, None]
         top_lp, top_idx = tf.math.top_k(tf.reshape(total, tf.stack([batch, k * vocab])), keep)
         parent, tokens = top_idx // vocab, top_idx % vocab
@@ -583,6 +592,12 @@ def beam_search(plan: DecodePlan, forward, cache, batch, start, encoder_ids, rec
             go = tf.logical_and(go, tf.logical_not(tf.reduce_all(finished)))
         go = tf.logical_and(go, tf.logical_not(tf.reduce_all(hits)))
 
+        if warmup:  # the warm-up pass only runs the decoder on the prompt
+            kept = dict(running=running, running_scores=running_scores, running_origin=running_origin, seqs=seqs,
+                        scores=scores, origin=origin, lengths=lengths, finished=finished, unsatisfied=unsatisfied, go=go)
+            kept = {name: tf.where(live, value, s[name]) for name, value in kept.items()}
+            running, running_scores, running_origin, seqs, scores, origin, lengths, finished, unsatisfied, go = kept.values()
+            beam_idx = tf.where(live, beam_idx, tf.range(batch * k))
         # the self-attention cache follows its beams; cross-attention entries are equal across a row's beams
         cache = tuple(tuple(tf.gather(t, beam_idx, axis=0) for t in layer[:2]) + tuple(layer[2:]) for layer in s["cache"])
         logits, extras, cache = forward(tf.reshape(running, [-1, max_len]), cur_len, cache)
@@ -592,7 +607,7 @@ def beam_search(plan: DecodePlan, forward, cache, batch, start, encoder_ids, rec
                    unsatisfied=unsatisfied, go=go, cache=cache, logits=logits, rec=rec)
         return [same_shapes(new, s)]
 
-    (s,) = tf.while_loop(cond, body, [state], maximum_iterations=max_len - P)
+    (s,) = tf.while_loop(cond, body, [state], maximum_iterations=max_len - P + int(warmup))
     nrs = plan.num_return_sequences
     out = dict(s["rec"], sequences=tf.reshape(s["seqs"][:, :nrs], [-1, max_len]),
                length=tf.reduce_max(s["lengths"][:, :nrs]), steps=s["cur_len"] - P,
