@@ -65,19 +65,26 @@ class Case:
 _CASES: dict[str, Case] = {}
 
 
+def pair_case(name: str) -> Case:
+    """The :class:`Case` of the built-in pair ``name`` (built once per session)."""
+    if name not in _CASES:
+        pair = next(p for p in PAIRS if p.id == name)
+        config = pair.config()
+        weights = init_weights(encoder_decoder_spec(config), seed=7, randomize_all=True)
+        _CASES[name] = Case(name, config, weights, light=pair.light)
+    return _CASES[name]
+
+
 @pytest.fixture(scope="module")
 def case(request: pytest.FixtureRequest) -> Case:
     name = request.param
+    if name != "checkpoint":
+        return pair_case(name)
     if name not in _CASES:
-        if name == "checkpoint":
-            from encdec.pretrained import load_pretrained
+        from encdec.pretrained import load_pretrained
 
-            config, weights, _, _ = load_pretrained(request.config.getoption("--checkpoint"))
-        else:
-            pair = next(p for p in PAIRS if p.id == name)
-            config = pair.config()
-            weights = init_weights(encoder_decoder_spec(config), seed=7, randomize_all=True)
-        _CASES[name] = Case(name, config, weights, light=name != "checkpoint" and pair.light)
+        config, weights, _, _ = load_pretrained(request.config.getoption("--checkpoint"))
+        _CASES[name] = Case(name, config, weights)
     return _CASES[name]
 
 

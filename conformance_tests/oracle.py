@@ -86,27 +86,32 @@ _TF_SCRIPT = r"""
 import os, sys, numpy as np
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 import transformers
-folder = sys.argv[1]
-data = dict(np.load(os.path.join(folder, "inputs.npz")))
-model = transformers.TFEncoderDecoderModel.from_pretrained(folder, from_pt=True)
-out = model(**data)
-np.save(os.path.join(folder, "logits.npy"), out.logits.numpy())
+for folder in sys.argv[1:]:
+    data = dict(np.load(os.path.join(folder, "inputs.npz")))
+    model = transformers.TFEncoderDecoderModel.from_pretrained(folder, from_pt=True)
+    out = model(**data)
+    np.save(os.path.join(folder, "logits.npy"), out.logits.numpy())
 """
 
 
-def tf_forward(config: EncoderDecoderConfig, weights: Mapping[str, np.ndarray], inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Logits of transformers' ``TFEncoderDecoderModel`` (run in a subprocess)."""
-    model = torch_model(config, weights)
-    with tempfile.TemporaryDirectory() as folder:
-        model.save_pretrained(folder, safe_serialization=False)
-        np.savez(os.path.join(folder, "inputs.npz"), **{k: v.astype(np.int32) for k, v in inputs.items()})
+def tf_forward_many(jobs: list[tuple[EncoderDecoderConfig, Mapping[str, np.ndarray], Mapping[str, np.ndarray]]]
+                    ) -> list[np.ndarray]:
+    """Logits of transformers' ``TFEncoderDecoderModel`` for each ``(config, weights, inputs)``,
+    all in one subprocess (one TensorFlow start)."""
+    with tempfile.TemporaryDirectory() as root:
+        folders = []
+        for i, (config, weights, inputs) in enumerate(jobs):
+            folder = os.path.join(root, str(i))
+            torch_model(config, weights).save_pretrained(folder, safe_serialization=False)
+            np.savez(os.path.join(folder, "inputs.npz"), **{k: v.astype(np.int32) for k, v in inputs.items()})
+            folders.append(folder)
         # USE_TF/USE_TORCH unset ("auto"): the oracle needs TF, and torch for from_pt
         env = {k: v for k, v in os.environ.items() if k not in ("USE_TF", "USE_TORCH")}
         env.update(TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
-        proc = subprocess.run([sys.executable, "-c", _TF_SCRIPT, folder], env=env, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-c", _TF_SCRIPT, *folders], env=env, capture_output=True, text=True)
         if proc.returncode:
             raise RuntimeError(f"transformers TF oracle failed:\n{proc.stderr[-3000:]}")
-        return np.load(os.path.join(folder, "logits.npy"))
+        return [np.load(os.path.join(folder, "logits.npy")) for folder in folders]
 
 
 def _np(x: Any) -> Any:

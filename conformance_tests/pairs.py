@@ -38,9 +38,10 @@ def part_kwargs(model_type: str, hidden: int = 32) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Pair:
-    """``light`` pairs run the core checks only (every output, loss, greedy and beam ids vs
-    transformers in every backend, one save/load round trip per native format), to keep the
-    suite's time in bounds as families are added."""
+    """``light`` pairs run the core checks only (every output and loss vs transformers in
+    every backend, greedy ids in every backend (see ``NO_COMPILED_DECODE`` in test_generate.py) and beam ids in PyTorch vs transformers, one
+    save/load round trip per native format), to keep the suite's time in bounds as families
+    are added."""
 
     encoder: str
     decoder: str

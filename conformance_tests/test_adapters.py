@@ -2,7 +2,7 @@
 
 The same adapter weights, loaded into transformers' ``EncoderDecoderModel`` after
 ``adapters.init`` and into each backend's model through ``load_adapter_state``, must give the
-same logits (fp32, 1e-5) with and without ``leave_out``; an inactive adapter changes nothing,
+same logits and loss (fp32, 1e-5) with and without ``leave_out``; an inactive adapter changes nothing,
 bit for bit; merged LoRA keeps the outputs; an adapter saved by one backend (or by the
 ``adapters`` library) loads in every other with the same outputs.  Training is backend
 specific and lives in ``tests/<backend>/test_adapters.py``.
@@ -62,15 +62,20 @@ def oracle(pair_name: str, key: str, name: str = "a"):
     return model.eval()
 
 
-_ORACLE_LOGITS: dict[tuple[str, str], np.ndarray] = {}
+_ORACLE_OUT: dict[tuple[str, str], dict] = {}
+
+
+def oracle_out(pair_name: str, key: str) -> dict:
+    """The ``adapters`` library's outputs (logits, loss) on the pair's inputs, computed once."""
+    if (pair_name, key) not in _ORACLE_OUT:
+        from conformance_tests.oracle import torch_forward
+
+        _ORACLE_OUT[pair_name, key] = torch_forward(oracle(pair_name, key), pair(pair_name)[2])
+    return _ORACLE_OUT[pair_name, key]
 
 
 def oracle_logits(pair_name: str, key: str) -> np.ndarray:
-    if (pair_name, key) not in _ORACLE_LOGITS:
-        from conformance_tests.oracle import torch_forward
-
-        _ORACLE_LOGITS[pair_name, key] = torch_forward(oracle(pair_name, key), pair(pair_name)[2])["logits"]
-    return _ORACLE_LOGITS[pair_name, key]
+    return oracle_out(pair_name, key)["logits"]
 
 
 def base_runner(backend: str, pair_name: str) -> Runner:
@@ -96,10 +101,12 @@ def logits(runner: Runner, pair_name: str) -> np.ndarray:
 @pytest.mark.parametrize("pair_name,key", CASES, ids=[f"{p}-{k}" for p, k in CASES])
 def test_logits_match_adapters_library(backend, pair_name, key):
     runner = with_adapter(backend, pair_name, key)
-    got, want = logits(runner, pair_name), oracle_logits(pair_name, key)
+    out, want = runner.forward(**pair(pair_name)[2]), oracle_out(pair_name, key)
+    got = out["logits"]
     runner.model.set_active_adapters(None)
     base = logits(runner, pair_name)
-    assert max_abs(got, want) < TOL
+    assert max_abs(got, want["logits"]) < TOL
+    assert max_abs(out["loss"], want["loss"]) < TOL
     assert max_abs(got, base) > 1e-3, "the adapter does not act"
 
 

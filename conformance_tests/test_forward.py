@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conformance_tests import oracle
-from conformance_tests.conftest import max_abs, require
+from conformance_tests.conftest import max_abs, pair_case, require
 from conformance_tests.runners import runner
 from encdec.runner import sample_inputs
 
@@ -82,9 +82,11 @@ def test_matches_transformers_flax(case, backend):
             or case.config.decoder.model_type not in flax_auto.FLAX_MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
         pytest.skip("transformers has no Flax class for a part of this pair")
     inputs = input_sets(case.config)["decoder-padded"]
-    ref = oracle.flax_forward(case.config, case.weights, inputs)
+    key = ("flax-oracle", case.name)
+    if key not in _ORACLE_CACHE:  # one transformers Flax run per pair, shared by the backends
+        _ORACLE_CACHE[key] = oracle.flax_forward(case.config, case.weights, inputs)
     ours = runner(case, backend).forward(**inputs)["logits"]
-    assert_close(ours, ref, "logits", f"{backend} vs transformers Flax")
+    assert_close(ours, _ORACLE_CACHE[key], "logits", f"{backend} vs transformers Flax")
 
 
 def test_matches_transformers_tf(case, backend):
@@ -95,10 +97,13 @@ def test_matches_transformers_tf(case, backend):
     pytest.importorskip("tf_keras")
     inputs = input_sets(case.config)["decoder-padded"]
     key = ("tf-oracle", case.name)
-    if key not in _TF_CACHE:
-        _TF_CACHE[key] = oracle.tf_forward(case.config, case.weights, inputs)
+    if key not in _ORACLE_CACHE:  # every TF_ORACLE_CASES pair in one subprocess: one TensorFlow start
+        cases = [pair_case(name) for name in TF_ORACLE_CASES]
+        jobs = [(c.config, c.weights, input_sets(c.config)["decoder-padded"]) for c in cases]
+        for c, logits in zip(cases, oracle.tf_forward_many(jobs)):
+            _ORACLE_CACHE["tf-oracle", c.name] = logits
     ours = runner(case, backend).forward(**inputs)["logits"]
-    assert_close(ours, _TF_CACHE[key], "logits", f"{backend} vs transformers TF")
+    assert_close(ours, _ORACLE_CACHE[key], "logits", f"{backend} vs transformers TF")
 
 
-_TF_CACHE: dict = {}
+_ORACLE_CACHE: dict = {}

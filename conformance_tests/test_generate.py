@@ -41,10 +41,20 @@ def hf_ids(case, setting):
 FULL_GRID = ("bert2gpt2", "roberta2roberta", "bert2bart-decoder", "checkpoint")
 
 
+#: light pairs whose decoder decodes through another pair's code (BertGeneration is BERT's
+#: decoder with a plain head, which the forward checks cover): no compiled TF/Flax programs.
+NO_COMPILED_DECODE = ("bertgen2bertgen-shared",)
+
+
 @pytest.mark.parametrize("setting", list(SETTINGS))
 def test_generate_matches_transformers(case, backend, setting):
     if setting not in ("greedy", "beam") and case.name not in FULL_GRID:
         pytest.skip(f"{setting} runs on {', '.join(FULL_GRID[:-1])}")
+    if case.light and backend != "torch" and (setting == "beam" or case.name in NO_COMPILED_DECODE):
+        # beam search reorders every decoder's cache with the same code (full pairs check it);
+        # greedy still runs the light pairs' own cached attention (ProphetNet streams, RemBERT,
+        # relative positions) in each compiled loop
+        pytest.skip(f"{setting} in {backend}: not run for light pairs")
     require(backend)
     ids, mask = gen_inputs(case.config)
     ours = runner(case, backend).generate(ids, attention_mask=mask, **SETTINGS[setting])
@@ -61,12 +71,18 @@ def test_cached_equals_uncached(case, backend):
                     "layout over several positions than over one, so its full forward is not its cached steps")
     ids, mask = gen_inputs(case.config)
     run = runner(case, backend)
-    steps = 4
-    cached = run.generate(ids, attention_mask=mask, max_new_tokens=steps, eos_token_id=None)
+    # the greedy setting: its compiled program is the one test_generate_matches_transformers built
+    cached = run.generate(ids, attention_mask=mask, **SETTINGS["greedy"])
+    gen = run.model.generation_config
+    eos = gen.eos_token_id if isinstance(gen.eos_token_id, (list, tuple)) else [gen.eos_token_id]
     dec = np.full((ids.shape[0], 1), case.config.decoder_start_token_id, np.int64)
-    for _ in range(steps):
+    done = np.zeros(ids.shape[0], bool)
+    for _ in range(cached.shape[1] - 1):  # rows past their eos get pad, as generate gives them
         logits = run.forward(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)["logits"]
-        dec = np.concatenate([dec, logits[:, -1].argmax(-1)[:, None]], axis=1)
+        token = np.where(done, gen.pad_token_id, logits[:, -1].argmax(-1))
+        done |= np.isin(token, [e for e in eos if e is not None])
+        dec = np.concatenate([dec, token[:, None]], axis=1)
+    assert cached.shape[1] > 3, "decoding stopped too early to compare cached steps"
     np.testing.assert_array_equal(cached, dec)
 
 

@@ -29,6 +29,31 @@ LEGACY_GENERATION_DEFAULTS: dict[str, Any] = {
 _FOREIGN_PRIVATE = ("transformers_version", "_commit_hash", "_attn_implementation_autoset")
 
 
+#: attention implementations encdec computes (transformers' names).
+ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
+
+
+def set_attn_implementation(config: "PretrainedConfig", requested: "str | None", supports_sdpa: bool,
+                            where: str) -> str:
+    """transformers' rule for ``attn_implementation``: a requested one must be supported by
+    ``where`` (else ``ValueError``); otherwise the config's own choice stays, else ``"sdpa"``
+    where supported, else ``"eager"``.  Writes it to ``config._attn_implementation``."""
+    if requested is not None:
+        if requested not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation={requested!r} is not supported by encdec; use one of "
+                             f"{', '.join(map(repr, ATTN_IMPLEMENTATIONS))}")
+        if requested == "sdpa" and not supports_sdpa:
+            raise ValueError(f"{where} does not support attn_implementation='sdpa' (as in transformers); "
+                             "use attn_implementation='eager'")
+        choice = requested
+    else:
+        own = config._attn_implementation
+        choice = own if own in ATTN_IMPLEMENTATIONS and (own != "sdpa" or supports_sdpa) else (
+            "sdpa" if supports_sdpa else "eager")
+    config._attn_implementation = choice
+    return choice
+
+
 class ConfigTypeError(TypeError, ValueError):
     """A config of the wrong kind (a ``TypeError``; also a ``ValueError`` as transformers raises)."""
 
@@ -119,6 +144,16 @@ class PretrainedConfig:
     @name_or_path.setter
     def name_or_path(self, value: Any) -> None:
         self.__dict__["_name_or_path"] = str(value)
+
+    @property
+    def _attn_implementation(self) -> "str | None":
+        """transformers' attention-kernel choice (``"eager"`` / ``"sdpa"``); not saved to
+        config.json, set when a model is built or loaded (:func:`set_attn_implementation`)."""
+        return self.__dict__.get("_attn_implementation_internal")
+
+    @_attn_implementation.setter
+    def _attn_implementation(self, value: "str | None") -> None:
+        self.__dict__["_attn_implementation_internal"] = value
 
     def get_text_config(self, decoder: bool = False) -> "PretrainedConfig":
         """transformers' accessor: the decoder's config for a composite, else itself."""

@@ -47,16 +47,22 @@ def check_no_unknown(where: str, unknown: dict[str, Any], accepted: list[str] | 
 
 
 def output_flags(config: Any, output_attentions: Any = None, output_hidden_states: Any = None,
-                 return_dict: Any = None) -> tuple[bool, bool, bool, bool, bool]:
-    """transformers' rule for the composite call: an argument given wins; otherwise each part
-    follows its own config (``config.encoder`` / ``config.decoder``), and the composite
-    config's ``output_attentions`` / ``output_hidden_states`` switch both on; ``return_dict``
+                 return_dict: Any = None, follow: str = "parts") -> tuple[bool, bool, bool, bool, bool]:
+    """transformers' rule for the composite call: an argument given wins; otherwise
+    ``follow="parts"`` (transformers' PyTorch and TF composites) lets each part follow its own
+    config (``config.encoder`` / ``config.decoder``) and ignores the composite config's
+    ``output_attentions`` / ``output_hidden_states``; ``follow="composite"`` (transformers'
+    Flax composite) reads them from the composite config for both parts.  ``return_dict``
     falls back to ``config.use_return_dict``.  Returns ``(encoder attentions, encoder hidden
     states, decoder attentions, decoder hidden states, return_dict)``."""
+    if follow not in ("parts", "composite"):
+        raise ValueError(f"follow must be 'parts' or 'composite', got {follow!r}")
+
     def flag(value: Any, name: str, part: Any) -> bool:
         if value is not None:
             return bool(value)
-        return bool(getattr(config, name, False) or getattr(part, name, False))
+        # a part model's own config has no encoder/decoder: it answers for itself
+        return bool(getattr(config if follow == "composite" or part is None else part, name, False))
 
     enc, dec = getattr(config, "encoder", None), getattr(config, "decoder", None)
     rd = return_dict if return_dict is not None else getattr(config, "use_return_dict", True)

@@ -484,7 +484,9 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     def build():
         return _build_program(model.module, plan, dict(processors=processors, criteria=criteria, clock=clock)), clock
 
-    program, clock = programs.get_or_build((plan, shapes, processors, criteria), build)
+    # callables by identity (any object works; the cached program keeps them alive, so an id is not reused)
+    callables = tuple(id(fn) for fn in processors + criteria), len(processors)
+    program, clock = programs.get_or_build((plan, shapes, callables), build)
     clock["start"] = time.time()
     out = program(model.module_params(params), inputs)
     sequences, out_length = out["sequences"], out["length"]

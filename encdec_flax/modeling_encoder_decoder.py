@@ -28,7 +28,7 @@ from encdec.hub import HUB_KWARGS, HubModelMixin
 from encdec.init import init_model_weights
 from encdec.labels import IGNORE_INDEX, decoder_inputs_from_labels
 from encdec.layout import from_backend, to_backend
-from encdec.outputs import BaseModelOutput, CausalLMOutputWithCrossAttentions, ModelOutput, Seq2SeqLMOutput
+from encdec.outputs import BaseModelOutput, CausalLMOutputWithCrossAttentions, GenerateOutput, ModelOutput, Seq2SeqLMOutput
 from encdec.registry import part_class
 from encdec.routing import output_flags, split_pretrained_kwargs
 from encdec.specs import encoder_decoder_spec, keep_decoder_side, needs_projection
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 def _register_output_pytrees() -> None:
     """Make the core's output containers pytrees so jitted functions may return them."""
-    for cls in (BaseModelOutput, CausalLMOutputWithCrossAttentions, Seq2SeqLMOutput):
+    for cls in (BaseModelOutput, CausalLMOutputWithCrossAttentions, Seq2SeqLMOutput, GenerateOutput):
         names = tuple(f.name for f in dataclasses.fields(cls))
         jax.tree_util.register_pytree_node(
             cls,
@@ -264,7 +264,8 @@ class FlaxEncoderDecoderModel(HubModelMixin, FlaxAdapterMixin):
     def _flags(self, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None,
                part: str = "both") -> tuple[bool, bool, bool]:
         """Argument, else config (:func:`encdec.routing.output_flags`) for ``part``."""
-        ea, eh, da, dh, rd = output_flags(self.config, output_attentions, output_hidden_states, return_dict)
+        ea, eh, da, dh, rd = output_flags(self.config, output_attentions, output_hidden_states, return_dict,
+                                      follow="composite")
         if part == "encoder":
             return ea, eh, rd
         if part == "decoder":

@@ -55,6 +55,26 @@ class FlaxPartModel(HubModelMixin):
         self.params = unflatten_dict({tuple(k.split(".")): jnp.asarray(v)
                                       for k, v in to_backend(weights, self.spec, FLAX_LAYOUT).items()})
 
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> Any:
+        """transformers' PyTorch ``resize_token_embeddings`` for a Flax part object (transformers'
+        Flax parts have none): embeddings, an untied LM head and its bias get the new row count
+        (:mod:`encdec.resize`), ties stay, ``config.vocab_size`` and the spec follow.  Returns the
+        input embedding matrix."""
+        from encdec.pretrained import input_embedding_name
+        from encdec.resize import new_vocab_size, resize_canonical
+
+        if new_num_tokens is not None or pad_to_multiple_of is not None:
+            size = new_vocab_size(self.config.vocab_size, new_num_tokens, pad_to_multiple_of)
+            weights, old_spec = self.canonical_state(), self.spec
+            self.config.vocab_size = size
+            self.spec = encoder_spec(self.config) if self.role == "encoder" else decoder_spec(self.config)
+            self.module = part_class("flax", self.config.model_type, self.role)(self.config, dtype=self.dtype)
+            self.load_canonical(resize_canonical(weights, old_spec, self.spec, mean_resizing,
+                                                 float(self.config.initializer_range),
+                                                 int(np.random.randint(0, 2**31 - 1))))
+        return self.canonical_state()[input_embedding_name(self.spec)]
+
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         return self.spec.num_parameters(exclude_embeddings=exclude_embeddings)
 

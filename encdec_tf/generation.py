@@ -254,7 +254,8 @@ def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: t
     result: dict[str, Any] = {}
     if encoder_states is None:
         enc_out = model.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                                output_attentions=plan.output_attentions, output_hidden_states=plan.output_hidden_states)
+                                output_attentions=plan.output_attentions, output_hidden_states=plan.output_hidden_states,
+                                return_dict=True)
         enc = enc_out.last_hidden_state
         if plan.return_dict_in_generate and plan.output_attentions:
             result["encoder_attentions"] = tuple(enc_out.attentions)
@@ -283,12 +284,13 @@ def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: t
         known before it), the recorded decoder outputs and the new cache."""
         if not plan.use_cache:  # slots after cur_len (beam fill ids may lie outside the vocabulary) -> pad
             seqs = tf.where(tf.range(plan.max_length)[None, :] < cur_len, seqs, plan.pad_token_id)
-            out = model.decoder(input_ids=seqs, encoder_hidden_states=enc, encoder_attention_mask=mask, **flags)
+            out = model.decoder(input_ids=seqs, encoder_hidden_states=enc, encoder_attention_mask=mask, return_dict=True,
+                                **flags)
             logits, new_cache = tf.gather(out.logits, cur_len - 1, axis=1), cache
         else:
             tokens = seqs[:, : plan.prompt_length] if first else seqs[:, cur_len - 1][:, None]
             out = model.decoder(input_ids=tokens, encoder_attention_mask=mask, past_key_values=cache,
-                                cache_index=0 if first else cur_len - 1, use_cache=True, **flags)
+                                cache_index=0 if first else cur_len - 1, use_cache=True, return_dict=True, **flags)
             logits, new_cache = out.logits[:, -1], same_shapes(out.past_key_values, cache)
         extras = {}
         if flags["output_attentions"]:

@@ -21,7 +21,8 @@ from encdec.specs import encoder_decoder_spec, needs_projection
 from encdec.training import batch_from_data, check_batch_layout, check_policy, pad_examples
 from encdec.validation import PART_ID_KWARGS, validate_inputs
 from encdec_tf.adapters import TFAdapterMixin
-from encdec_tf.models.common import TF_LAYOUT, Dense, ParamStore, as_int, host_values, initial_values, variable_value
+from encdec_tf.models.common import (TF_LAYOUT, Dense, ParamStore, as_int, host_values, initial_values, unpack_tf_inputs,
+                                     variable_value)
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
                 f"the decoder's cross_attention_hidden_size ({cross}) must equal the encoder's hidden_size "
                 f"({config.encoder.hidden_size}); leave it unset to add an enc_to_dec_proj layer instead"
             )
-        if config.tie_encoder_decoder and (encoder is not None or decoder is not None):
-            raise NotImplementedError("tie_encoder_decoder=True is only supported when building the model from a config")
         self.config = config
         self.spec = encoder_decoder_spec(config)
         half = self.dtype_policy.variable_dtype != "float32"
@@ -81,10 +80,19 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
             encoder = part_class("tf", config.encoder.model_type, "encoder")(config.encoder, name="encoder", **part_kw)
         if getattr(encoder, "is_causal_lm", False):
             raise ValueError(f"the encoder {type(encoder).__name__} has an LM head; pass a base model (e.g. TFBertModel)")
+        tied = {name[len("decoder."):]: encoder.store.get(src[len("encoder."):])
+                for name, src in self.spec.ties.items() if name.startswith("decoder.") and src.startswith("encoder.")}
         if decoder is None:
-            tied = {name[len("decoder."):]: encoder.store.get(src[len("encoder."):])
-                    for name, src in self.spec.ties.items() if name.startswith("decoder.") and src.startswith("encoder.")}
             decoder = part_class("tf", config.decoder.model_type, "decoder")(config.decoder, tied=tied, name="decoder", **part_kw)
+        elif tied:
+            # tie_encoder_decoder with given parts keeps the decoder's weights, as transformers does:
+            # they go into the encoder's variables, and the decoder is rebuilt on them
+            given = decoder.canonical_state()
+            pairs = {name[len("decoder."):]: src[len("encoder."):] for name, src in self.spec.ties.items()
+                     if name.startswith("decoder.") and src.startswith("encoder.")}
+            encoder.load_canonical({**encoder.canonical_state(), **{src: given[name] for name, src in pairs.items()}})
+            decoder = type(decoder)(config.decoder, tied=tied, name=decoder.name)
+            decoder.load_canonical(given)
         if not getattr(decoder, "accepts_encoder_states", False):
             raise ValueError(
                 f"the decoder {type(decoder).__name__} cannot attend to encoder states: use a causal-LM part built with "
@@ -143,6 +151,7 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
             encoder_hidden_states=None if encoder_outputs is None else encoder_outputs[0], host=host_values,
             **{k: kwargs[k] for k in PART_ID_KWARGS if k in kwargs},
         )
+        kwargs = unpack_tf_inputs((), kwargs, "TFEncoderDecoderModel")  # drops transformers' `kwargs=` dict
         kw_enc, kw_dec = split_forward_kwargs(kwargs)
         check_no_unknown("TFEncoderDecoderModel.call", {k: v for k, v in kw_enc.items() if k not in PART_KWARGS},
                          PART_KWARGS)
@@ -156,7 +165,7 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
         if encoder_outputs is None:
             encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
                                            output_attentions=enc_attn, output_hidden_states=enc_hidden,
-                                           training=training, **kw_enc)
+                                           training=training, return_dict=True, **kw_enc)
         elif isinstance(encoder_outputs, (tuple, list)):
             encoder_outputs = BaseModelOutput(*encoder_outputs)
         enc_h = encoder_outputs[0]
@@ -171,7 +180,7 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
         out = self.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask, encoder_hidden_states=enc_h,
                            encoder_attention_mask=attention_mask, inputs_embeds=decoder_inputs_embeds,
                            past_key_values=past_key_values, use_cache=use_cache, output_attentions=output_attentions,
-                           output_hidden_states=output_hidden_states, training=training, **kw_dec)
+                           output_hidden_states=output_hidden_states, training=training, return_dict=True, **kw_dec)
         loss = None if labels is None else masked_mean_loss(out.logits, labels)
         result = Seq2SeqLMOutput(
             loss=loss, logits=out.logits, past_key_values=out.past_key_values, decoder_hidden_states=out.hidden_states,
@@ -236,6 +245,20 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
             batch["labels"] = y
         return batch
 
+    def _maybe_symbolic_build(self, iterator: Any = None, data_batch: Any = None) -> None:
+        # Keras (3.15) builds a model made under a strategy from its first distributed batch,
+        # merged with strategy.reduce("MEAN"): MultiWorkerMirroredStrategy refuses a dict there
+        # (keras-team/keras#20329).  Building needs shapes and dtypes only: take the first local
+        # replica's batch instead (consuming one batch from the iterator, as Keras does).
+        if iterator is not None and self._distribute_strategy is not None:
+            local = self._distribute_strategy.experimental_local_results
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda x: local(x)[0] if isinstance(x, tf.distribute.DistributedValues) else x, next(it))
+                break
+            iterator = None
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def train_step(self, data: Any) -> dict[str, tf.Tensor]:
         """One optimizer step on the built-in loss."""
         batch = self._batch(data, "TFEncoderDecoderModel.fit")
@@ -287,6 +310,11 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
         for metric in self.metrics:
             if metric.name == "loss":
                 metric.update_state(loss)
+        extended = tf.distribute.get_strategy().extended
+        if getattr(extended, "_in_multi_worker_mode", lambda: False)():
+            # Keras (3.15) merges the workers' step outputs with reduce("MEAN", axis=0), which
+            # needs a dimension (the epoch logs come from the metric above, not from this)
+            loss = tf.reshape(loss, [1])
         return {"loss": loss}
 
     # --- transformers' TFPreTrainedModel conveniences ------------------------------------

@@ -66,8 +66,7 @@ class TorchOps(ArrayOps):
         return torch.sort(x, dim=-1, stable=True)
 
     def top_k(self, x: torch.Tensor, k: int):
-        values, index = torch.sort(x, dim=-1, descending=True, stable=True)
-        return values[..., :k], index[..., :k]
+        return exact_top_k(x, k)
 
     def softmax(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(x, dim=-1)
@@ -80,12 +79,46 @@ class TorchOps(ArrayOps):
         return counts.scatter_add_(1, ids.long(), valid.float()) > 0
 
 
+def _order_keys(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordered by float32 ``values`` and, among equal values, by lower ``index``
+    (< 2**32): the float's bits mapped to an order-preserving integer (-0.0 counted as 0.0) in
+    the high 32 bits, the reversed index in the low 32."""
+    bits = (values.float() + 0.0).view(torch.int32).long()
+    ordered = torch.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)
+    return ordered * (1 << 32) + ((1 << 32) - 1 - index)
+
+
+def exact_top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` largest of ``x`` along the last axis, ties to the lower index (the core's rule),
+    without sorting every score: ``torch.topk`` finds the right values but takes any of the
+    elements tied with the k-th one; those are replaced by the lowest-index tied elements (a
+    second selection), and the ``k`` winners are ordered among themselves."""
+    values, index = torch.topk(x, k, dim=-1)
+    kth = values[..., -1:]
+    above = values > kth  # certainly chosen; the rest of the k are elements equal to kth
+    n = x.shape[-1]
+    # n .. 1: higher for a lower index (float32 holds these exactly below 2**24, and selects faster)
+    rank = torch.arange(n, 0, -1, device=x.device, dtype=torch.float32 if n < (1 << 24) else torch.int64)
+    tied = torch.topk(torch.where(x == kth, rank, 0), k, dim=-1).values.long()
+    slots = torch.arange(k, device=x.device) < k - above.sum(dim=-1, keepdim=True)
+    candidates = torch.cat([index, (n - tied).clamp(max=n - 1)], dim=-1)
+    chosen = torch.cat([above, (tied > 0) & slots], dim=-1)  # exactly k per row
+    keys = _order_keys(torch.take_along_dim(x, candidates, dim=-1), candidates)
+    keys = torch.where(chosen, keys, torch.iinfo(torch.int64).min)
+    index = torch.take_along_dim(candidates, torch.topk(keys, k, dim=-1).indices, dim=-1)
+    return torch.take_along_dim(x, index, dim=-1), index
+
+
 # --- model plumbing ----------------------------------------------------------------------
+#: positions a decoding cache starts with; it doubles when full, up to ``max_length``.
+_FIRST_CAPACITY = 64
+
+
 class _Decoder:
     """The decoder, one step at a time.
 
-    With the cache, self-attention keys/values live in preallocated buffers of
-    ``max_length`` positions for ``batch * expand`` rows (beams / returned sequences,
+    With the cache, self-attention keys/values live in preallocated buffers (up to
+    ``max_length`` positions, doubling from 64 as needed) for ``batch * expand`` rows (beams / returned sequences,
     consecutive per input), written in place each step (:class:`StaticKV`); the
     cross-attention keys/values of the ``batch`` encoder rows are computed once and shared by
     each input's rows (see :func:`~encdec_torch.models.common.attend`), never copied or
@@ -101,8 +134,11 @@ class _Decoder:
         self.cache = None
         self.fed = 0  # tokens already in the cache
         if plan.use_cache:
-            self.cache = tuple((StaticKV.empty(k, self.rows, plan.max_length), StaticKV.empty(v, self.rows, plan.max_length),
-                                k, v) for k, v in model.decoder.cross_kv(encoder_states))
+            # the compiled step gets its whole buffer at once (a grown one would be a new program)
+            start = plan.max_length if compile_step else min(plan.max_length, _FIRST_CAPACITY)
+            self.cache = tuple((StaticKV.empty(k, self.rows, start, plan.max_length),
+                                StaticKV.empty(v, self.rows, start, plan.max_length), k, v)
+                               for k, v in model.decoder.cross_kv(encoder_states))
         else:  # the uncached forward takes per-row encoder states
             self.enc = encoder_states.repeat_interleave(expand, dim=0)
             self.mask = None if encoder_mask is None else encoder_mask.repeat_interleave(expand, dim=0)
@@ -120,7 +156,7 @@ class _Decoder:
         out = self.model.decoder(
             input_ids=tokens, encoder_hidden_states=self.enc, encoder_attention_mask=self.mask,
             past_key_values=self.cache, use_cache=plan.use_cache,
-            output_attentions=plan.output_attentions, output_hidden_states=plan.output_hidden_states,
+            output_attentions=plan.output_attentions, output_hidden_states=plan.output_hidden_states, return_dict=True,
         )
         if plan.use_cache:  # the buffers now hold the new entries; the returned views are not kept
             self.fed = seqs.shape[1]

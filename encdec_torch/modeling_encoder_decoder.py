@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encdec.configuration import EncoderDecoderConfig, as_config
+from encdec.configuration import EncoderDecoderConfig, as_config, set_attn_implementation
 from encdec.generation import GenerationConfig
 from encdec.hub import split_hub_kwargs
 from encdec.init import init_model_weights
@@ -98,6 +98,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         # the parts share the composite config's sub-configs, so edits stay in sync
         self.encoder.config = config.encoder
         self.decoder.config = config.decoder
+        self._set_attn_implementation(None)
         self.spec = encoder_decoder_spec(config)
         if needs_projection(config):
             self.enc_to_dec_proj = nn.Linear(config.encoder.hidden_size, config.decoder.hidden_size)
@@ -114,6 +115,26 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         self.generation_config = GenerationConfig.from_model_config(config)
         if seed is not None:
             self.load_canonical(init_model_weights(config, seed=seed))
+
+    @property
+    def spec(self) -> Any:
+        """The composite's spec, rebuilt from the config when a part's vocabulary was resized."""
+        key = (self.config.encoder.vocab_size, self.config.decoder.vocab_size)
+        if self.__dict__.get("_spec_key") != key:
+            self.__dict__["_spec"], self.__dict__["_spec_key"] = encoder_decoder_spec(self.config), key
+        return self.__dict__["_spec"]
+
+    @spec.setter
+    def spec(self, value: Any) -> None:
+        self.__dict__["_spec"] = value
+        self.__dict__["_spec_key"] = (self.config.encoder.vocab_size, self.config.decoder.vocab_size)
+
+    def _set_attn_implementation(self, requested: Optional[str]) -> None:
+        """transformers' rule: the composite records ``requested`` (default ``"sdpa"``) and
+        each part its own choice; requesting ``"sdpa"`` where a part lacks it raises."""
+        for part in (self.encoder, self.decoder):
+            set_attn_implementation(part.config, requested, type(part)._supports_sdpa, type(part).__name__)
+        set_attn_implementation(self.config, requested, True, type(self).__name__)
 
     def init_std(self, name: str) -> float:
         part = self.config.encoder if name.startswith("encoder.") else self.config.decoder
@@ -141,10 +162,12 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         return self.decoder.get_output_embeddings()
 
     def resize_token_embeddings(self, *args: Any, **kwargs: Any) -> None:
+        # transformers 4.57 refuses it on the composite too; the parts resize and keep
+        # config.encoder / config.decoder (shared with them) and the spec in step
         raise NotImplementedError(
-            "EncoderDecoderModel does not resize embeddings itself; resize the parts instead "
-            "(model.encoder.resize_token_embeddings(...) / model.decoder.resize_token_embeddings(...)) "
-            "and keep config.encoder/config.decoder vocab sizes in step"
+            "Resizing the embedding layers via the EncoderDecoderModel directly is not supported. Please use the "
+            "respective methods of the wrapped objects (model.encoder.resize_token_embeddings(...) or "
+            "model.decoder.resize_token_embeddings(...))"
         )
 
     supports_gradient_checkpointing = True
@@ -182,7 +205,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
                output_hidden_states=False, **kwargs: Any) -> BaseModelOutput:
         out = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states, **kwargs,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True, **kwargs,
         )
         return BaseModelOutput(last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states, attentions=out.attentions)
 
@@ -252,6 +275,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             output_hidden_states=output_hidden_states,
             use_cache=self.config.decoder.use_cache if use_cache is None else use_cache,
             past_key_values=past_key_values,
+            return_dict=True,  # the parts' own config may say otherwise (as transformers passes it down)
             **kwargs_decoder,
         )
         loss = None
@@ -318,11 +342,13 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Union[str, os.PathLike], *model_args: Any,
                         torch_dtype: Any = None, dtype: Any = None, output_loading_info: bool = False,
-                        **kwargs: Any) -> "EncoderDecoderModel":
+                        attn_implementation: Optional[str] = None, **kwargs: Any) -> "EncoderDecoderModel":
         """Load a composite checkpoint (ours or transformers'); returned in eval mode.
 
         Keywords: ``dtype`` (transformers 4.57's name) or ``torch_dtype``; ``output_loading_info``
-        (returns ``(model, info)``; a load that does not match raises instead); those of
+        (returns ``(model, info)``; a load that does not match raises instead);
+        ``attn_implementation`` (``"eager"`` / ``"sdpa"``, recorded on the configs as in
+        transformers; refused where a part lacks SDPA there); those of
         :func:`encdec.pretrained.load_pretrained` (``revision``, ``local_files_only``,
         ``cache_dir``, ``token``, ``subfolder``, ``config``, ``from_tf``/``from_flax``,
         ``use_safetensors``, ``low_cpu_mem_usage``, config overrides).
@@ -338,6 +364,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         with no_init():  # every parameter is loaded right below
             model = cls(config)
         model.load_canonical(weights, share=True)
+        model._set_attn_implementation(attn_implementation)
         if generation_config is not None:
             model.generation_config = generation_config
         config.name_or_path = os.fspath(pretrained_model_name_or_path)
@@ -434,7 +461,7 @@ def _untie_in_state_dict(module: nn.Module, state_dict: dict, prefix: str, local
 
 
 def load_torch_part(cls: type, name_or_path: Any, config: Any = None, torch_dtype: Any = None, dtype: Any = None,
-                    **kwargs: Any) -> nn.Module:
+                    attn_implementation: Optional[str] = None, **kwargs: Any) -> nn.Module:
     """``PartClass.from_pretrained``: an HF part checkpoint mapped by the core onto ``cls``'s
     spec; weights the checkpoint lacks are initialised and named in a WARNING."""
     from encdec.pretrained import load_part_for_class, loading_info
@@ -443,6 +470,7 @@ def load_torch_part(cls: type, name_or_path: Any, config: Any = None, torch_dtyp
     with no_init():
         model = cls(part.config)
     model.load_canonical(part.weights, share=True)
+    set_attn_implementation(model.config, attn_implementation, cls._supports_sdpa, cls.__name__)
     cast = _torch_dtype(dtype if dtype is not None else torch_dtype, part.config)
     if cast is not None:
         model.to(cast)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import math
 from typing import Any, Mapping
 
@@ -20,6 +21,8 @@ from encdec.activations import check_activation, check_backend_table
 from encdec.hub import HubModelMixin
 from encdec.layout import Layout
 from encdec.specs import CONV1D, EMBEDDING, LINEAR, NORM_BIAS, NORM_SCALE, BIAS, ModelSpec
+
+logger = logging.getLogger(__name__)
 
 #: How Keras lays out each parameter kind: kernels are [in, out] (PyTorch linear weights
 #: transposed; GPT-2 Conv1D weights are already [in, out]).
@@ -71,12 +74,67 @@ def part_role_name(cls: Any) -> str:
     return part_role(cls)
 
 
+def unpack_tf_inputs(args: tuple, kwargs: dict, where: str) -> dict:
+    """Call arguments as keywords, the way transformers' TF models take them: a dict (or
+    ``ModelOutput``-like mapping) as the first positional argument is unpacked, another first
+    positional argument is the main input (``input_ids``), and a ``kwargs=`` dict is dropped
+    with a WARNING naming its keys (transformers drops it without one)."""
+    kwargs = dict(kwargs)
+    if args:
+        first, rest = args[0], args[1:]
+        if rest:
+            raise TypeError(f"{where} takes its inputs as keywords (or one dict / the input ids positionally), "
+                            f"got {len(args)} positional arguments")
+        if isinstance(first, Mapping):
+            clash = set(first) & set(kwargs)
+            if clash:
+                raise TypeError(f"{where} got {', '.join(sorted(clash))} both in the input dict and as keywords")
+            kwargs.update(first)
+        else:
+            if "input_ids" in kwargs:
+                raise TypeError(f"{where} got input_ids both positionally and as a keyword")
+            kwargs["input_ids"] = first
+    dropped = kwargs.pop("kwargs", None)
+    if dropped:
+        names = ", ".join(sorted(dropped)) if isinstance(dropped, Mapping) else type(dropped).__name__
+        logger.warning("%s ignores the `kwargs=` argument (%s), as transformers' TF models do; pass inputs as "
+                       "keywords instead", where, names)
+    return kwargs
+
+
 class TFPartMixin(HubModelMixin):
     """transformers' ``TFPreTrainedModel`` surface of a part layer (``config``, ``store``):
     it saves and loads as the HF checkpoint of its class (``TFBertModel`` -> ``BertModel``'s
     names, ``model.safetensors``), which transformers' TF and PyTorch classes both read."""
 
     main_input_name = "input_ids"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """transformers' TF calling convention: a dict of inputs as the first argument is
+        unpacked; a ``kwargs=`` dict is dropped (with a warning, as transformers drops it
+        silently); ``output_attentions`` / ``output_hidden_states`` / ``return_dict`` not given
+        come from the part's config (``return_dict=False`` gives the output's tuple)."""
+        kwargs = unpack_tf_inputs(args, kwargs, type(self).__name__)
+        for name in ("output_attentions", "output_hidden_states"):
+            if kwargs.get(name) is None:
+                kwargs[name] = bool(getattr(self.config, name, False))
+        return_dict = kwargs.pop("return_dict", None)
+        out = super().__call__(**kwargs)
+        if return_dict is None:
+            return_dict = getattr(self.config, "use_return_dict", True)
+        return out if return_dict else out.to_tuple()
+
+    @property
+    def dummy_inputs(self) -> dict[str, tf.Tensor]:
+        """transformers' ``dummy_inputs``: a small batch of ids (and encoder states for a
+        decoder with cross-attention) to build or smoke-test the part."""
+        ids = tf.constant(np.array([[7, 6, 0, 0, 1], [1, 2, 3, 0, 0], [0, 0, 0, 4, 5]]) % self.config.vocab_size,
+                          tf.int32)
+        dummies = {"input_ids": ids}
+        if getattr(self.config, "add_cross_attention", False):
+            width = getattr(self.config, "cross_attention_hidden_size", None) or self.config.hidden_size
+            dummies["encoder_hidden_states"] = tf.ones((3, 5, width))
+        return dummies
 
     @property
     def base_model_prefix(self) -> str:
@@ -94,9 +152,23 @@ class TFPartMixin(HubModelMixin):
         from encdec.layout import to_backend
 
         weights, _ = match_state(weights, self.store.spec)
+        owned_elsewhere = {TF_LAYOUT.backend_name(n, self.store.spec[n].kind) for n in self.store.tied}
         for key, value in to_backend(weights, self.store.spec, TF_LAYOUT).items():
+            if key in owned_elsewhere:  # tied to another part's variable (tie_encoder_decoder): its owner loads it
+                continue
             var = self.store.variables[key]
             var.assign(variable_value(value, var.dtype, key, tuple(var.shape)))
+
+    def resize_token_embeddings(self, new_num_tokens: Any = None, pad_to_multiple_of: Any = None,
+                                mean_resizing: bool = True) -> Any:
+        """Refused for TF parts (their variables are created with fixed shapes); the input
+        embedding is returned when nothing is to change, as transformers does."""
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return self.get_input_embeddings()
+        raise NotImplementedError(
+            f"{type(self).__name__}.resize_token_embeddings is not implemented by encdec's TF backend: resize the part "
+            "in PyTorch or Flax (model.encoder.resize_token_embeddings(...)), save it and load it here with "
+            f"{type(self).__name__}.from_pretrained(path)")
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         if only_trainable and not self.trainable:

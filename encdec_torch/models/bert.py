@@ -359,6 +359,7 @@ class CausalLMMixin:
         out = getattr(self, self.base)(
             input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds, encoder_hidden_states,
             encoder_attention_mask, past_key_values, use_cache, output_attentions, output_hidden_states,
+            return_dict=True,
         )
         result = CausalLMOutputWithCrossAttentions(
             logits=self.lm_logits(out.last_hidden_state),

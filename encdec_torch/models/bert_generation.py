@@ -14,6 +14,8 @@ from encdec_torch.models.common import SpecModule
 
 
 class BertGenerationEncoder(BertModel):
+    _supports_sdpa = False  # as transformers 4.57
+
     def __init__(self, config, add_pooling_layer: bool = False) -> None:
         super().__init__(config, add_pooling_layer=False)
 
@@ -34,6 +36,7 @@ class BertGenerationOnlyLMHead(nn.Module):
 
 class BertGenerationDecoder(CausalLMMixin, SpecModule):
     """BertGeneration decoder: ``bert`` (causal, cross-attention) + ``lm_head``."""
+    _supports_sdpa = False  # as transformers 4.57
 
     base = "bert"
 

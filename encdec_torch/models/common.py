@@ -163,18 +163,21 @@ class StaticKV:
     A decoding step writes its new entries in place (a slice assignment, no concatenation,
     no new allocation) and attends over the filled view; ``shape`` reads as the filled
     tensor's, so :func:`past_length` works on a cache of these as on plain tensors.  Beam
-    search reorders rows in place with :meth:`reorder`.
+    search reorders rows in place with :meth:`reorder`.  A buffer smaller than ``limit``
+    grows by doubling when full (memory follows the length reached, not ``max_length``).
     """
 
-    __slots__ = ("data", "length")
+    __slots__ = ("data", "length", "limit")
 
-    def __init__(self, data: torch.Tensor, length: int = 0) -> None:
+    def __init__(self, data: torch.Tensor, length: int = 0, limit: Optional[int] = None) -> None:
         self.data, self.length = data, length
+        self.limit = data.shape[2] if limit is None else limit
 
     @classmethod
-    def empty(cls, like: torch.Tensor, rows: int, capacity: int) -> "StaticKV":
-        """A buffer for ``rows`` rows and ``capacity`` positions, heads/head_dim/dtype of ``like``."""
-        return cls(like.new_empty(rows, like.shape[1], capacity, like.shape[3]))
+    def empty(cls, like: torch.Tensor, rows: int, capacity: int, limit: Optional[int] = None) -> "StaticKV":
+        """A buffer for ``rows`` rows and ``capacity`` positions (growing up to ``limit``),
+        heads/head_dim/dtype of ``like``."""
+        return cls(like.new_empty(rows, like.shape[1], capacity, like.shape[3]), limit=limit)
 
     @property
     def shape(self) -> torch.Size:
@@ -189,7 +192,12 @@ class StaticKV:
         filled view, ``new`` included."""
         end = self.length + new.shape[2]
         if end > self.data.shape[2]:
-            raise ValueError(f"static KV cache full: {end} positions for a capacity of {self.data.shape[2]}")
+            if end > self.limit:
+                raise ValueError(f"static KV cache full: {end} positions for a capacity of {self.limit}")
+            b, h, capacity, d = self.data.shape
+            grown = self.data.new_empty(b, h, min(max(end, 2 * capacity), self.limit), d)
+            grown[:, :, : self.length] = self.filled()
+            self.data = grown
         self.data[:, :, self.length:end] = new
         self.length = end
         return self.data[:, :, :end]
@@ -225,6 +233,10 @@ class SpecModule(HubModelMixin, nn.Module):
     spec: ModelSpec
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
+    #: transformers' flag: the part's class there offers the SDPA kernel (our attention takes
+    #: torch's SDPA kernel unless weights are returned; this flag only decides which
+    #: ``attn_implementation`` may be requested, as in transformers)
+    _supports_sdpa = True
 
     # --- transformers' PreTrainedModel conveniences ------------------------------------
     @property
@@ -288,6 +300,45 @@ class SpecModule(HubModelMixin, nn.Module):
         if model_args:
             raise TypeError("from_pretrained takes no positional arguments besides the name or path")
         return load_torch_part(cls, pretrained_model_name_or_path, config=config, **kwargs)
+
+    def resize_token_embeddings(self, new_num_tokens: Optional[int] = None, pad_to_multiple_of: Optional[int] = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
+        """transformers' ``resize_token_embeddings`` for a part: the input embeddings, an untied
+        LM head and its bias get ``new_num_tokens`` rows (kept rows copied, new ones from
+        :func:`encdec.resize.resize_rows`); ties stay (the same parameters are resized in
+        place); ``config.vocab_size`` (the composite's sub-config when the part is inside one)
+        and the spec follow.  Returns the input embedding module."""
+        from encdec.resize import new_vocab_size, resize_rows
+
+        embeddings = self.get_input_embeddings()
+        if new_num_tokens is None and pad_to_multiple_of is None:
+            return embeddings
+        size = new_vocab_size(embeddings.weight.shape[0], new_num_tokens, pad_to_multiple_of)
+        head = self.get_output_embeddings() if hasattr(self, "get_output_embeddings") else None
+        targets = [embeddings.weight]
+        if head is not None:
+            targets += [head.weight] + ([head.bias] if getattr(head, "bias", None) is not None else [])
+        resized: dict[int, int] = {}
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())  # torch's generator, as transformers' init
+        with torch.no_grad():
+            for param in targets:
+                if id(param) in resized or param.shape[0] == size:
+                    continue
+                old_rows = int(param.shape[0])
+                new = resize_rows(tensor_to_numpy(param), size, mean_resizing, float(self.config.initializer_range),
+                                  seed + len(resized))
+                param.data = torch.from_numpy(new).to(device=param.device, dtype=param.dtype)
+                resized[id(param)] = old_rows
+        embeddings.num_embeddings = size
+        if head is not None and hasattr(head, "out_features"):
+            head.out_features = size
+        self.config.vocab_size = size
+        # the spec follows: every name bound to a resized parameter gets the new row count
+        by_name = dict(self.named_parameters(remove_duplicate=False))
+        params = {name: type(p)(p.name, (size,) + tuple(p.shape[1:]), p.kind)
+                  if name in by_name and id(by_name[name]) in resized else p for name, p in self.spec.params.items()}
+        self.spec = type(self.spec)(params=params, ties=dict(self.spec.ties))
+        return embeddings
 
     def canonical_state(self) -> dict[str, np.ndarray]:
         state = self.state_dict()

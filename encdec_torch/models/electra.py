@@ -10,6 +10,8 @@ from encdec_torch.models.bert import BertModel
 
 
 class ElectraModel(BertModel):
+    _supports_sdpa = False  # as transformers 4.57
+
     def __init__(self, config) -> None:
         super().__init__(config, add_pooling_layer=False)
         if config.embedding_size != config.hidden_size:

@@ -26,6 +26,7 @@ from torch import nn
 
 from encdec.outputs import ProphetNetDecoderLMOutput
 from encdec.specs.prophetnet import LAYER_NORM_EPS, check_length, prophetnet_causal_lm_spec, relative_bucket_table
+from encdec.routing import output_flags
 from encdec_torch.models.common import (
     LayerCache,
     SpecModule,
@@ -197,6 +198,7 @@ class ProphetNetDecoderWrapper(nn.Module):
 
 class ProphetNetForCausalLM(SpecModule):
     """transformers' ``ProphetNetForCausalLM`` as the decoder of an encoder-decoder model."""
+    _supports_sdpa = False  # as transformers 4.57
 
     def __init__(self, config) -> None:
         super().__init__()
@@ -252,12 +254,15 @@ class ProphetNetForCausalLM(SpecModule):
         past_key_values: Optional[tuple[LayerCache, ...]] = None,
         inputs_embeds: Optional[torch.Tensor] = None,
         use_cache: Optional[bool] = None,
-        output_attentions: bool = False,
-        output_hidden_states: bool = False,
-        return_dict: bool = True,
+        output_attentions: Optional[bool] = None,
+        output_hidden_states: Optional[bool] = None,
+        return_dict: Optional[bool] = None,
     ):
         """``attention_mask`` covers the cached and new positions; ``past_key_values`` is per
-        layer ``(main key, main value, cross key, cross value)``."""
+        layer ``(main key, main value, cross key, cross value)``.  Output flags and
+        ``return_dict`` not given come from the config, as in transformers."""
+        output_attentions, output_hidden_states, _, _, return_dict = output_flags(
+            self.config, output_attentions, output_hidden_states, return_dict)
         check_inputs(input_ids, inputs_embeds, "ProphetNetForCausalLM")
         c, dec = self.config, self.prophetnet.decoder
         checkpointing = self.gradient_checkpointing and self.training

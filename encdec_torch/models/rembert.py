@@ -16,6 +16,8 @@ from encdec_torch.models.common import SpecModule, activation
 
 
 class RemBertModel(BertModel):
+    _supports_sdpa = False  # as transformers 4.57
+
     def __init__(self, config, add_pooling_layer: bool = True) -> None:
         super().__init__(config, add_pooling_layer)
         self.encoder.embedding_hidden_mapping_in = nn.Linear(config.input_embedding_size, config.hidden_size)
@@ -53,6 +55,7 @@ class RemBertOnlyMLMHead(nn.Module):
 
 class RemBertForCausalLM(CausalLMMixin, SpecModule):
     """RemBERT decoder: ``rembert`` (causal, cross-attention) + ``cls.predictions``."""
+    _supports_sdpa = False  # as transformers 4.57
 
     base = "rembert"
 

@@ -102,3 +102,15 @@ def test_base_config_dispatches_on_model_type(tmp_path):
     GPT2Config(n_embd=16, n_head=2).save_pretrained(tmp_path)
     cfg = PretrainedConfig.from_pretrained(tmp_path)
     assert isinstance(cfg, GPT2Config) and cfg.hidden_size == 16 and cfg.num_attention_heads == 2
+
+
+def test_set_attn_implementation_rule():
+    from encdec.configuration import BertConfig, set_attn_implementation
+
+    cfg = BertConfig()
+    assert cfg._attn_implementation is None
+    assert set_attn_implementation(cfg, None, False, "ProphetNetForCausalLM") == "eager"
+    assert set_attn_implementation(cfg, None, True, "BertModel") == "eager"  # the config's choice stays
+    with pytest.raises(ValueError, match="ProphetNetForCausalLM does not support attn_implementation='sdpa'"):
+        set_attn_implementation(cfg, "sdpa", False, "ProphetNetForCausalLM")
+    assert "_attn_implementation" not in str(cfg.to_dict())

@@ -112,3 +112,23 @@ def test_init_weights_and_conveniences():
     assert model.num_parameters() == hf.num_parameters()
     assert model.num_parameters(exclude_embeddings=True) == hf.num_parameters(exclude_embeddings=True)
     assert model.can_generate()
+
+
+def test_part_resize_token_embeddings_as_transformers_pytorch(hf_berts, tmp_path):
+    # transformers' Flax parts have no resize_token_embeddings; ours follows its PyTorch one
+    root, _ = hf_berts
+    ours = FlaxBertForCausalLM.from_pretrained(root / "a")
+    theirs = transformers.BertLMHeadModel.from_pretrained(root / "a", is_decoder=True, add_cross_attention=True).eval()
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.canonical_state().items()}, strict=False)
+    assert ours.resize_token_embeddings(100, pad_to_multiple_of=8).shape == (104, 32)
+    theirs.resize_token_embeddings(100, pad_to_multiple_of=8)
+    assert ours.config.vocab_size == theirs.config.vocab_size == 104
+    enc = np.random.default_rng(0).normal(size=(2, 3, 32)).astype("float32")
+    a = np.asarray(ours(IDS, attention_mask=MASK, encoder_hidden_states=enc).logits)
+    b = theirs(torch.tensor(IDS), attention_mask=torch.tensor(MASK), encoder_hidden_states=torch.tensor(enc)).logits
+    b = b.detach().numpy()
+    assert a.shape == b.shape and np.abs(a[..., :99] - b[..., :99]).max() < 1e-5
+    ours.save_pretrained(tmp_path)
+    again = transformers.BertLMHeadModel.from_pretrained(tmp_path).eval()
+    c = again(torch.tensor(IDS), attention_mask=torch.tensor(MASK), encoder_hidden_states=torch.tensor(enc)).logits
+    assert np.abs(c.detach().numpy() - a).max() < 1e-5

@@ -1,5 +1,6 @@
-"""TF adapters against the torch backend (same canonical weights, same adapter weights) and the
-Keras side: trainable variables, ``fit``, XLA ``generate``, compiled-function invalidation."""
+"""TF adapters: the Keras side (trainable variables, ``fit``, compiled-function invalidation,
+no stale variables) against the torch backend on the same weights.  Logits, loss and XLA greedy
+ids against the ``adapters`` library on every shared case: ``conformance_tests/test_adapters.py``."""
 from __future__ import annotations
 
 import keras
@@ -13,13 +14,10 @@ from encdec.init import init_weights
 from encdec.specs import encoder_decoder_spec
 from encdec_tf import TFEncoderDecoderModel
 from encdec_torch import EncoderDecoderModel
-from conformance_tests.adapter_cases import CASES as SHARED_CASES, TOL, ours_config
+from conformance_tests.adapter_cases import TOL, ours_config
 from tests.torch.helpers import inputs, make_config
 
 GREEDY = dict(max_length=8, do_sample=False, num_beams=1)
-
-#: the shared cases on the pairs tests/torch/helpers.py builds
-CASES = [(pair, key) for pair, key in SHARED_CASES if pair in ("bert2bert", "bert2gpt2")]
 
 
 def build(pair: str, seed: int = 0) -> tuple[TFEncoderDecoderModel, EncoderDecoderModel, dict]:
@@ -62,19 +60,9 @@ def max_abs(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
-@pytest.mark.parametrize("pair,key", CASES, ids=[f"{p}-{k}" for p, k in CASES])
-def test_logits_match_torch(pair, key):
-    ours, ref, x = build(pair)
-    base = tf_logits(ours, x)
-    add((ours, ref), key)
-    got = tf_logits(ours, x)
-    assert max_abs(got, torch_logits(ref, x)) < TOL
-    assert max_abs(got, base) > 1e-3  # the adapter really acts
-
-
-@pytest.mark.parametrize("pair,key", [("bert2bert", "seqbn-mh-leave0"), ("bert2bert", "lora-all-leave1"),
-                                      ("bert2gpt2", "seqbn-mh-leave0"), ("bert2gpt2", "lora-mlp-leave0")])
+@pytest.mark.parametrize("pair,key", [("bert2bert", "seqbn-mh-leave0"), ("bert2gpt2", "lora-mlp-leave0")])
 def test_inactive_adapter_is_bit_identical(pair, key):
+    """(bit identity on every site and backend: conformance_tests; here also no stale variables.)"""
     ours, _, x = build(pair)
     plain = tf_logits(ours, x)
     variables = [v.path for v in ours.variables]
@@ -135,8 +123,7 @@ def test_gradient_tape_sees_only_the_adapter():
     assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
 
 
-@pytest.mark.parametrize("pair,key", [("bert2bert", "lora-all-leave1"), ("bert2gpt2", "lora"),
-                                      ("bert2gpt2", "lora-mlp-leave0")])
+@pytest.mark.parametrize("pair,key", [("bert2gpt2", "lora-mlp-leave0")])  # the others: conformance_tests
 def test_merge_lora_keeps_outputs(pair, key):
     ours, ref, x = build(pair)
     add((ours, ref), key)
@@ -146,20 +133,6 @@ def test_merge_lora_keeps_outputs(pair, key):
     assert ours.adapter_configs == {} and not ours._adapter_layers()
     assert max_abs(tf_logits(ours, x), before) < TOL
     assert max_abs(tf_logits(ours, x), torch_logits(ref, x)) < TOL
-
-
-@pytest.mark.parametrize("pair,key", [("bert2bert", "seqbn-mh-leave0"), ("bert2bert", "lora-all-leave1"),
-                                      ("bert2gpt2", "seqbn"), ("bert2gpt2", "lora")])
-def test_xla_generate_with_adapter_matches_torch(pair, key):
-    """The compiled decode loop (cross-attention keys / values computed once) runs the adapter."""
-    ours, ref, x = build(pair)
-    add((ours, ref), key)
-    got = ours.generate(x["input_ids"], x["attention_mask"], **GREEDY).numpy()
-    want = ref.generate(torch.from_numpy(x["input_ids"]), torch.from_numpy(x["attention_mask"]), **GREEDY).numpy()
-    ours.set_active_adapters(None)
-    base = ours.generate(x["input_ids"], x["attention_mask"], jit_compile=False, **GREEDY).numpy()
-    assert np.array_equal(got, want)
-    assert not np.array_equal(got, base)
 
 
 def test_compiled_generate_follows_the_active_adapter():

@@ -73,14 +73,19 @@ def bert2bert():
 def test_output_flags_from_config(bert2bert):
     model = bert2bert
     assert model(input_ids=IDS, decoder_input_ids=DEC).encoder_attentions is None
+    # transformers' TF composite: argument, else each part's own config (the composite's flags switch nothing)
     model.config.output_hidden_states = True
     model.config.return_dict = False
     try:
         assert isinstance(model(input_ids=IDS, decoder_input_ids=DEC), tuple)
         out = model(input_ids=IDS, decoder_input_ids=DEC, return_dict=True)
+        assert out.encoder_hidden_states is None and out.decoder_hidden_states is None
+        model.config.encoder.output_hidden_states = model.config.decoder.output_hidden_states = True
+        out = model(input_ids=IDS, decoder_input_ids=DEC, return_dict=True)
         assert len(out.encoder_hidden_states) == 3 and len(out.decoder_hidden_states) == 3
     finally:
         model.config.output_hidden_states = False
+        model.config.encoder.output_hidden_states = model.config.decoder.output_hidden_states = False
         model.config.return_dict = True
 
 
@@ -93,3 +98,40 @@ def test_generate_takes_transformers_generation_config_and_refuses_typos(bert2be
         model.generate(IDS, generation_config=transformers.GenerationConfig(num_beams=2, num_beam_groups=2,
                                                                             diversity_penalty=0.5))
     assert isinstance(model.generation_config, GenerationConfig)
+
+
+def test_part_takes_transformers_tf_calling_convention(hf_bert, caplog):
+    # as transformers' TF parts: a dict of inputs as first argument, the output flags and
+    # return_dict from the part's config when not given, dummy_inputs, a `kwargs=` dict dropped
+    root, bert = hf_bert
+    ours = TFBertModel.from_pretrained(root / "bert", output_hidden_states=True, return_dict=False)
+    out = ours({"input_ids": IDS, "attention_mask": MASK})
+    ref = bert(torch.tensor(IDS), attention_mask=torch.tensor(MASK), output_hidden_states=True, return_dict=False)
+    assert isinstance(out, tuple) and len(out) == len(ref) == 3
+    assert np.abs(np.asarray(out[2][-1]) - ref[2][-1].detach().numpy()).max() < 1e-5
+    assert ours(IDS, output_hidden_states=False, return_dict=True).hidden_states is None
+    with caplog.at_level("WARNING"):
+        assert ours(input_ids=IDS, kwargs={"labels": IDS}, return_dict=True).last_hidden_state.shape == (2, 6, 32)
+    assert "ignores the `kwargs=` argument (labels)" in caplog.text
+    dec = TFBertLMHeadModel.from_pretrained(root / "bert")
+    assert dec(dec.dummy_inputs).logits.shape == (3, 5, 99)
+
+
+def test_tie_encoder_decoder_with_given_parts_keeps_the_decoder_side(hf_bert, tmp_path):
+    root, _ = hf_bert
+    torch.manual_seed(1)
+    transformers.BertModel(transformers.BertConfig(**KW)).save_pretrained(tmp_path / "b")
+    theirs = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(root / "bert", tmp_path / "b",
+                                                                              tie_encoder_decoder=True).eval()
+    enc, dec = TFBertModel.from_pretrained(root / "bert"), TFBertLMHeadModel.from_pretrained(tmp_path / "b")
+    cfg = EncoderDecoderConfig.from_encoder_decoder_configs(enc.config, dec.config, tie_encoder_decoder=True)
+    model = TFEncoderDecoderModel(cfg, encoder=enc, decoder=dec)
+    ref = {k: v.numpy() for k, v in theirs.state_dict().items()}
+    state = model.canonical_state()
+    for name in ("encoder.embeddings.word_embeddings.weight", "encoder.encoder.layer.1.attention.self.query.weight"):
+        assert np.array_equal(state[name], ref[name]), name
+    model.load_canonical({p.name: ref[p.name] for p in model.spec.untied})  # the heads transformers drew at random
+    ours = np.asarray(model(input_ids=IDS, attention_mask=MASK, decoder_input_ids=DEC).logits)
+    theirs_logits = theirs(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK),
+                           decoder_input_ids=torch.tensor(DEC)).logits.detach().numpy()
+    assert np.abs(ours - theirs_logits).max() < 1e-5

@@ -140,6 +140,8 @@ def test_unknown_and_unimplemented_generation_settings(bert2bert):
 
 
 def test_output_flags_follow_config(bert2bert):
+    # transformers' PyTorch composite: the call argument wins, else each part's own config; the
+    # composite config's output_attentions / output_hidden_states switch nothing
     model = bert2bert
     out = model(input_ids=IDS, decoder_input_ids=DEC)
     assert out.encoder_attentions is None and out.decoder_hidden_states is None
@@ -150,11 +152,14 @@ def test_output_flags_follow_config(bert2bert):
         tup = model(input_ids=IDS, decoder_input_ids=DEC)
         assert isinstance(tup, tuple)
         out = model(input_ids=IDS, decoder_input_ids=DEC, return_dict=True)
-        assert len(out.encoder_attentions) == 2 and len(out.cross_attentions) == 2
+        assert out.encoder_attentions is None and out.cross_attentions is None
         assert len(out.decoder_hidden_states) == 3 and out.encoder_hidden_states is None
+        model.config.encoder.output_attentions = True
+        out = model(input_ids=IDS, decoder_input_ids=DEC, return_dict=True)
+        assert len(out.encoder_attentions) == 2 and out.cross_attentions is None
         assert model(input_ids=IDS, decoder_input_ids=DEC, return_dict=True, output_attentions=False).encoder_attentions is None
     finally:
-        model.config.output_attentions = False
+        model.config.output_attentions = model.config.encoder.output_attentions = False
         model.config.decoder.output_hidden_states = False
         model.config.return_dict = True
 
@@ -241,3 +246,41 @@ def test_part_output_flags_follow_their_config(hf_parts):
     ref = bert(IDS, output_hidden_states=True)
     assert len(out.hidden_states) == len(ref.hidden_states) == 3 and out.attentions is None
     assert ours(input_ids=IDS, output_hidden_states=False).hidden_states is None
+
+
+def test_attn_implementation_as_transformers(tmp_path, bert2bert):
+    # transformers 4.57: composite and parts record "sdpa" by default; a requested kernel a part
+    # lacks (ProphetNet, BertGeneration, ELECTRA, RemBERT have no SDPA there) is refused
+    assert bert2bert.config._attn_implementation == "sdpa" and bert2bert.encoder._supports_sdpa
+    assert bert2bert.encoder.config._attn_implementation == "sdpa"
+    bert2bert.save_pretrained(tmp_path)
+    eager = EncoderDecoderModel.from_pretrained(tmp_path, attn_implementation="eager")
+    assert {eager.config._attn_implementation, eager.encoder.config._attn_implementation,
+            eager.decoder.config._attn_implementation} == {"eager"}
+    assert "_attn_implementation" not in (tmp_path / "config.json").read_text()
+    with pytest.raises(ValueError, match="flash_attention_2"):
+        EncoderDecoderModel.from_pretrained(tmp_path, attn_implementation="flash_attention_2")
+
+
+def test_resize_token_embeddings_on_parts_as_transformers(hf_parts, tmp_path):
+    root, _, _ = hf_parts
+    ours = EncoderDecoderModel.from_encoder_decoder_pretrained(root / "bert", root / "gpt2").eval()
+    theirs = transformers.EncoderDecoderModel.from_encoder_decoder_pretrained(root / "bert", root / "gpt2").eval()
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in ours.canonical_state().items()}, strict=False)
+    with pytest.raises(NotImplementedError, match="model.encoder.resize_token_embeddings"):
+        ours.resize_token_embeddings(120)
+    v_enc, v_dec = ours.config.encoder.vocab_size, ours.config.decoder.vocab_size
+    for model in (ours, theirs):
+        model.encoder.resize_token_embeddings(v_enc + 5)
+        model.decoder.resize_token_embeddings(v_dec + 3, pad_to_multiple_of=8)
+    assert ours.config.encoder.vocab_size == theirs.config.encoder.vocab_size == v_enc + 5
+    assert ours.config.decoder.vocab_size == theirs.config.decoder.vocab_size == -(-(v_dec + 3) // 8) * 8
+    assert ours.decoder.config is ours.config.decoder
+    assert ours.decoder.lm_head.weight is ours.decoder.transformer.wte.weight  # GPT-2's tie kept
+    assert ours.decoder.get_output_embeddings().weight.shape == theirs.decoder.get_output_embeddings().weight.shape
+    a = ours(input_ids=IDS, attention_mask=MASK, decoder_input_ids=DEC).logits
+    b = theirs(input_ids=IDS, attention_mask=MASK, decoder_input_ids=DEC).logits
+    assert a.shape == b.shape and (a[..., :v_dec] - b[..., :v_dec]).abs().max() < 1e-5
+    ours.save_pretrained(tmp_path)  # the composite's spec follows the parts: transformers loads it
+    again = transformers.EncoderDecoderModel.from_pretrained(tmp_path).eval()
+    assert (again(input_ids=IDS, attention_mask=MASK, decoder_input_ids=DEC).logits - a).abs().max() < 1e-5

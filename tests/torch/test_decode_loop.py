@@ -33,6 +33,12 @@ def test_static_kv_writes_in_place_and_reads_as_the_filled_tensor():
     assert torch.equal(keys.filled(), torch.cat([first, second], dim=2)[[2, 2, 0]])
     with pytest.raises(ValueError, match="static KV cache full: 7 positions for a capacity of 6"):
         keys.write(torch.zeros(3, 2, 2, 5))
+    growing = StaticKV.empty(first, rows=3, capacity=2, limit=9)
+    growing.write(first[:, :, :1])
+    k = growing.write(first[:, :, 1:])  # 4 positions > capacity 2: doubles to 4, filled part kept
+    assert growing.data.shape[2] == 4 and torch.equal(k, first)
+    growing.write(torch.cat([second] * 4, dim=2))  # 8 > 4: doubles to 8
+    assert growing.data.shape[2] == 8 and torch.equal(growing.filled()[:, :, :4], first)
 
 
 def test_compiled_step_gives_the_eager_ids(bert2gpt2):
@@ -54,3 +60,18 @@ def test_compiled_step_refuses_what_it_cannot_return(bert2gpt2):
         model.generate(ids, attention_mask=mask, max_new_tokens=2, compile_step=True, use_cache=False)
     with pytest.raises(TypeError, match="compile_step must be True, False or a torch.compile backend name"):
         model.generate(ids, attention_mask=mask, max_new_tokens=2, compile_step=3)
+
+
+def test_growing_cache_gives_the_same_ids(bert2gpt2, monkeypatch):
+    """Buffers that start at 2 positions and double while decoding (2 -> 4 -> 8) give the ids
+    of buffers holding every position from the start (beam search: rows reordered after
+    growing)."""
+    from encdec_torch import generation
+
+    model, ids, mask = bert2gpt2
+    settings = dict(max_new_tokens=7, num_beams=3, eos_token_id=None)
+    with torch.no_grad():
+        whole = model.generate(ids, attention_mask=mask, **settings)
+        monkeypatch.setattr(generation, "_FIRST_CAPACITY", 2)
+        grown = model.generate(ids, attention_mask=mask, **settings)
+    assert torch.equal(whole, grown)

@@ -21,6 +21,14 @@ def test_part_outputs_streams_and_tuple():
     assert out.hidden_states_ngram[0].shape == (2, 15, 32)
     assert out.attentions[0].shape == (2, 4, 5, 5) and out.ngram_attentions[0].shape == (2, 3, 4, 5, 10)
     assert torch.equal(model(ids, return_dict=False)[0], out.logits)
+    # flags not given come from the config, as in transformers
+    model.config.output_attentions, model.config.return_dict = True, False
+    try:
+        tup = model(ids)
+        assert isinstance(tup, tuple) and torch.equal(tup[0], out.logits)
+        assert model(ids, return_dict=True).attentions[0].shape == (2, 4, 5, 5)
+    finally:
+        model.config.output_attentions, model.config.return_dict = False, True
 
 
 def test_cached_steps_equal_full_forward_where_transformers_layout_is_plain():
@@ -70,5 +78,9 @@ def test_rembert_parts_passed_in():
     model = EncoderDecoderModel(encoder=enc, decoder=dec).eval()
     out = model(input_ids=torch.randint(3, 99, (2, 6)), decoder_input_ids=torch.randint(3, 99, (2, 4)))
     assert out.logits.shape == (2, 4, 99)
+    dec.config.output_hidden_states, dec.config.return_dict = True, False  # the part's config, not the composite's
+    out = model(input_ids=torch.randint(3, 99, (2, 6)), decoder_input_ids=torch.randint(3, 99, (2, 4)))
+    assert len(out.decoder_hidden_states) == 3 and out.encoder_hidden_states is None
+    assert isinstance(dec(torch.randint(3, 99, (2, 4)), encoder_hidden_states=torch.zeros(2, 6, 32)), tuple)
     assert model.get_output_embeddings() is dec.cls.predictions.decoder
     assert dec.cls.predictions.decoder.weight.data_ptr() != dec.rembert.embeddings.word_embeddings.weight.data_ptr()
