@@ -303,9 +303,11 @@ def decode(model: Any, plan: DecodePlan, input_ids: tf.Tensor, attention_mask: t
     recorder = Recorder(plan)
     start = tf.repeat(prompt, expand, axis=0)
     if plan.mode == "beam":
-        out = beam_search(plan, forward, cache, tf.shape(prompt)[0], start, input_ids, recorder, hooks)
+        out = beam_search(plan, forward, cache, tf.shape(prompt)[0], start, input_ids, recorder, hooks,
+                          model.config.decoder.vocab_size)
     else:
-        out = greedy_or_sample(plan, forward, cache, rows, seed, start, input_ids, recorder, hooks)
+        out = greedy_or_sample(plan, forward, cache, rows, seed, start, input_ids, recorder, hooks,
+                               model.config.decoder.vocab_size)
     result.update(out)
     result["source_length"] = tf.shape(mask)[1]
     return result
@@ -321,6 +323,9 @@ class Recorder:
         self.steps = plan.max_length - plan.prompt_length
         self.scores = plan.return_dict_in_generate and plan.output_scores
         self.logits = plan.return_dict_in_generate and plan.output_logits
+        #: the loop starts one position early with a pass that only runs the decoder (see greedy_or_sample)
+        self.warmup = (plan.prompt_length == 1 or not plan.use_cache) and not (
+            plan.return_dict_in_generate and (plan.output_attentions or plan.output_hidden_states))
 
     def init(self, logits: tf.Tensor, first: dict) -> dict:
         """Zero buffers shaped after the first step's logits and decoder outputs."""
@@ -456,22 +461,33 @@ def with_prompt(plan: DecodePlan, start: tf.Tensor, fill: int, lead: tf.Tensor) 
 
 
 # --- greedy and sampling ---------------------------------------------------------------
-def greedy_or_sample(plan: DecodePlan, forward, cache, rows, seed, start, encoder_ids, recorder: Recorder, hooks: Hooks):
+def greedy_or_sample(plan: DecodePlan, forward, cache, rows, seed, start, encoder_ids, recorder: Recorder, hooks: Hooks,
+                     vocab: int):
     P = plan.prompt_length
     started = time.time()
     seqs = with_prompt(plan, start, plan.pad_token_id, tf.stack([rows]))
-    logits, first, cache = forward(seqs, tf.constant(P), cache, first=True)
+    # Where the prompt's decoder call is the loop's own (one start token with the cache, or no
+    # cache) and no per-step decoder outputs are recorded, the loop starts one position early
+    # with a pass that only runs the decoder: one decoder in the XLA program, not two.
+    warmup = recorder.warmup
+    if warmup:
+        first = {}
+        logits = tf.zeros(tf.stack([rows, vocab]), tf.float32)
+    else:
+        logits, first, cache = forward(seqs, tf.constant(P), cache, first=True)
     unfinished = tf.ones(tf.stack([rows]), tf.bool)
-    state = dict(cur_len=tf.constant(P), seqs=seqs, unfinished=unfinished, cache=cache, logits=logits,
-                 rec=recorder.init(logits, first))
+    state = dict(cur_len=tf.constant(P - 1 if warmup else P), seqs=seqs, unfinished=unfinished, cache=cache,
+                 logits=logits, rec=recorder.init(logits, first))
 
     def cond(s):
         return tf.logical_and(s["cur_len"] < plan.max_length, tf.reduce_any(s["unfinished"]))
 
     def body(s):
         cur_len, seqs = s["cur_len"], s["seqs"]
+        live = cur_len >= P  # False only in the warm-up pass
         scores = process_scores(plan, s["logits"], seqs, cur_len, encoder_ids, plan.num_return_sequences, hooks)
-        rec = recorder.put(s["rec"], cur_len - P, scores=scores, logits=s["logits"])
+        # the warm-up pass writes index 0, which the first real step overwrites
+        rec = recorder.put(s["rec"], tf.maximum(cur_len - P, 0), scores=scores, logits=s["logits"])
         if plan.do_sample:
             tokens = tf.random.stateless_categorical(scores, 1, seed=tf.stack([seed[0], cur_len]), dtype=tf.int32)[:, 0]
         else:
@@ -484,19 +500,22 @@ def greedy_or_sample(plan: DecodePlan, forward, cache, rows, seed, start, encode
             unfinished = tf.logical_and(unfinished, tf.logical_not(stopped))
         if out_of_time(plan, started):
             unfinished = tf.zeros_like(unfinished)
+        if warmup:
+            seqs, unfinished = tf.where(live, seqs, s["seqs"]), tf.where(live, unfinished, s["unfinished"])
         logits, extras, cache = forward(seqs, cur_len + 1, s["cache"])
         rec = recorder.put(rec, cur_len + 1 - P, **extras)
         new = dict(cur_len=cur_len + 1, seqs=seqs, unfinished=unfinished, cache=cache, logits=logits, rec=rec)
         return [same_shapes(new, s)]
 
-    (s,) = tf.while_loop(cond, body, [state], maximum_iterations=plan.max_length - P)
+    (s,) = tf.while_loop(cond, body, [state], maximum_iterations=plan.max_length - P + int(warmup))
     out = dict(s["rec"], sequences=s["seqs"], length=s["cur_len"], steps=s["cur_len"] - P)
     out.update({"first_" + name: value for name, value in first.items()})
     return out
 
 
 # --- beam search -------------------------------------------------------------------------
-def beam_search(plan: DecodePlan, forward, cache, batch, start, encoder_ids, recorder: Recorder, hooks: Hooks):
+def beam_search(plan: DecodePlan, forward, cache, batch, start, encoder_ids, recorder: Recorder, hooks: Hooks,
+                vocab: int):
     """transformers 4.57's vectorised beam search: keep the top ``2K`` (more with several
     eos ids) continuations, continue the best ``K`` that did not stop, and merge the ones
     that stopped into ``K`` finished hypotheses scored with the length penalty."""
@@ -505,12 +524,17 @@ def beam_search(plan: DecodePlan, forward, cache, batch, start, encoder_ids, rec
     keep = max(2, 1 + len(plan.eos_token_ids)) * k
     fill = beam_fill_token_id(plan)  # the core's rule (transformers'), placeholder rows included
     running = with_prompt(plan, tf.reshape(start, tf.stack([batch, k, P])), fill, tf.stack([batch, k]))
-    logits, first, cache = forward(tf.reshape(running, [-1, max_len]), tf.constant(P), cache, first=True)
+    warmup = recorder.warmup  # see greedy_or_sample
+    if warmup:
+        first = {}
+        logits = tf.zeros(tf.stack([batch * k, vocab]), tf.float32)
+    else:
+        logits, first, cache = forward(tf.reshape(running, [-1, max_len]), tf.constant(P), cache, first=True)
     running_scores = tf.tile(tf.constant([[0.0] + [BEAM_NEG] * (k - 1)]), tf.stack([batch, 1]))
     # beam_indices: the flat beam each generated token came from (-1: none), as transformers
     origin = tf.fill(tf.stack([batch, k, max_len - P]), -1)
     state = dict(
-        cur_len=tf.constant(P), running=running, running_scores=running_scores, running_origin=origin,
+        cur_len=tf.constant(P - 1 if warmup else P), running=running, running_scores=running_scores, running_origin=origin,
         seqs=running, scores=tf.fill(tf.stack([batch, k]), BEAM_NEG), origin=origin,
         lengths=tf.fill(tf.stack([batch, k]), P), finished=tf.zeros(tf.stack([batch, k]), tf.bool),
         unsatisfied=tf.ones(tf.stack([batch, 1]), tf.bool), go=tf.constant(True), cache=cache, logits=logits,
@@ -524,11 +548,11 @@ def beam_search(plan: DecodePlan, forward, cache, batch, start, encoder_ids, rec
 
     def body(s):
         cur_len = s["cur_len"]
+        live = cur_len >= P  # False only in the warm-up pass
         flat_running = tf.reshape(s["running"], [-1, max_len])
         logits = s["logits"]
-        vocab = logits.shape[-1]
         log_probs = process_scores(plan, tf.nn.log_softmax(logits, axis=-1), flat_running, cur_len, encoder_ids, k, hooks)
-        rec = recorder.put(s["rec"], cur_len - P, scores=log_probs, logits=logits)
+        rec = recorder.put(s["rec"], tf.maximum(cur_len - P, 0), scores=log_probs, logits=logits)
         total = tf.reshape(log_probs, tf.stack([batch, k, vocab])) + s["running_scores"][:, :, None]
         top_lp, top_idx = tf.math.top_k(tf.reshape(total, tf.stack([batch, k * vocab])), keep)
         parent, tokens = top_idx // vocab, top_idx % vocab
@@ -570,6 +594,12 @@ def beam_search(plan: DecodePlan, forward, cache, batch, start, encoder_ids, rec
             go = tf.logical_and(go, tf.logical_not(tf.reduce_all(finished)))
         go = tf.logical_and(go, tf.logical_not(tf.reduce_all(hits)))
 
+        if warmup:  # the warm-up pass only runs the decoder on the prompt
+            kept = dict(running=running, running_scores=running_scores, running_origin=running_origin, seqs=seqs,
+                        scores=scores, origin=origin, lengths=lengths, finished=finished, unsatisfied=unsatisfied, go=go)
+            kept = {name: tf.where(live, value, s[name]) for name, value in kept.items()}
+            running, running_scores, running_origin, seqs, scores, origin, lengths, finished, unsatisfied, go = kept.values()
+            beam_idx = tf.where(live, beam_idx, tf.range(batch * k))
         # the self-attention cache follows its beams; cross-attention entries are equal across a row's beams
         cache = tuple(tuple(tf.gather(t, beam_idx, axis=0) for t in layer[:2]) + tuple(layer[2:]) for layer in s["cache"])
         logits, extras, cache = forward(tf.reshape(running, [-1, max_len]), cur_len, cache)
@@ -579,7 +609,7 @@ def beam_search(plan: DecodePlan, forward, cache, batch, start, encoder_ids, rec
                    unsatisfied=unsatisfied, go=go, cache=cache, logits=logits, rec=rec)
         return [same_shapes(new, s)]
 
-    (s,) = tf.while_loop(cond, body, [state], maximum_iterations=max_len - P)
+    (s,) = tf.while_loop(cond, body, [state], maximum_iterations=max_len - P + int(warmup))
     nrs = plan.num_return_sequences
     out = dict(s["rec"], sequences=tf.reshape(s["seqs"][:, :nrs], [-1, max_len]),
                length=tf.reduce_max(s["lengths"][:, :nrs]), steps=s["cur_len"] - P,
