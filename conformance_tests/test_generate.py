@@ -73,17 +73,18 @@ def test_cached_equals_uncached(case, backend):
     run = runner(case, backend)
     # the greedy setting: its compiled program is the one test_generate_matches_transformers built
     cached = run.generate(ids, attention_mask=mask, **SETTINGS["greedy"])
-    gen = run.model.generation_config
-    eos = gen.eos_token_id if isinstance(gen.eos_token_id, (list, tuple)) else [gen.eos_token_id]
-    dec = np.full((ids.shape[0], 1), case.config.decoder_start_token_id, np.int64)
-    done = np.zeros(ids.shape[0], bool)
-    for _ in range(cached.shape[1] - 1):  # rows past their eos get pad, as generate gives them
-        logits = run.forward(input_ids=ids, attention_mask=mask, decoder_input_ids=dec)["logits"]
-        token = np.where(done, gen.pad_token_id, logits[:, -1].argmax(-1))
-        done |= np.isin(token, [e for e in eos if e is not None])
-        dec = np.concatenate([dec, token[:, None]], axis=1)
     assert cached.shape[1] > 3, "decoding stopped too early to compare cached steps"
-    np.testing.assert_array_equal(cached, dec)
+    # one uncached forward over the decoded ids: the decoder is causal, so position t's logits are
+    # those of an uncached step on the prefix up to t: one forward (in Flax one program), not one per step
+    logits = run.forward(input_ids=ids, attention_mask=mask, decoder_input_ids=cached)["logits"]
+    gen = run.model.generation_config
+    eos = [e for e in (gen.eos_token_id if isinstance(gen.eos_token_id, (list, tuple)) else [gen.eos_token_id])
+           if e is not None]
+    done = np.zeros(ids.shape[0], bool)
+    for t in range(cached.shape[1] - 1):  # rows past their eos get pad, as generate gives them
+        token = np.where(done, gen.pad_token_id, logits[:, t].argmax(-1))
+        np.testing.assert_array_equal(cached[:, t + 1], token, err_msg=f"step {t + 1}")
+        done |= np.isin(token, eos)
 
 
 def test_default_mask_masks_pads(case, backend):

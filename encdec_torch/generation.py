@@ -97,8 +97,9 @@ def exact_top_k(x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     kth = values[..., -1:]
     above = values > kth  # certainly chosen; the rest of the k are elements equal to kth
     n = x.shape[-1]
-    rank = torch.arange(n, 0, -1, device=x.device)  # n .. 1: higher for a lower index
-    tied = torch.topk(torch.where(x == kth, rank, 0), k, dim=-1).values
+    # n .. 1: higher for a lower index (float32 holds these exactly below 2**24, and selects faster)
+    rank = torch.arange(n, 0, -1, device=x.device, dtype=torch.float32 if n < (1 << 24) else torch.int64)
+    tied = torch.topk(torch.where(x == kth, rank, 0), k, dim=-1).values.long()
     slots = torch.arange(k, device=x.device) < k - above.sum(dim=-1, keepdim=True)
     candidates = torch.cat([index, (n - tied).clamp(max=n - 1)], dim=-1)
     chosen = torch.cat([above, (tied > 0) & slots], dim=-1)  # exactly k per row
