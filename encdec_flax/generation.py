@@ -245,7 +245,7 @@ def _beam_search(steps: _Steps, start, plan: DecodePlan, batch: int, encoder_ids
     top_beams = jnp.arange(keep) < beams
     lp, early = plan.length_penalty, plan.early_stopping
     fill = beam_fill_token_id(plan)  # the core's rule (transformers'), placeholder rows included
-    track = plan.return_dict_in_generate and (plan.output_scores or plan.output_logits)  # beam_indices
+    track = plan.return_dict_in_generate  # beam_indices (transformers returns them for every beam search)
     max_steps = length - prompt
 
     running = jnp.full((batch, beams, length), fill, jnp.int32).at[:, :, :prompt].set(start.reshape(batch, beams, prompt))

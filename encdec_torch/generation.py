@@ -467,7 +467,8 @@ def _beam_search(plan: DecodePlan, decoder: _Decoder, batch: int, start: torch.T
     scores = finished_scores[:, :n].reshape(batch * n)
     origin = finished_origin[:, :n].reshape(batch * n, -1)
     generated = int((origin >= 0).sum(dim=1).max())
-    out = {"sequences": sequences[:, : prompt + generated], "sequences_scores": scores}
-    if plan.return_dict_in_generate and (plan.output_scores or plan.output_logits):
-        out["beam_indices"] = origin[:, :generated]
+    # transformers 4.57: beam_indices always, sequences_scores only with output_scores
+    out = {"sequences": sequences[:, : prompt + generated], "beam_indices": origin[:, :generated]}
+    if plan.output_scores:
+        out["sequences_scores"] = scores
     return out

@@ -155,3 +155,16 @@ def test_special_ids_set_on_the_config_after_construction():
     with torch.no_grad():
         b = hf.generate(x["input_ids"], attention_mask=x["attention_mask"], max_new_tokens=5, decoder_start_token_id=7)
     assert a[:, 0].eq(7).all() and torch.equal(a, b)
+
+
+def test_beam_fields_without_scores_match_transformers():
+    """transformers 4.57 returns beam_indices for every beam search with return_dict_in_generate,
+    sequences_scores only with output_scores."""
+    config, _, ours, hf = build_pair("bert2gpt2")
+    x = inputs(config)
+    settings = dict(num_beams=2, max_new_tokens=4, return_dict_in_generate=True)
+    a = ours.generate(x["input_ids"], attention_mask=x["attention_mask"], **settings)
+    with torch.no_grad():
+        b = hf.generate(x["input_ids"], attention_mask=x["attention_mask"], **settings)
+    assert a.sequences_scores is None and b.sequences_scores is None
+    assert torch.equal(a.beam_indices, b.beam_indices)
