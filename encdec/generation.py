@@ -604,8 +604,15 @@ def check_model_inputs(rest: dict[str, Any], accepted: "list[str] | tuple[str, .
     )
 
 
+def cross_attention_query_streams(config: Any) -> int:
+    """Cross-attention query rows per decoded token: 1, or a ProphetNet decoder's main stream
+    plus its ``ngram`` predict streams (transformers returns all of them, stream-major)."""
+    decoder = config.decoder
+    return 1 + int(decoder.ngram) if decoder.model_type == "prophetnet" else 1
+
+
 def unstack_step_outputs(plan: DecodePlan, recorded: dict[str, Any], steps: int, source_length: int,
-                         first: dict[str, Any] | None = None) -> dict[str, Any]:
+                         first: dict[str, Any] | None = None, cross_query_streams: int = 1) -> dict[str, Any]:
     """transformers' per-step ``generate`` fields from a compiled loop's preallocated buffers.
 
     ``recorded`` holds ``scores`` / ``logits`` as [max_steps, rows, vocab] arrays and
@@ -616,7 +623,13 @@ def unstack_step_outputs(plan: DecodePlan, recorded: dict[str, Any], steps: int,
     ``1`` with the cache (the whole prompt on the first step), ``prompt_length + t`` without;
     self-attention keys ``prompt_length + t``; cross-attention keys ``source_length``.
     ``first``: the first step's decoder fields when a cached loop ran a longer prompt apart.
-    Slicing only: works on numpy, jax and TensorFlow arrays."""
+    ``cross_query_streams`` (:func:`cross_attention_query_streams`): cross-attention queries
+    hold that many rows per token, which a cut can keep only when each step's buffer holds
+    exactly the step's tokens (the cached loop).  Slicing only: works on numpy, jax and
+    TensorFlow arrays."""
+    if cross_query_streams > 1 and not plan.use_cache and "cross_attentions" in recorded:
+        raise UnsupportedGenerationSetting(
+            f"cross_attentions with {cross_query_streams} query streams per token (ProphetNet) need use_cache=True")
     prompt = plan.prompt_length
     out: dict[str, Any] = {}
     for name in ("scores", "logits"):
@@ -635,8 +648,10 @@ def unstack_step_outputs(plan: DecodePlan, recorded: dict[str, Any], steps: int,
                 if name == "decoder_hidden_states":
                     layers.append(x[:, :queries])
                 else:
-                    keys = prompt + t if name == "decoder_attentions" else source_length
-                    layers.append(x[:, :, :queries, :keys])
+                    if name == "decoder_attentions":
+                        layers.append(x[:, :, :queries, :prompt + t])
+                    else:
+                        layers.append(x[:, :, :queries * cross_query_streams, :source_length])
             per_step.append(tuple(layers))
         out[name] = tuple(per_step)
     return out

@@ -29,7 +29,8 @@ from jax.experimental import io_callback
 
 from encdec.compile_cache import ProgramCache, bucket_length, pad_source
 from encdec.generation import (DecodePlan, GenerationConfig, beam_fill_token_id, check_model_inputs, decoder_prompt,
-                               default_attention_mask, refuse_in_backend, resolve_generation, unstack_step_outputs)
+                               UnsupportedGenerationSetting, cross_attention_query_streams, default_attention_mask,
+                               refuse_in_backend, resolve_generation, unstack_step_outputs)
 from encdec.generation_logits import ArrayOps, is_eos, process, warp
 from encdec.outputs import GenerateOutput, ModelOutput
 from encdec.specs import max_sequence_length
@@ -430,6 +431,12 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
         plan, rest = resolve_generation(model.config, base_config, kwargs, start_length=prompt.shape[1])
     check_model_inputs(rest, ())
     refuse_in_backend(plan, "Flax", UNSUPPORTED)
+    streams = cross_attention_query_streams(model.config)
+    if streams > 1 and plan.return_dict_in_generate and plan.output_attentions and not plan.use_cache:
+        # the uncached loop's static buffer interleaves no streams per step: nothing to cut
+        raise UnsupportedGenerationSetting("output_attentions with use_cache=False and a ProphetNet decoder is not "
+                                           "implemented by the Flax backend (its cross-attention queries hold "
+                                           f"{streams} streams per token); decode with the cache")
     for name, ok in (("max_time", plan.max_time is None), ("pad_to_max_length=False", pad_to_max_length),
                      ("return_dict_in_generate with per-step outputs", not (plan.return_dict_in_generate and (
                          plan.output_scores or plan.output_logits or plan.output_attentions or plan.output_hidden_states)))):
@@ -496,13 +503,13 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     else:  # transformers' Flax shape: always max_length, positions after the longest row hold the pad id
         fields["sequences"] = jnp.where(jnp.arange(sequences.shape[1])[None, :] < out_length, sequences, plan.pad_token_id)
     if plan.return_dict_in_generate and not traced:
-        fields.update(_step_fields(plan, out, source_length, encoder_outputs))
+        fields.update(_step_fields(plan, out, source_length, encoder_outputs, streams))
     return GenerateOutput(**fields)
 
 
-def _step_fields(plan: DecodePlan, out: dict, source_length: int, encoder_outputs: Any) -> dict:
+def _step_fields(plan: DecodePlan, out: dict, source_length: int, encoder_outputs: Any, streams: int) -> dict:
     """Per-step fields cut to transformers' shapes; encoder fields cut to the unbucketed source."""
-    fields = unstack_step_outputs(plan, out["recorded"], int(out["steps"]), source_length, out.get("first"))
+    fields = unstack_step_outputs(plan, out["recorded"], int(out["steps"]), source_length, out.get("first"), streams)
     if "beam_origin" in out:
         fields["beam_indices"] = out["beam_origin"][:, : int(out["length"]) - plan.prompt_length]
     if encoder_outputs is not None:
