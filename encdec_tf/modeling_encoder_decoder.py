@@ -80,16 +80,16 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
             encoder = part_class("tf", config.encoder.model_type, "encoder")(config.encoder, name="encoder", **part_kw)
         if getattr(encoder, "is_causal_lm", False):
             raise ValueError(f"the encoder {type(encoder).__name__} has an LM head; pass a base model (e.g. TFBertModel)")
-        tied = {name[len("decoder."):]: encoder.store.get(src[len("encoder."):])
-                for name, src in self.spec.ties.items() if name.startswith("decoder.") and src.startswith("encoder.")}
+        # decoder weight -> the encoder weight it is tied to (part-local names)
+        pairs = {name[len("decoder."):]: src[len("encoder."):] for name, src in self.spec.ties.items()
+                 if name.startswith("decoder.") and src.startswith("encoder.")}
+        tied = {name: encoder.store.get(src) for name, src in pairs.items()}
         if decoder is None:
             decoder = part_class("tf", config.decoder.model_type, "decoder")(config.decoder, tied=tied, name="decoder", **part_kw)
         elif tied:
             # tie_encoder_decoder with given parts keeps the decoder's weights, as transformers does:
             # they go into the encoder's variables, and the decoder is rebuilt on them
             given = decoder.canonical_state()
-            pairs = {name[len("decoder."):]: src[len("encoder."):] for name, src in self.spec.ties.items()
-                     if name.startswith("decoder.") and src.startswith("encoder.")}
             encoder.load_canonical({**encoder.canonical_state(), **{src: given[name] for name, src in pairs.items()}})
             decoder = type(decoder)(config.decoder, tied=tied, name=decoder.name)
             decoder.load_canonical(given)
