@@ -170,6 +170,9 @@ class FlaxEncoderDecoderModel(HubModelMixin, FlaxAdapterMixin):
     no example input.
     """
 
+    #: transformers' name for the composite (its pt<->flax converters read it); no parameter path uses it
+    base_model_prefix = "encoder_decoder"
+
     def __init__(self, config: EncoderDecoderConfig, input_shape: tuple | None = None, seed: int = 0,
                  dtype: Any = jnp.float32, param_dtype: Any = None, _do_init: bool = True) -> None:
         config = as_config(config, "config", EncoderDecoderConfig)  # ours, or transformers' through its dict
@@ -427,8 +430,10 @@ class FlaxEncoderDecoderModel(HubModelMixin, FlaxAdapterMixin):
                     raise TypeError(f"{role}_model was given, so {role}_ keywords {sorted(part_kwargs)} cannot apply")
                 config = copy.deepcopy(built.config)
                 if role == "decoder" and not (config.is_decoder and config.add_cross_attention):
-                    raise ValueError("decoder_model must be built with is_decoder=True and add_cross_attention=True "
-                                     "to attend to the encoder (as transformers requires)")
+                    # transformers' rule: the decoder becomes causal + cross-attending; weights it
+                    # lacks (cross-attention) are initialised below and named in the warning
+                    logger.info(f"decoder_model ({type(built).__name__}) is used as a decoder: is_decoder=True and "
+                                "add_cross_attention=True are set on its config")
                 parts[role] = pretrained.PartLoad(config, built.canonical_state())
                 continue
             if path is None:
@@ -446,10 +451,11 @@ class FlaxEncoderDecoderModel(HubModelMixin, FlaxAdapterMixin):
         model = cls(config, dtype=dtype, _do_init=False)
         weights = {f"encoder.{k}": v for k, v in parts["encoder"].weights.items()}
         weights.update({f"decoder.{k}": v for k, v in parts["decoder"].weights.items()})
-        if needs_projection(config):
-            proj = init_model_weights(config, seed=seed)
-            weights.update({k: v for k, v in proj.items() if k.startswith("enc_to_dec_proj.")})
-            initialized += ["enc_to_dec_proj.weight", "enc_to_dec_proj.bias"]
+        missing = [p.name for p in model.spec.untied if p.name not in weights]
+        if missing:  # enc_to_dec_proj when the hidden sizes differ; a given decoder's cross-attention
+            fresh = init_model_weights(config, seed=seed)
+            weights.update({n: fresh[n] for n in missing})
+            initialized += missing
         if initialized:
             logger.warning(pretrained.newly_initialised_message(initialized))
         if config.tie_encoder_decoder:

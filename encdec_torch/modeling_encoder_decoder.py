@@ -112,6 +112,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         # transformers' names for the tie targets (its Trainer re-ties when a checkpoint lacks them)
         self._tied_weights_keys = self._keys_to_ignore_on_save = sorted(self.spec.ties)
         self.register_state_dict_post_hook(_untie_in_state_dict)
+        self.register_load_state_dict_pre_hook(_retie_in_loaded_state)
         self.generation_config = GenerationConfig.from_model_config(config)
         if seed is not None:
             self.load_canonical(init_model_weights(config, seed=seed))
@@ -458,6 +459,25 @@ def _untie_in_state_dict(module: nn.Module, state_dict: dict, prefix: str, local
         value = state_dict.get(prefix + tied)
         if value is not None and not isinstance(value, nn.Parameter):
             state_dict[prefix + tied] = value.clone()
+
+
+def _retie_in_loaded_state(module: nn.Module, state_dict: dict, prefix: str, *_: Any) -> None:
+    """``load_state_dict``'s side of :func:`_untie_in_state_dict`.  A tie target's entry from
+    ``state_dict()`` is a copy, so a dict changed on one side of a tie (transformers'
+    ``load_flax_weights_in_pytorch_model`` sets only the word embeddings) would have the other
+    side's stale copy loaded over it.  Where one side still holds the parameter's current value,
+    it takes the changed side's, as transformers' shared memory gives; both changed: torch's order."""
+    params = dict(module.named_parameters(remove_duplicate=False))
+    for tied, source in module.spec.ties.items():
+        entries = state_dict.get(prefix + tied), state_dict.get(prefix + source)
+        current = params.get(tied)
+        if current is None or any(e is None or e.shape != current.shape for e in entries):
+            continue
+        same = [torch.equal(e.to(current.device, current.dtype), current.detach()) for e in entries]
+        if same == [True, False]:
+            state_dict[prefix + tied] = entries[1]
+        elif same == [False, True]:
+            state_dict[prefix + source] = entries[0]
 
 
 def load_torch_part(cls: type, name_or_path: Any, config: Any = None, torch_dtype: Any = None, dtype: Any = None,

@@ -1,7 +1,8 @@
 """transformers 4.57's surface in the Flax backend (issue 12): part objects (module +
 params) as HF part checkpoints, ``from_encoder_decoder_pretrained`` with built parts and its
 missing-argument error, ``tie_encoder_decoder`` keeping the decoder's side, transformers
-configs accepted, output flags from the config; transformers' PyTorch classes as oracle."""
+configs accepted, output flags from the config, a given causal-LM part made a decoder, transformers'
+pt<->flax converters on our models; transformers' PyTorch classes as oracle."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,6 +17,8 @@ from encdec_flax import (  # noqa: E402
     FlaxBertForCausalLM,
     FlaxBertModel,
     FlaxEncoderDecoderModel,
+    FlaxGPT2LMHeadModel,
+    GPT2Config,
 )
 
 KW = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
@@ -68,6 +71,61 @@ def test_from_encoder_decoder_pretrained_with_built_parts(hf_berts):
     with pytest.raises(ValueError, match="If `encoder_model` is not defined as an argument, a "
                                          "`encoder_pretrained_model_name_or_path` has to be defined"):
         FlaxEncoderDecoderModel.from_encoder_decoder_pretrained(decoder_pretrained_model_name_or_path=root / "b")
+
+
+def test_given_causal_lm_part_becomes_a_decoder_like_transformers(caplog):
+    # transformers' own tests pass FlaxGPT2LMHeadModel / FlaxBartForCausalLM parts whose config has
+    # add_cross_attention=True but not is_decoder: transformers switches both on (info log)
+    gpt2 = dict(vocab_size=99, n_embd=32, n_layer=2, n_head=4, n_positions=64)
+    enc = FlaxBertModel(BertConfig(**KW))
+    dec = FlaxGPT2LMHeadModel(transformers.GPT2Config(**gpt2, add_cross_attention=True), seed=1)
+    model = FlaxEncoderDecoderModel.from_encoder_decoder_pretrained(encoder_model=enc, decoder_model=dec)
+    assert model.config.decoder.is_decoder and model.config.decoder.add_cross_attention
+    state = model.canonical_state()
+    assert all(np.array_equal(state[f"decoder.{k}"], v) for k, v in dec.canonical_state().items())
+    assert model(IDS, attention_mask=MASK, decoder_input_ids=DEC).logits.shape == DEC.shape + (99,)
+    # a part built without cross-attention gets it initialised, named in the WARNING
+    plain = FlaxGPT2LMHeadModel(GPT2Config(**gpt2), seed=1)
+    with caplog.at_level("WARNING"):
+        model = FlaxEncoderDecoderModel.from_encoder_decoder_pretrained(encoder_model=enc, decoder_model=plain)
+    assert "decoder.transformer.h.*.crossattention.c_attn.weight" in caplog.text
+    state = model.canonical_state()
+    assert all(np.array_equal(state[f"decoder.{k}"], v) for k, v in plain.canonical_state().items())
+
+
+@pytest.mark.parametrize("decoder", ["bert", "gpt2-with-projection"])
+def test_transformers_pt_flax_converters_on_our_models(decoder):
+    """transformers' ``load_flax_weights_in_pytorch_model`` / ``convert_pytorch_state_dict_to_flax``
+    (its pt-flax cross tests) give what our own canonical conversion gives (tie targets included)."""
+    from flax.traverse_util import flatten_dict
+    from transformers.modeling_flax_pytorch_utils import (
+        convert_pytorch_state_dict_to_flax,
+        load_flax_weights_in_pytorch_model,
+    )
+
+    from encdec_torch import EncoderDecoderModel
+
+    assert FlaxEncoderDecoderModel.base_model_prefix == transformers.FlaxEncoderDecoderModel.base_model_prefix
+    dec = BertConfig(**KW) if decoder == "bert" else GPT2Config(vocab_size=99, n_embd=64, n_layer=2, n_head=4)
+    cfg = EncoderDecoderConfig.from_encoder_decoder_configs(BertConfig(**KW), dec, decoder_start_token_id=2,
+                                                            pad_token_id=0)
+    fx = FlaxEncoderDecoderModel(cfg, seed=1)
+    pt = load_flax_weights_in_pytorch_model(EncoderDecoderModel(cfg).eval(), fx.params)
+    ours, loaded = fx.canonical_state(), pt.canonical_state()
+    assert set(loaded) == set(ours) and max(np.abs(loaded[k] - ours[k]).max() for k in ours) <= 1e-5
+    with torch.no_grad():
+        ref = pt(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK), decoder_input_ids=torch.tensor(DEC)).logits
+    assert np.abs(np.asarray(fx(IDS, attention_mask=MASK, decoder_input_ids=DEC).logits) - ref.numpy()).max() <= 1e-5
+
+    other = EncoderDecoderModel(cfg).eval()  # torch's own random init
+    converted = convert_pytorch_state_dict_to_flax(other.state_dict(), fx)
+    direct = FlaxEncoderDecoderModel(cfg, _do_init=False)
+    direct.load_canonical(other.canonical_state())
+    flat, want = flatten_dict(converted), flatten_dict(direct.params)
+    assert max(np.abs(np.asarray(flat[k]) - np.asarray(v)).max() for k, v in want.items()) <= 1e-5
+    # the converter's extra leaves are the tie targets (LM head), which Flax reads from the embeddings
+    extra = {".".join(k[:-1] + (("weight",) if k[-1] == "kernel" else k[-1:])) for k in set(flat) - set(want)}
+    assert extra and extra <= set(direct.spec.ties)
 
 
 def test_tie_encoder_decoder_keeps_the_decoder_side_like_transformers(hf_berts):

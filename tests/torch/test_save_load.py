@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from encdec_torch import EncoderDecoderModel, GenerationConfig
-from tests.torch.helpers import build_pair, inputs, max_diff, part_kwargs
+from tests.torch.helpers import build_pair, inputs, make_config, max_diff, part_kwargs
 
 TOL = 1e-5
 
@@ -136,3 +136,19 @@ def test_save_in_another_framework_format_and_load_back(tmp_path):
     x = inputs(config)
     with torch.no_grad():
         assert max_diff(again(**x).logits, ours(**x).logits) == 0
+
+
+def test_load_state_dict_changed_on_one_side_of_a_tie():
+    """``state_dict()`` gives tie targets as copies (for safetensors' Trainer checkpoints); a
+    dict changed on one side of a tie loads that side into the shared parameter, whichever
+    side it is, as shared memory gives transformers' models (its
+    ``load_flax_weights_in_pytorch_model`` sets only the word embeddings)."""
+    model = EncoderDecoderModel(make_config("bert2bert")).eval()
+    source, tied = "decoder.bert.embeddings.word_embeddings.weight", "decoder.cls.predictions.decoder.weight"
+    for changed in (source, tied):
+        state = model.state_dict()
+        new = torch.randn_like(state[changed])
+        state[changed] = new
+        model.load_state_dict(state)
+        assert torch.equal(model.decoder.bert.embeddings.word_embeddings.weight, new), changed
+        assert model.decoder.cls.predictions.decoder.weight is model.decoder.bert.embeddings.word_embeddings.weight
