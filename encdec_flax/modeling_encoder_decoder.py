@@ -172,6 +172,7 @@ class FlaxEncoderDecoderModel(HubModelMixin, FlaxAdapterMixin):
 
     #: transformers' name for the composite (its pt<->flax converters read it); no parameter path uses it
     base_model_prefix = "encoder_decoder"
+    main_input_name = "input_ids"
 
     def __init__(self, config: EncoderDecoderConfig, input_shape: tuple | None = None, seed: int = 0,
                  dtype: Any = jnp.float32, param_dtype: Any = None, _do_init: bool = True) -> None:

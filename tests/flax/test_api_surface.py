@@ -105,7 +105,8 @@ def test_transformers_pt_flax_converters_on_our_models(decoder):
 
     from encdec_torch import EncoderDecoderModel
 
-    assert FlaxEncoderDecoderModel.base_model_prefix == transformers.FlaxEncoderDecoderModel.base_model_prefix
+    for attr in ("base_model_prefix", "main_input_name"):
+        assert getattr(FlaxEncoderDecoderModel, attr) == getattr(transformers.FlaxEncoderDecoderModel, attr)
     dec = BertConfig(**KW) if decoder == "bert" else GPT2Config(vocab_size=99, n_embd=64, n_layer=2, n_head=4)
     cfg = EncoderDecoderConfig.from_encoder_decoder_configs(BertConfig(**KW), dec, decoder_start_token_id=2,
                                                             pad_token_id=0)
