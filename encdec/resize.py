@@ -8,6 +8,15 @@ from typing import Any
 import numpy as np
 
 
+#: transformers 4.57's refusal on the composite models (the parts resize; their configs are the
+#: composite's ``config.encoder`` / ``config.decoder``, so the composite stays in step).
+COMPOSITE_REFUSAL = (
+    "Resizing the embedding layers via the EncoderDecoderModel directly is not supported. Please use the "
+    "respective methods of the wrapped objects (model.encoder.resize_token_embeddings(...) or "
+    "model.decoder.resize_token_embeddings(...))"
+)
+
+
 def new_vocab_size(current: int, new_num_tokens: Any, pad_to_multiple_of: Any) -> int:
     """transformers' rule: ``new_num_tokens`` (default: the current size) rounded up to a
     multiple of ``pad_to_multiple_of`` when given."""

@@ -56,14 +56,10 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
         parts_given = encoder is not None or decoder is not None
         if config is None and (encoder is None or decoder is None):
             raise ValueError("TFEncoderDecoderModel needs either `config` or both `encoder` and `decoder`")
-        if config is None:
+        if config is None:  # the decoder's config is switched to is_decoder + add_cross_attention
             config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder.config, decoder.config)
         else:  # ours, or transformers' converted through its dict
             config = as_config(config, "config", EncoderDecoderConfig)
-        if encoder is not None:
-            config.encoder = encoder.config
-        if decoder is not None:
-            config.decoder = decoder.config
         cross = getattr(config.decoder, "cross_attention_hidden_size", None)
         if cross is not None and cross != config.encoder.hidden_size:
             raise ValueError(
@@ -71,7 +67,6 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
                 f"({config.encoder.hidden_size}); leave it unset to add an enc_to_dec_proj layer instead"
             )
         self.config = config
-        self.spec = encoder_decoder_spec(config)
         half = self.dtype_policy.variable_dtype != "float32"
         if half and "prophetnet" in (config.encoder.model_type, config.decoder.model_type):
             raise NotImplementedError(f"dtype={self.dtype_policy.name!r}: the TF ProphetNet parts run in float32 only")
@@ -98,6 +93,13 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
                 f"the decoder {type(decoder).__name__} cannot attend to encoder states: use a causal-LM part built with "
                 "is_decoder=True and add_cross_attention=True"
             )
+        for role, part in (("encoder", encoder), ("decoder", decoder)):
+            shared = getattr(config, role)
+            if part.config is not shared and _config_dict(part.config) != _config_dict(shared):
+                logger.warning("Config of the %s: %s is overwritten by the shared %s config: %s", role,
+                               type(part).__name__, role, shared)
+            # as transformers: the parts use the composite's sub-configs, so edits stay in sync
+            part.config = shared
         self.encoder, self.decoder = encoder, decoder
         self.store = ParamStore(self, self.spec, scope="")
         self.enc_to_dec_proj = Dense(self.store, "enc_to_dec_proj") if needs_projection(config) else None
@@ -113,6 +115,14 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
 
             fresh = init_model_weights(config, seed=seed)
             self._assign_canonical(fresh, only=set(self.store.variables) if parts_given else None)
+
+    @property
+    def spec(self) -> Any:
+        """The composite's spec, rebuilt from the config when a part's vocabulary was resized."""
+        key = (self.config.encoder.vocab_size, self.config.decoder.vocab_size)
+        if getattr(self, "_spec_key", None) != key:
+            self._spec, self._spec_key = encoder_decoder_spec(self.config), key
+        return self._spec
 
     # --- weights -----------------------------------------------------------------------
     def _assign_canonical(self, weights: Mapping[str, np.ndarray], only: set[str] | None = None) -> None:
@@ -134,6 +144,12 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
         self._assign_canonical(weights)
 
     # --- forward -----------------------------------------------------------------------
+    def __call__(self, *args: Any, **kwargs: Any) -> Seq2SeqLMOutput | tuple:
+        """transformers' TF calling convention: one dict of inputs as the first positional
+        argument is unpacked (a key also given as a keyword raises a TypeError naming it);
+        another first positional argument is the ``input_ids``."""
+        return super().__call__(**unpack_tf_inputs(args, kwargs, type(self).__name__))
+
     def call(self, input_ids: Any = None, attention_mask: Any = None, decoder_input_ids: Any = None,
              decoder_attention_mask: Any = None, encoder_outputs: Any = None, past_key_values: Any = None,
              inputs_embeds: Any = None, decoder_inputs_embeds: Any = None, labels: Any = None,
@@ -319,6 +335,17 @@ class TFEncoderDecoderModel(HubModelMixin, TFAdapterMixin, keras.Model):
 
     # --- transformers' TFPreTrainedModel conveniences ------------------------------------
     main_input_name = "input_ids"
+    base_model_prefix = "encoder_decoder"
+
+    def build_in_name_scope(self) -> None:
+        """transformers' explicit build: a no-op, every variable exists after construction."""
+
+    def resize_token_embeddings(self, *args: Any, **kwargs: Any) -> None:
+        """Refused as transformers does: resize ``model.encoder`` / ``model.decoder`` (their
+        configs are this model's ``config.encoder`` / ``config.decoder``, so it stays in step)."""
+        from encdec.resize import COMPOSITE_REFUSAL
+
+        raise NotImplementedError(COMPOSITE_REFUSAL)
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         return self.spec.num_parameters(exclude_embeddings=exclude_embeddings)
@@ -466,6 +493,11 @@ def _shape(value: Any) -> list[int | None] | None:
     if shape is None:
         return None
     return shape.as_list() if hasattr(shape, "as_list") else list(shape)
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+    """A config's dict without its bookkeeping keys, to tell whether two configs say the same."""
+    return {k: v for k, v in config.to_dict().items() if k not in ("transformers_version", "_name_or_path")}
 
 
 def masked_mean_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:

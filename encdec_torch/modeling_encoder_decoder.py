@@ -51,6 +51,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
     """Encoder-decoder model built from two registered parts (see :mod:`encdec_torch.models`)."""
 
     main_input_name = "input_ids"
+    base_model_prefix = "encoder_decoder"  # transformers 4.57's (the parts have their own, e.g. "bert")
 
     def __init__(
         self,
@@ -165,11 +166,9 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
     def resize_token_embeddings(self, *args: Any, **kwargs: Any) -> None:
         # transformers 4.57 refuses it on the composite too; the parts resize and keep
         # config.encoder / config.decoder (shared with them) and the spec in step
-        raise NotImplementedError(
-            "Resizing the embedding layers via the EncoderDecoderModel directly is not supported. Please use the "
-            "respective methods of the wrapped objects (model.encoder.resize_token_embeddings(...) or "
-            "model.decoder.resize_token_embeddings(...))"
-        )
+        from encdec.resize import COMPOSITE_REFUSAL
+
+        raise NotImplementedError(COMPOSITE_REFUSAL)
 
     supports_gradient_checkpointing = True
 

@@ -68,6 +68,14 @@ def variable_value(value: Any, dtype: Any, name: str = "", shape: tuple | None =
     return t if t.dtype == dtype else tf.cast(t, dtype)
 
 
+def reshape_variable(var: keras.Variable, value: tf.Tensor) -> None:
+    """Give ``var`` a value of another shape, keeping the variable object (the modules, the
+    ties and a composite's variable map hold it).  Keras has no public call for this: its TF
+    variable records the shape and wraps a fixed-shape ``tf.Variable``, both replaced here."""
+    var._shape = tuple(value.shape)
+    var._initialize(value)
+
+
 def part_role_name(cls: Any) -> str:
     from encdec.pretrained import part_role
 
@@ -108,6 +116,20 @@ class TFPartMixin(HubModelMixin):
     names, ``model.safetensors``), which transformers' TF and PyTorch classes both read."""
 
     main_input_name = "input_ids"
+
+    @property
+    def config(self) -> Any:
+        return self._config
+
+    @config.setter
+    def config(self, value: Any) -> None:
+        """Ours kept as is (shared with a composite's config), transformers' converted through its dict."""
+        from encdec.configuration import as_config
+
+        self._config = as_config(value, f"{type(self).__name__} config")
+
+    def build_in_name_scope(self) -> None:
+        """transformers' explicit build: a no-op, every variable exists after construction."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """transformers' TF calling convention: a dict of inputs as the first argument is
@@ -160,15 +182,33 @@ class TFPartMixin(HubModelMixin):
             var.assign(variable_value(value, var.dtype, key, tuple(var.shape)))
 
     def resize_token_embeddings(self, new_num_tokens: Any = None, pad_to_multiple_of: Any = None,
-                                mean_resizing: bool = True) -> Any:
-        """Refused for TF parts (their variables are created with fixed shapes); the input
-        embedding is returned when nothing is to change, as transformers does."""
+                                mean_resizing: bool = True) -> keras.Variable:
+        """transformers' PyTorch ``resize_token_embeddings`` for a TF part (transformers' TF
+        parts resize without ``mean_resizing``): the input embeddings, an untied LM head and its
+        bias get the new row count (kept rows copied, new ones from :mod:`encdec.resize`); ties
+        stay, as every variable keeps its identity and only its value changes shape;
+        ``config.vocab_size`` (the composite's sub-config when the part is inside one) and the
+        spec follow.  Returns the input embedding variable."""
+        from encdec.pretrained import part_role
+        from encdec.layout import to_backend
+        from encdec.resize import new_vocab_size, resize_canonical
+        from encdec.specs import decoder_spec, encoder_spec
+
         if new_num_tokens is None and pad_to_multiple_of is None:
             return self.get_input_embeddings()
-        raise NotImplementedError(
-            f"{type(self).__name__}.resize_token_embeddings is not implemented by encdec's TF backend: resize the part "
-            "in PyTorch or Flax (model.encoder.resize_token_embeddings(...)), save it and load it here with "
-            f"{type(self).__name__}.from_pretrained(path)")
+        size = new_vocab_size(self.config.vocab_size, new_num_tokens, pad_to_multiple_of)
+        weights, old_spec = self.canonical_state(), self.store.spec
+        seed = int(tf.random.uniform((), 0, 2**31 - 1, dtype=tf.int64))  # TF's global generator (tf.random.set_seed)
+        self.config.vocab_size = size
+        new_spec = (decoder_spec if part_role(type(self)) == "decoder" else encoder_spec)(self.config)
+        resized = resize_canonical(weights, old_spec, new_spec, mean_resizing, float(self.config.initializer_range), seed)
+        changed = {p.name for p in new_spec.untied if tuple(old_spec[p.name].shape) != tuple(p.shape)}
+        backend = to_backend(resized, new_spec, TF_LAYOUT)
+        for name in changed:
+            var = self.store.get(name)  # the variable itself, also when it is another part's (tie_encoder_decoder)
+            reshape_variable(var, variable_value(backend[TF_LAYOUT.backend_name(name, new_spec[name].kind)], var.dtype))
+        self.store.spec = new_spec
+        return self.get_input_embeddings()
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         if only_trainable and not self.trainable:

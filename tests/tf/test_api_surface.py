@@ -135,3 +135,68 @@ def test_tie_encoder_decoder_with_given_parts_keeps_the_decoder_side(hf_bert, tm
     theirs_logits = theirs(input_ids=torch.tensor(IDS), attention_mask=torch.tensor(MASK),
                            decoder_input_ids=torch.tensor(DEC)).logits.detach().numpy()
     assert np.abs(ours - theirs_logits).max() < 1e-5
+
+
+def test_composite_shares_part_configs_and_takes_a_dict_of_inputs(hf_bert):
+    # transformers' TFEncoderDecoderModel(encoder=, decoder=): the decoder's config is switched to
+    # is_decoder + add_cross_attention and the parts use the composite's sub-configs (transformers'
+    # configs converted); one dict of inputs as the first argument, as Keras / transformers call it
+    gpt2 = TFGPT2LMHeadModel(transformers.GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4,
+                                                     add_cross_attention=True), name="decoder")
+    model = TFEncoderDecoderModel(encoder=TFBertModel(transformers.BertConfig(**KW), name="encoder"), decoder=gpt2)
+    assert model.config.decoder.is_decoder and model.config.decoder.add_cross_attention
+    assert model.decoder.config is model.config.decoder and model.encoder.config is model.config.encoder
+    assert type(model.decoder.config).__name__ == "GPT2Config" and not transformers.PretrainedConfig in \
+        type(model.decoder.config).__mro__
+    assert TFEncoderDecoderModel.base_model_prefix == "encoder_decoder"
+    with pytest.raises(NotImplementedError, match=r"model.decoder.resize_token_embeddings\(...\)"):
+        model.resize_token_embeddings(120)
+    model.build_in_name_scope()  # transformers' explicit build: ours is built on construction
+    model.encoder.build_in_name_scope()
+    inputs = {"input_ids": IDS, "attention_mask": MASK, "decoder_input_ids": DEC}
+    assert np.array_equal(np.asarray(model(inputs).logits), np.asarray(model(**inputs).logits))
+    with pytest.raises(TypeError, match="attention_mask both in the input dict and as keywords"):
+        model(inputs, attention_mask=MASK)
+
+
+@pytest.mark.parametrize("part", ["bert_decoder", "gpt2_decoder", "bert_encoder"])
+def test_part_resize_token_embeddings_as_the_torch_backend(part, tmp_path):
+    # same weights, same resize in the PyTorch backend: logits agree (fp32, 1e-5) and the new
+    # rows (matrices and biases) are the old rows' mean (mean_resizing=True, the default)
+    import encdec_torch
+
+    if part == "gpt2_decoder":
+        cfg = transformers.GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4, add_cross_attention=True)
+        ours, theirs = TFGPT2LMHeadModel(cfg), encdec_torch.GPT2LMHeadModel(cfg)
+    elif part == "bert_decoder":
+        cfg = transformers.BertConfig(**KW, is_decoder=True, add_cross_attention=True)
+        ours, theirs = TFBertLMHeadModel(cfg), encdec_torch.BertLMHeadModel(cfg)
+    else:
+        ours, theirs = TFBertModel(transformers.BertConfig(**KW)), encdec_torch.BertModel(transformers.BertConfig(**KW))
+    rng = np.random.default_rng(1)  # random biases too, so that their new rows' mean is not trivially 0
+    weights = {k: (0.1 * rng.normal(size=v.shape)).astype("float32") for k, v in theirs.canonical_state().items()}
+    theirs.load_canonical(weights)
+    theirs.eval()
+    ours.load_canonical(weights)
+    old = ours.canonical_state()
+    emb = ours.get_input_embeddings()
+    assert ours.resize_token_embeddings(100, pad_to_multiple_of=8) is emb and tuple(emb.shape) == (104, 32)
+    theirs.resize_token_embeddings(100, pad_to_multiple_of=8)
+    assert ours.config.vocab_size == theirs.config.vocab_size == 104
+    state = ours.canonical_state()
+    for name, value in old.items():
+        if value.shape[0] == 99:
+            new = state[name]
+            assert new.shape == (104,) + value.shape[1:] and np.array_equal(new[:99], value), name
+            expected = np.broadcast_to(value.astype(np.float64).mean(0), new[99:].shape)
+            assert np.abs(new[99:] - expected).max() < 1e-7, name
+    ids = np.array([[5, 6, 103, 8], [101, 12, 13, 1]])
+    mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]])
+    kw = {} if part == "bert_encoder" else {"encoder_hidden_states": np.random.default_rng(0).normal(size=(2, 3, 32))
+                                              .astype("float32")}
+    a = ours(input_ids=ids, attention_mask=mask, **kw, return_dict=True)[0]
+    b = theirs(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+               **{k: torch.tensor(v) for k, v in kw.items()})[0].detach().numpy()
+    assert a.shape == b.shape and np.abs(np.asarray(a) - b).max() < 1e-5
+    if part == "gpt2_decoder":  # still tied: one variable for wte and lm_head
+        assert ours.lm_head is ours.wte.embeddings and ours.get_input_embeddings() is ours.lm_head

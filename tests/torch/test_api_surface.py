@@ -72,6 +72,7 @@ def test_composite_from_built_parts_equals_transformers(hf_parts):
     enc = BertModel.from_pretrained(root / "bert")
     dec = GPT2LMHeadModel.from_pretrained(root / "gpt2")
     ours = EncoderDecoderModel(encoder=enc, decoder=dec).eval()
+    assert ours.base_model_prefix == transformers.EncoderDecoderModel.base_model_prefix == "encoder_decoder"
     theirs = transformers.EncoderDecoderModel(encoder=transformers.BertModel.from_pretrained(root / "bert"),
                                               decoder=transformers.GPT2LMHeadModel.from_pretrained(
                                                   root / "gpt2", is_decoder=True, add_cross_attention=True))
