@@ -47,6 +47,11 @@ def _torch_dtype(value: Any, config: EncoderDecoderConfig) -> Optional[torch.dty
     return value
 
 
+#: the core's input check; it reads ids and masks on the host, so under ``torch.compile`` it
+#: runs outside the graph: one graph break before the model math instead of one per test.
+_validate_inputs = torch.compiler.disable(validate_inputs)
+
+
 class EncoderDecoderModel(AdapterModelMixin, SpecModule):
     """Encoder-decoder model built from two registered parts (see :mod:`encdec_torch.models`)."""
 
@@ -244,7 +249,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
         enc_attn, enc_hidden, output_attentions, output_hidden_states, return_dict = output_flags(
             self.config, output_attentions, output_hidden_states, return_dict)
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
-        validate_inputs(
+        _validate_inputs(
             self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
             decoder_attention_mask=decoder_attention_mask, labels=labels, inputs_embeds=inputs_embeds,
             decoder_inputs_embeds=decoder_inputs_embeds, past_length=past_length(past_key_values), host=host_values,

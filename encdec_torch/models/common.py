@@ -69,8 +69,12 @@ def activation(name: str, where: str) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def padding_mask(mask: Optional[torch.Tensor], dtype: torch.dtype, query_len: int) -> Optional[torch.Tensor]:
-    """``[batch, key]`` 1/0 mask -> additive ``[batch, 1, query, key]``; ``None`` when nothing is masked."""
-    if mask is None or bool(mask.all()):
+    """``[batch, key]`` 1/0 mask -> additive ``[batch, 1, query, key]`` (``None`` for ``None``).
+
+    A given mask is always applied, even when it holds only ones: testing for that would read
+    the mask on the host at every call (a sync, and a graph break under ``torch.compile``).
+    Callers that can drop an all-ones mask once do so (``generate`` does, before its loop)."""
+    if mask is None:
         return None
     blocked = (mask == 0)[:, None, None, :].expand(-1, 1, query_len, -1)
     return torch.zeros(blocked.shape, dtype=dtype, device=mask.device).masked_fill(blocked, torch.finfo(dtype).min)
@@ -81,10 +85,11 @@ def causal_mask(
     explicit: bool = False,
 ) -> Optional[torch.Tensor]:
     """Causal plus padding mask for self-attention over ``past_len + query_len`` keys;
-    ``None`` when :func:`attend`'s ``causal`` flag (or, for one query, nothing) says the same
-    (unless ``explicit``)."""
+    ``None`` when there is no ``mask`` and :func:`attend`'s ``causal`` flag (or, for one query,
+    nothing) says the same (unless ``explicit``).  A given mask is applied as it is (see
+    :func:`padding_mask`)."""
     key_len = past_len + query_len
-    padded = mask is not None and not bool(mask.all())
+    padded = mask is not None
     if not padded and (query_len == 1 or past_len == 0) and not explicit:
         return None
     q = torch.arange(past_len, key_len, device=device)[:, None]

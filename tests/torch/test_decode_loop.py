@@ -2,12 +2,16 @@
 the opt-in compiled single-token step.  Ids against transformers are the conformance suite's
 job (its generate tests run on this cache); here: the cache's own contract, and compiled ids
 equal to eager ones."""
+from types import SimpleNamespace
+
 import pytest
 import torch
+import torch._dynamo
 
 from conformance_tests.pairs import PAIRS
 from encdec.runner import sample_inputs
 from encdec_torch import EncoderDecoderModel
+from encdec_torch.generation import _Decoder, _decoder_step
 from encdec_torch.models.common import StaticKV, extend_kv
 
 
@@ -52,6 +56,26 @@ def test_compiled_step_gives_the_eager_ids(bert2gpt2):
         eager = model.generate(ids, attention_mask=mask, **settings)
         compiled = model.generate(ids, attention_mask=mask, compile_step="eager", **settings)
     assert torch.equal(compiled, eager)
+
+
+def test_training_forward_and_decoder_step_trace_without_graph_breaks(bert2gpt2):
+    """No data-dependent branch (a host read of a mask, say) splits either under torch.compile:
+    padded masks are applied as given, the core's input check runs before the graph."""
+    model, ids, mask = bert2gpt2
+    labels = ids[:, :5].clone()
+    mask = mask.clone()
+    mask[0, -2:] = 0  # padded, so the masks are real
+    torch._dynamo.reset()
+    train = torch._dynamo.explain(lambda: model(input_ids=ids, attention_mask=mask, labels=labels).loss)()
+    with torch.no_grad():
+        encoded = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        plan = SimpleNamespace(use_cache=True, max_length=8, output_attentions=False, output_hidden_states=False)
+        decoder = _Decoder(model, encoded, mask, 1, plan)
+        decoder.step(torch.full((ids.shape[0], 2), 2))  # fills the cache with two positions
+        step = torch._dynamo.explain(_decoder_step)(model.decoder, ids[:, :1], decoder.cache, decoder.enc, decoder.mask)
+    torch._dynamo.reset()
+    assert (train.graph_break_count, train.graph_count) == (0, 1), train.break_reasons
+    assert (step.graph_break_count, step.graph_count) == (0, 1), step.break_reasons
 
 
 def test_compiled_step_refuses_what_it_cannot_return(bert2gpt2):
