@@ -30,9 +30,10 @@ from jax.experimental import io_callback
 from encdec.compile_cache import ProgramCache, bucket_length, pad_source
 from encdec.generation import (DecodePlan, GenerationConfig, beam_fill_token_id, check_model_inputs, decoder_prompt,
                                UnsupportedGenerationSetting, cross_attention_query_streams, default_attention_mask,
-                               refuse_in_backend, resolve_generation, unstack_step_outputs)
+                               refuse_in_backend, unstack_step_outputs)
 from encdec.generation_logits import ArrayOps, is_eos, process, warp
 from encdec.outputs import GenerateOutput, ModelOutput
+from encdec.plan_cache import cached_resolve
 from encdec.specs import max_sequence_length
 from encdec.validation import validate_generate_inputs
 from encdec_flax.models.layers import host_values
@@ -346,11 +347,12 @@ def _beam_search(steps: _Steps, start, plan: DecodePlan, batch: int, encoder_ids
     return out
 
 
-def _build_program(module, plan: DecodePlan, extra: dict):
+def _build_program(module, module_params, plan: DecodePlan, extra: dict):
     want_attn = plan.return_dict_in_generate and plan.output_attentions
     want_hidden = plan.return_dict_in_generate and plan.output_hidden_states
 
     def program(params, inputs):
+        params = module_params(params)
         mask = inputs["attention_mask"]
         encoded = {}
         if "encoder_states" in inputs:
@@ -384,9 +386,24 @@ def _build_program(module, plan: DecodePlan, extra: dict):
         if first is not None:
             out["first"] = first
         out.update(encoded)
+        # transformers' Flax shape: max_length columns, the pad id after the longest row
+        columns = jnp.arange(out["sequences"].shape[1])[None, :]
+        out["sequences"] = jnp.where(columns < out["length"], out["sequences"], plan.pad_token_id)
         return out
 
     return jax.jit(program)
+
+
+def _default_key() -> jax.Array:
+    """``PRNGKey(0)``, made once (building a key costs more than a small decode call)."""
+    global _DEFAULT_KEY
+    if _DEFAULT_KEY is None:
+        with jax.ensure_compile_time_eval():  # concrete even when first asked for under jax.jit
+            _DEFAULT_KEY = jax.random.PRNGKey(0)
+    return _DEFAULT_KEY
+
+
+_DEFAULT_KEY = None
 
 
 def _is_traced(tree: Any) -> bool:
@@ -421,14 +438,14 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
         raise ValueError("`streamer` is not supported by the Flax backend: its decode loop is one compiled program "
                          "(use the PyTorch backend to stream)")
     base_config = generation_config or model.generation_config
-    plan, rest = resolve_generation(model.config, base_config, kwargs)
+    plan, rest = cached_resolve(model, base_config, kwargs)
     traced = _is_traced((input_ids, attention_mask, params, prng_key, encoder_outputs, prompt))
     if prompt is not None:
         if _is_traced(prompt):
             raise ValueError("decoder_input_ids must be concrete (not traced) ids: whether the start token is put in "
                              "front depends on their values")
         prompt = decoder_prompt(np.asarray(prompt), plan.decoder_start_token_id)
-        plan, rest = resolve_generation(model.config, base_config, kwargs, start_length=prompt.shape[1])
+        plan, rest = cached_resolve(model, base_config, kwargs, start_length=prompt.shape[1])
     check_model_inputs(rest, ())
     refuse_in_backend(plan, "Flax", UNSUPPORTED)
     streams = cross_attention_query_streams(model.config)
@@ -445,7 +462,7 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
                              "call generate outside the traced function (it is compiled already)")
     if input_ids is None and encoder_outputs is None:
         raise ValueError("generate needs `input_ids` (or `encoder_outputs`)")
-    inputs: dict[str, Any] = {"key": jax.random.PRNGKey(0) if prng_key is None else prng_key}
+    inputs: dict[str, Any] = {"key": _default_key() if prng_key is None else prng_key}
     needs_encoder_ids = plan.encoder_repetition_penalty != 1.0 or plan.encoder_no_repeat_ngram_size > 0
     if encoder_outputs is None:
         validate_generate_inputs(model.config, plan, input_ids, attention_mask, host=host_values)
@@ -489,19 +506,17 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
     clock: dict = {"start": 0.0}
 
     def build():
-        return _build_program(model.module, plan, dict(processors=processors, criteria=criteria, clock=clock)), clock
+        return _build_program(model.module, model.module_params, plan, dict(processors=processors, criteria=criteria, clock=clock)), clock
 
     # callables by identity (any object works; the cached program keeps them alive, so an id is not reused)
     callables = tuple(id(fn) for fn in processors + criteria), len(processors)
     program, clock = programs.get_or_build((plan, shapes, callables), build)
     clock["start"] = time.time()
-    out = program(model.module_params(params), inputs)
-    sequences, out_length = out["sequences"], out["length"]
+    out = program(model.params if params is None else params, inputs)
+    sequences = out["sequences"]  # max_length columns (transformers' Flax shape)
     fields: dict[str, Any] = {"sequences_scores": out.get("sequences_scores")}
-    if not pad_to_max_length:  # transformers' PyTorch shape (trimmed to the longest row)
-        fields["sequences"] = sequences[:, : int(out_length)]
-    else:  # transformers' Flax shape: always max_length, positions after the longest row hold the pad id
-        fields["sequences"] = jnp.where(jnp.arange(sequences.shape[1])[None, :] < out_length, sequences, plan.pad_token_id)
+    # transformers' PyTorch shape: trimmed to the longest row (the one read back to the host)
+    fields["sequences"] = sequences if pad_to_max_length else sequences[:, : int(out["length"])]
     if plan.return_dict_in_generate and not traced:
         fields.update(_step_fields(plan, out, source_length, encoder_outputs, streams))
     return GenerateOutput(**fields)

@@ -256,14 +256,36 @@ class FlaxEncoderDecoderModel(HubModelMixin, FlaxAdapterMixin):
         return _cast_floats(params, jnp.float32, mask)
 
     # --- running -------------------------------------------------------------------------
+    def _compiled(self, key: tuple, fn: Any) -> Any:
+        """``jax.jit(fn)``, kept per model under ``key`` (``fn`` is only used the first time):
+        a steady call costs one dispatch, not op-by-op execution.  Dropped when ``module``
+        is rebuilt (adapter activation), since the programs traced it."""
+        cache = self.__dict__.get("_jitted")
+        if cache is None or cache[0] is not self.module:
+            cache = self.__dict__["_jitted"] = (self.module, {})
+        program = cache[1].get(key)
+        if program is None:
+            program = cache[1][key] = jax.jit(fn)
+        return program
+
+    @staticmethod
+    def _rngs(train: bool, dropout_rng: Any) -> dict:
+        if not train:
+            return {}
+        if dropout_rng is None:
+            raise ValueError("train=True needs a dropout_rng (e.g. jax.random.PRNGKey(0))")
+        return {"dropout": dropout_rng}
+
     def _apply(self, params: Any, method: str, *args: Any, train: bool = False, dropout_rng: Any = None, **kwargs: Any) -> Any:
-        rngs = {}
-        if train:
-            if dropout_rng is None:
-                raise ValueError("train=True needs a dropout_rng (e.g. jax.random.PRNGKey(0))")
-            rngs["dropout"] = dropout_rng
-        variables = {"params": self.module_params(params)}
-        return self.module.apply(variables, *args, rngs=rngs, method=method, deterministic=not train, **kwargs)
+        """``module.apply(..., method=method)`` as a compiled program (``kwargs``: static flags)."""
+        rngs = self._rngs(train, dropout_rng)
+
+        def run(params, rngs, args):
+            return self.module.apply({"params": self.module_params(params)}, *args, rngs=rngs, method=method,
+                                     deterministic=not train, **kwargs)
+
+        program = self._compiled((method, train, tuple(sorted(kwargs.items()))), run)
+        return program(self.params if params is None else params, rngs, args)
 
     def _flags(self, output_attentions: bool | None, output_hidden_states: bool | None, return_dict: bool | None,
                part: str = "both") -> tuple[bool, bool, bool]:
@@ -332,31 +354,35 @@ class FlaxEncoderDecoderModel(HubModelMixin, FlaxAdapterMixin):
         validate_inputs(self.config, input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_input_ids,
                            decoder_attention_mask=decoder_attention_mask, labels=labels, position_ids=position_ids,
                            decoder_position_ids=decoder_position_ids, host=host_values)
-        input_ids = jnp.asarray(input_ids)
-        if attention_mask is None:
-            attention_mask = jnp.ones_like(input_ids)
-        if labels is not None:
-            labels = jnp.asarray(labels)
+        if labels is None and decoder_input_ids is None:
+            raise ValueError("pass decoder_input_ids, or labels to build them from")
+        pad, start = self.config.pad_token_id, self.config.decoder_start_token_id
+
+        def forward(params, rngs, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, position_ids,
+                    decoder_position_ids, labels):
+            if attention_mask is None:
+                attention_mask = jnp.ones_like(input_ids)
             if decoder_input_ids is None:
                 decoder_input_ids, decoder_attention_mask = decoder_inputs_from_labels(
-                    labels, self.config.pad_token_id, self.config.decoder_start_token_id, decoder_attention_mask, xp=jnp)
-        if decoder_input_ids is None:
-            raise ValueError("pass decoder_input_ids, or labels to build them from")
-        enc, dec = self._apply(params, "__call__", input_ids, attention_mask, jnp.asarray(decoder_input_ids),
-                               decoder_attention_mask, position_ids, decoder_position_ids, train=train,
-                               dropout_rng=dropout_rng, output_attentions=oa, output_hidden_states=oh)
-        logits = dec[0]
-        loss = None if labels is None else masked_cross_entropy(logits, labels)
-        out = Seq2SeqLMOutput(
-            loss=loss,
-            logits=logits,
-            decoder_hidden_states=dec[1],
-            decoder_attentions=dec[2],
-            cross_attentions=dec[3],
-            encoder_last_hidden_state=enc[0],
-            encoder_hidden_states=enc[1],
-            encoder_attentions=enc[2],
-        )
+                    labels, pad, start, decoder_attention_mask, xp=jnp)
+            enc, dec = self.module.apply({"params": self.module_params(params)}, input_ids, attention_mask,
+                                         decoder_input_ids, decoder_attention_mask, position_ids, decoder_position_ids,
+                                         rngs=rngs, deterministic=not train, output_attentions=oa, output_hidden_states=oh)
+            return Seq2SeqLMOutput(
+                loss=None if labels is None else masked_cross_entropy(dec[0], labels),
+                logits=dec[0],
+                decoder_hidden_states=dec[1],
+                decoder_attentions=dec[2],
+                cross_attentions=dec[3],
+                encoder_last_hidden_state=enc[0],
+                encoder_hidden_states=enc[1],
+                encoder_attentions=enc[2],
+            )
+
+        program = self._compiled(("__call__", train, oa, oh, pad, start), forward)
+        arrays = [None if x is None else jnp.asarray(x) for x in (
+            input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, position_ids, decoder_position_ids, labels)]
+        out = program(self.params if params is None else params, self._rngs(train, dropout_rng), *arrays)
         return out if rd else out.to_tuple()
 
     def generate(self, input_ids, attention_mask=None, generation_config: GenerationConfig | None = None,
