@@ -62,9 +62,9 @@ def variable_value(value: Any, dtype: Any, name: str = "", shape: tuple | None =
     if shape is not None and tuple(value.shape) != tuple(shape):
         raise ValueError(f"{name} has shape {value.shape}, the model expects {tuple(shape)}")
     if value.ndim == 2 and not value.flags.c_contiguous and value.T.flags.c_contiguous:
-        t = tf.transpose(tf.convert_to_tensor(value.T))
+        t = tf.transpose(owned_tensor(value.T))
     else:
-        t = tf.convert_to_tensor(value)
+        t = owned_tensor(value)
     return t if t.dtype == dtype else tf.cast(t, dtype)
 
 
@@ -74,6 +74,24 @@ def reshape_variable(var: keras.Variable, value: tf.Tensor) -> None:
     variable records the shape and wraps a fixed-shape ``tf.Variable``, both replaced here."""
     var._shape = tuple(value.shape)
     var._initialize(value)
+
+
+#: Byte alignment TF needs to use host memory as a tensor without copying it (Eigen's).
+TENSOR_ALIGNMENT = 64
+
+
+def owned_tensor(value: np.ndarray) -> tf.Tensor:
+    """A tensor holding a copy of ``value``, made in one pass.  ``tf.convert_to_tensor`` copies
+    a numpy array twice (an explicit copy, then again into aligned memory unless that copy
+    happens to be 64-byte aligned); here numpy copies once into aligned memory the tensor
+    then owns (handed over by DLPack, which TF accepts only aligned)."""
+    if value.dtype.kind not in "fiu" or value.size == 0:  # DLPack-less dtypes; nothing to copy
+        return tf.convert_to_tensor(value)
+    raw = np.empty(value.nbytes + TENSOR_ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % TENSOR_ALIGNMENT
+    out = raw[start:start + value.nbytes].view(value.dtype).reshape(value.shape)
+    np.copyto(out, value)
+    return tf.experimental.dlpack.from_dlpack(out.__dlpack__())
 
 
 def part_role_name(cls: Any) -> str:

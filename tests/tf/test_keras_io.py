@@ -77,6 +77,21 @@ def test_save_load_round_trip_and_transformers_reads_it(tmp_path, fmt):
         assert np.max(np.abs(hf_logits - ours(**feed).logits.numpy())) < TOL
 
 
+def test_variable_value_owns_one_copy_of_a_transposed_unaligned_kernel():
+    from encdec_tf.models.common import variable_value
+
+    flat = np.arange(1 + 6 * 4, dtype=np.float32)[1:]  # 4 bytes past the allocation: misaligned
+    kernel = flat.reshape(4, 6).T  # a transposed view, as encdec.layout.to_backend lays out kernels
+    expected = kernel.copy()
+    t = variable_value(kernel, tf.float32, "k", (6, 4))
+    half = variable_value(kernel, tf.bfloat16)
+    flat[:] = -1  # the tensors own their memory
+    np.testing.assert_array_equal(t.numpy(), expected)
+    assert half.dtype == tf.bfloat16 and np.array_equal(tf.cast(half, tf.float32).numpy(), expected)
+    with pytest.raises(ValueError, match="k has shape"):
+        variable_value(kernel, tf.float32, "k", (4, 6))
+
+
 def test_loads_transformers_pytorch_checkpoint(tmp_path):
     from encdec_tf import TFEncoderDecoderModel
 
