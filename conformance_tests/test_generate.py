@@ -175,6 +175,28 @@ def test_processed_scores_match_transformers(backend, setting):
         np.testing.assert_allclose(ours[finite], ref[finite], atol=1e-5, rtol=1e-5)
 
 
+
+def test_encoder_ids_outside_decoder_vocab(backend):
+    """Encoder ids the decoder's vocabulary lacks (a bigger encoder vocabulary) count nowhere
+    in the encoder_* processors, in every backend as in the core's NumPy reference
+    (transformers indexes its scores with them and fails)."""
+    require(backend)
+    from encdec.generation import DecodePlan
+    from encdec.generation_logits import ArrayOps, process
+
+    plan = DecodePlan(max_length=8, min_length=0, do_sample=False, num_beams=1, temperature=1.0, top_k=50, top_p=1.0,
+                      repetition_penalty=1.0, no_repeat_ngram_size=0, length_penalty=1.0, early_stopping=False,
+                      num_return_sequences=1, eos_token_ids=(3,), pad_token_id=0, decoder_start_token_id=2,
+                      encoder_repetition_penalty=1.5, encoder_no_repeat_ngram_size=2)
+    enc = np.array([[5, 60, 7, 5, 6], [45, 5, 70, 1, 2]])  # vocab 50: 60, 70 outside
+    seqs = np.array([[2, 5, 0, 0], [2, 5, 0, 0]])  # after 5: bans 60 (absent), 6 in row 0; 70 (absent) in row 1
+    scores = np.random.default_rng(0).normal(size=(2, 50)).astype(np.float32)
+    ref = process(plan, ArrayOps(np), scores, seqs, 2, enc)
+    assert np.isinf(ref).sum() == 1 and np.isinf(ref[0, 6])
+    ours = _processed(backend, plan, scores, seqs if backend != "torch" else seqs[:, :2], 2, enc, 1)
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+
+
 # --- beam search's exact ties and placeholder rows: one rule in the core, every backend ---------
 #: one new token, forced: the logits do not matter.  "tie": tokens 4 and 5 both score 0 on the
 #: first beam (an exact tie, lower id first); "placeholder": a single finite hypothesis per

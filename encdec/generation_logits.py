@@ -91,7 +91,8 @@ class ArrayOps:
 
     def presence(self, ids: Any, valid: Any, vocab: int) -> Any:
         """Boolean [rows, vocab]: the token occurs at a ``valid`` position of its row
-        (``ids``, ``valid``: [rows, n])."""
+        (``ids``, ``valid``: [rows, n]); ids outside ``[0, vocab)`` (an encoder token the
+        decoder's vocabulary lacks) count nowhere."""
         hits = (ids[:, :, None] == self.arange(vocab)[None, None, :]) & valid[:, :, None]
         return self.xp.any(hits, axis=1)
 

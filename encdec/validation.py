@@ -150,8 +150,17 @@ class _Checker:
         if _kind(x) != "float":
             raise InputValidationError(f"{name} must be floating point; got dtype {_dtype_name(x)}")
         if width is not None and shape[2] is not None and shape[2] != width:
-            raise InputValidationError(f"{name} has width {shape[2]} but the model's hidden size is {width}")
+            raise InputValidationError(f"{name} has width {shape[2]} but the part's word embeddings have width {width}")
         return shape
+
+
+def _embedding_width(config: Any) -> Optional[int]:
+    """Width of a part's word embeddings, which ``inputs_embeds`` replace: RemBERT's
+    ``input_embedding_size`` and ELECTRA's ``embedding_size`` are mapped to the hidden size after."""
+    for name in ("input_embedding_size", "embedding_size", "hidden_size"):
+        if getattr(config, name, None) is not None:
+            return getattr(config, name)
+    return None
 
 
 def _length_limit(name: str, length: Optional[int], past: int, config: Any, role: str) -> None:
@@ -211,7 +220,7 @@ def validate_inputs(
     src = check.ids("input_ids", input_ids, enc.vocab_size, "config.encoder.vocab_size")
     src_name = "input_ids"
     if src is None and inputs_embeds is not None:
-        src, src_name = check.embeds("inputs_embeds", inputs_embeds, enc.hidden_size), "inputs_embeds"
+        src, src_name = check.embeds("inputs_embeds", inputs_embeds, _embedding_width(enc)), "inputs_embeds"
     if src is not None and part_kwargs.get("position_ids") is None:
         _length_limit(src_name, src[1], 0, enc, "encoder")
     if encoder_hidden_states is not None:
@@ -224,7 +233,7 @@ def validate_inputs(
     tgt = check.ids("decoder_input_ids", decoder_input_ids, dec.vocab_size, "config.decoder.vocab_size")
     tgt_name = "decoder_input_ids"
     if tgt is None and decoder_inputs_embeds is not None:
-        tgt, tgt_name = check.embeds("decoder_inputs_embeds", decoder_inputs_embeds, dec.hidden_size), "decoder_inputs_embeds"
+        tgt, tgt_name = check.embeds("decoder_inputs_embeds", decoder_inputs_embeds, _embedding_width(dec)), "decoder_inputs_embeds"
     lab = check.ids("labels", labels, dec.vocab_size, "config.decoder.vocab_size", allow_ignore=True)
     if lab is not None:
         if tgt is None:

@@ -75,8 +75,9 @@ class TorchOps(ArrayOps):
         return torch.log_softmax(x, dim=-1)
 
     def presence(self, ids: torch.Tensor, valid: torch.Tensor, vocab: int) -> torch.Tensor:
+        inside = (ids >= 0) & (ids < vocab)  # encoder ids may lie outside the decoder's vocabulary
         counts = torch.zeros(ids.shape[0], vocab, device=ids.device)
-        return counts.scatter_add_(1, ids.long(), valid.float()) > 0
+        return counts.scatter_add_(1, torch.where(inside, ids, 0).long(), (valid & inside).float()) > 0
 
 
 def _order_keys(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

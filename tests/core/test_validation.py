@@ -69,6 +69,18 @@ def test_batch_agreement(config):
     fails(config, "labels has batch size 1 but input_ids has batch size 2", input_ids=ids(), labels=ids(batch=1))
 
 
+
+def test_embeds_width_is_the_word_embedding_width():
+    """inputs_embeds replace the word embeddings: ELECTRA's embedding_size and RemBERT's
+    input_embedding_size (16 here; hidden 32), as transformers takes them."""
+    config = composite("electra", "rembert")
+    embeds = np.zeros((2, 5, 16), np.float32)
+    validate_inputs(config, inputs_embeds=embeds, decoder_inputs_embeds=embeds)
+    fails(config, "inputs_embeds has width 32 but the part's word embeddings have width 16",
+          inputs_embeds=np.zeros((2, 5, 32), np.float32), decoder_input_ids=ids())
+    fails(config, "decoder_inputs_embeds has width 32 but the part's word embeddings have width 16",
+          input_ids=ids(), decoder_inputs_embeds=np.zeros((2, 5, 32), np.float32))
+
 def test_mask_values(config):
     fails(config, r"attention_mask holds 2 at \(0, 0\); a mask holds only 0 and 1",
           input_ids=ids(), attention_mask=ids(value=2), decoder_input_ids=ids())
