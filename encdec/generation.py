@@ -187,6 +187,8 @@ class GenerationConfig:
             raise ValueError(f"{path} is not valid JSON: {err}") from None
         except UnicodeDecodeError:
             raise ValueError(f"{path} is not a generation_config.json (not UTF-8 text)") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object of generation settings, got {type(data).__name__}")
         return cls.from_dict(data, **kwargs)
 
     # --- semantics ----------------------------------------------------------------------

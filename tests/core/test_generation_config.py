@@ -111,3 +111,11 @@ def test_stop_ids_outside_vocabulary_match_no_token():
     from encdec.generation_logits import ArrayOps
 
     assert np.asarray(ArrayOps(np).in_set(5, (50256, -2, 1))).tolist() == [[False, True, False, False, False]]
+
+
+@pytest.mark.parametrize("content", [b"[]", b"[" * 100_000 + b"]" * 100_000, b"\xff\xfe"])
+def test_hostile_generation_config_file_named(tmp_path, content):
+    """Not an object, nested too deeply, not UTF-8: a ValueError naming the file."""
+    (tmp_path / "generation_config.json").write_bytes(content)
+    with pytest.raises(ValueError, match="generation_config.json"):
+        GenerationConfig.from_pretrained(tmp_path)
