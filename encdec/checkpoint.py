@@ -789,6 +789,9 @@ def atomic_directory(save_directory: str | os.PathLike, fill: Callable[[str], It
     if os.path.exists(target) and not os.path.isdir(target):
         raise NotADirectoryError(f"save_directory {target} exists and is not a folder")
     parent, base = os.path.split(target)
+    if not base or os.path.ismount(target):  # "/" or a mounted volume: it cannot be swapped
+        raise ValueError(f"save_directory {target} is a file-system root or mount point, which cannot be replaced "
+                         "atomically (everything in it would be copied first); save into a folder inside it")
     try:
         os.makedirs(parent, exist_ok=True)
     except OSError as err:

@@ -391,6 +391,17 @@ def test_write_protected_folder_refused(tmp_path, v1, v2):
     assert _version_of(*load_pretrained(target)[:2], v1, v2) == 1
 
 
+def test_mount_point_refused_before_copying(tmp_path, v1, monkeypatch):
+    """`encdec convert SRC / --force` used to hard-link a copy of the whole file system into
+    /.tmp--XXXX before trying to swap "/": a root or mount point is refused up front."""
+    target = tmp_path / "volume"
+    target.mkdir()
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.fspath(p) == str(target))
+    with pytest.raises(ValueError, match=r"volume is a file-system root or mount point"):
+        save_pretrained(target, v1[0], v1[1])
+    assert os.listdir(tmp_path) == ["volume"] and not os.listdir(target)
+
+
 def test_adapter_save_atomic_with_plain_permissions(tmp_path, monkeypatch):
     from .test_adapters_core import pair_config
 

@@ -41,7 +41,7 @@ def test_relative_buckets_match_transformers(T):
 
 
 @pytest.mark.parametrize("change, error, match", [
-    ({"ngram": 0}, ValueError, "ngram must be >= 1"),
+    ({"ngram": 0}, ValueError, "ngram=0 must be at least 1"),  # refused by the config itself
     ({"pad_token_id": None}, ValueError, "pad_token_id must be an int"),
     ({"pad_token_id": 64}, ValueError, "pad_token_id must be an int"),
     ({"num_buckets": 1}, ValueError, "num_buckets=1 with relative_max_distance"),
