@@ -50,9 +50,8 @@ def test_relative_buckets_match_transformers(T):
     ({"cross_attention_hidden_size": 48}, NotImplementedError, "cross_attention_hidden_size=48"),
 ])
 def test_prophetnet_refusals_name_the_attribute(change, error, match):
-    config = ProphetNetConfig(**{**part_kwargs("prophetnet"), "is_decoder": True, **change})
     with pytest.raises(error, match=match):
-        decoder_spec(config)
+        decoder_spec(ProphetNetConfig(**{**part_kwargs("prophetnet"), "is_decoder": True, **change}))
 
 
 def test_prophetnet_length_limit():
