@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, TypeVar, Union
@@ -86,6 +87,8 @@ class SeqBnConfig:
             raise NotImplementedError(f"SeqBnConfig: init_weights={self.init_weights!r} is not supported (only 'bert')")
         if isinstance(self.scaling, str) or isinstance(self.scaling, bool):
             raise NotImplementedError(f"SeqBnConfig: scaling={self.scaling!r} is not supported (a float is expected)")
+        if not _finite_number(self.scaling):
+            raise ValueError(f"SeqBnConfig: scaling must be a finite number, got {self.scaling!r}")
         if self.non_linearity.lower() not in NON_LINEARITIES:
             raise ValueError(f"SeqBnConfig: non_linearity={self.non_linearity!r}; expected one of {NON_LINEARITIES}")
         if self.residual_before_ln not in (True, False, "post_add"):
@@ -106,8 +109,8 @@ class SeqBnConfig:
                 factor = factor["default"]
             else:
                 raise ValueError(f"SeqBnConfig: reduction_factor has no entry for layer {layer} and no 'default'")
-        if factor <= 0:
-            raise ValueError(f"SeqBnConfig: reduction_factor must be > 0, got {factor}")
+        if not _finite_number(factor) or factor <= 0:
+            raise ValueError(f"SeqBnConfig: reduction_factor must be a finite number > 0, got {factor!r}")
         return max(1, int(hidden_size // factor))
 
 
@@ -148,6 +151,8 @@ class LoRAConfig:
             raise NotImplementedError(f"LoRAConfig: init_weights={self.init_weights!r} is not supported ('lora' or 'bert')")
         if not isinstance(self.r, int) or self.r < 1:
             raise ValueError(f"LoRAConfig: r must be a positive int, got {self.r!r}")
+        if not _finite_number(self.alpha):
+            raise ValueError(f"LoRAConfig: alpha must be a finite number, got {self.alpha!r}")
         bad = [m for m in self.attn_matrices if m not in ("q", "k", "v")]
         if bad:
             raise ValueError(f"LoRAConfig: attn_matrices may contain 'q', 'k', 'v', got {bad}")
@@ -177,6 +182,11 @@ def _check_leave_out(leave_out: Any, what: str) -> None:
 def config_to_dict(config: AdapterConfig) -> dict[str, Any]:
     """The config as AdapterHub writes it (``architecture`` only for LoRA)."""
     return dataclasses.asdict(config)
+
+
+def _finite_number(value: Any) -> bool:
+    """An int or float (not a bool) that is neither NaN nor infinite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def config_from_dict(data: Mapping[str, Any]) -> AdapterConfig:
@@ -494,10 +504,13 @@ def _read_adapter_folder(directory: str) -> tuple[str, AdapterConfig, dict[str, 
     cfg_path = os.path.join(directory, ADAPTER_CONFIG_NAME)
     if not os.path.isfile(cfg_path):
         raise FileNotFoundError(f"load_adapter: no {ADAPTER_CONFIG_NAME} in {os.fspath(directory)!r}")
-    with open(cfg_path, encoding="utf-8") as f:
-        meta = json.load(f)
-    if "config" not in meta or "name" not in meta:
-        raise ValueError(f"load_adapter: {cfg_path} needs the keys 'config' and 'name'")
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise ValueError(f"load_adapter: {cfg_path} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict) or not isinstance(meta.get("name"), str):
+        raise ValueError(f"load_adapter: {cfg_path} needs the keys 'config' (an object) and 'name' (a string)")
     if meta.get("model_type", "encoder-decoder") != "encoder-decoder":
         raise ValueError(f"load_adapter: {cfg_path} is for model_type {meta['model_type']!r}, expected 'encoder-decoder'")
     config = config_from_dict(meta["config"])

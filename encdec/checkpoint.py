@@ -313,6 +313,7 @@ def read_pt_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
     path = os.fspath(path)
     torch = _import_torch(path)
+    _refuse_compressed_zip(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -329,15 +330,36 @@ def read_pt_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
     for name, tensor in state.items():
         if not isinstance(tensor, torch.Tensor):
             raise CheckpointError(f"{path}: entry {name!r} is a {type(tensor).__name__}, not a tensor")
+        if tensor.layout != torch.strided or tensor.is_meta:
+            raise CheckpointError(f"{path}: entry {name!r} is a {tensor.layout} tensor on {tensor.device}; "
+                                  "only dense tensors holding data are weights")
         if tensor.dtype == torch.bfloat16:
             tensor = tensor.float()
         storage = tensor.untyped_storage().data_ptr()
-        arr = tensor.detach().cpu().numpy()
+        try:
+            arr = tensor.detach().cpu().numpy()
+        except TypeError as err:  # a dtype numpy lacks (float8, ...)
+            raise CheckpointError(f"{path}: entry {name!r} has dtype {tensor.dtype}, which cannot be read ({err})") from None
         # entries sharing one storage (tied or hostile views) get their own memory: a model
         # sharing loaded arrays must not alias two parameters
         out[name] = arr.copy() if storage in storages and arr.size else arr
         storages.add(storage)
     return out
+
+
+def _refuse_compressed_zip(path: str) -> None:
+    """``torch.save`` stores zip entries uncompressed; a compressed one could inflate a tiny
+    file into terabytes (a zip bomb), so it is refused before anything is read."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            packed = [i.filename for i in archive.infolist() if i.compress_type != zipfile.ZIP_STORED]
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a zip (legacy format) or corrupt: torch.load names the problem
+    if packed:
+        raise CheckpointError(f"{path} holds compressed entries ({', '.join(packed[:3])}); torch.save never "
+                              "writes them, and refusing them keeps a small file from inflating without bound")
 
 
 def write_pt_bin(path: str | os.PathLike, weights: Mapping[str, np.ndarray]) -> None:
@@ -767,6 +789,9 @@ def atomic_directory(save_directory: str | os.PathLike, fill: Callable[[str], It
     if os.path.exists(target) and not os.path.isdir(target):
         raise NotADirectoryError(f"save_directory {target} exists and is not a folder")
     parent, base = os.path.split(target)
+    if not base or os.path.ismount(target):  # "/" or a mounted volume: it cannot be swapped
+        raise ValueError(f"save_directory {target} is a file-system root or mount point, which cannot be replaced "
+                         "atomically (everything in it would be copied first); save into a folder inside it")
     try:
         os.makedirs(parent, exist_ok=True)
     except OSError as err:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from typing import Any, ClassVar
 
@@ -129,6 +130,9 @@ class PretrainedConfig:
         for key, value in values.items():
             if isinstance(getattr(type(self), key, None), property):
                 continue  # derived attribute HF also writes (e.g. BART's num_hidden_layers)
+            if key.startswith("__") or hasattr(type(self), key):
+                raise ValueError(f"{type(self).__name__}: config key {key!r} would replace the config's own "
+                                 f"{'attribute' if key.startswith('__') else 'method or class attribute'}; refusing it")
             self._check_type(key, value)
             setattr(self, key, value)
 
@@ -172,6 +176,16 @@ class PretrainedConfig:
             raise TypeError(
                 f"{type(self).__name__}.{key} must be {names}, got {type(value).__name__} ({value!r})"
             )
+        where = f"{type(self).__name__}.{key}={value!r}"
+        if expected is _INT:  # sizes and counts: a negative or zero one breaks every shape built from it
+            low = 0 if "layers" in key or key == "n_layer" else 1
+            if value < low:
+                raise ValueError(f"{where} must be at least {low}")
+            if low == 0 and value > MAX_LAYERS:
+                raise ValueError(f"{where}: more than {MAX_LAYERS} layers is refused (a hostile config.json "
+                                 "would make building the model hang)")
+        elif expected is _FLOAT and not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{where} must be a finite number >= 0 (probabilities, epsilons, init scales)")
 
     # --- dict / json -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -208,7 +222,7 @@ class PretrainedConfig:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, RecursionError) as err:
             raise ValueError(f"{path} is not valid JSON: {err}") from None
         return cls.from_dict(data)
 
@@ -229,7 +243,7 @@ class PretrainedConfig:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, RecursionError) as err:
             raise ValueError(f"{path} is not valid JSON: {err}") from None
         except UnicodeDecodeError:
             raise ValueError(f"{path} is not a config.json (not UTF-8 text); pass the checkpoint folder or its config.json") from None
@@ -244,8 +258,10 @@ class PretrainedConfig:
         return f"{type(self).__name__} {self.to_json_string()}"
 
 
-_INT = (int,)
-_FLOAT = (int, float)
+_INT = (int,)  # identity marks a size or count (checked >= 1; layer counts >= 0, at most MAX_LAYERS)
+_FLOAT = (int, float)  # identity marks a rate, epsilon or scale (checked finite and >= 0)
+#: Layer counts above this are refused: no published model comes near it.
+MAX_LAYERS = 10_000
 _STR = (str,)
 _BOOL = (bool,)
 

@@ -9,6 +9,7 @@ import copy
 import difflib
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -182,8 +183,12 @@ class GenerationConfig:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, RecursionError) as err:
             raise ValueError(f"{path} is not valid JSON: {err}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path} is not a generation_config.json (not UTF-8 text)") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} must hold a JSON object of generation settings, got {type(data).__name__}")
         return cls.from_dict(data, **kwargs)
 
     # --- semantics ----------------------------------------------------------------------
@@ -269,6 +274,7 @@ class GenerationConfig:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not ok(value):
                 raise ValueError(f"generation setting `{name}` must be {expected}, got {value!r}")
 
+        number("length_penalty", math.isfinite, "a finite number")
         number("encoder_repetition_penalty", lambda v: v > 0, "a positive number")
         number("typical_p", lambda v: 0 < v <= 1, "in (0, 1]")
         number("epsilon_cutoff", lambda v: 0 <= v < 1, "in [0, 1)")
@@ -292,7 +298,8 @@ class GenerationConfig:
         sequence_bias_items(self.sequence_bias)
         decay = self.exponential_decay_length_penalty
         if decay is not None and not (isinstance(decay, (list, tuple)) and len(decay) == 2 and _is_token(decay[0])
-                                      and isinstance(decay[1], (int, float)) and not isinstance(decay[1], bool)):
+                                      and isinstance(decay[1], (int, float)) and not isinstance(decay[1], bool)
+                                      and math.isfinite(decay[1])):
             raise ValueError("`exponential_decay_length_penalty` must be a (start_index, decay_factor) pair, "
                              f"got {decay!r}")
 

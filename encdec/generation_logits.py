@@ -97,9 +97,11 @@ class ArrayOps:
         return self.xp.any(hits, axis=1)
 
     def in_set(self, vocab: int, ids: tuple[int, ...]) -> Any:
-        """Boolean [1, vocab]: the token is one of ``ids``."""
+        """Boolean [1, vocab]: the token is one of ``ids``; ids outside ``[0, vocab)`` match
+        nothing (stop ids outside the vocabulary never occur; a negative one must not
+        index from the end)."""
         table = np.zeros((1, vocab), bool)
-        table[0, list(ids)] = True
+        table[0, [i for i in ids if 0 <= i < vocab]] = True
         return self.constant(table, "bool")
 
 

@@ -79,6 +79,7 @@ class _Checker:
     def __init__(self, host: Host) -> None:
         self.host = host
         self.batch_ref: Optional[tuple[str, int]] = None
+        self.read: dict[int, Optional[np.ndarray]] = {}
 
     def shape(self, name: str, x: Any, rank: int) -> tuple:
         shape = _shape(name, x)
@@ -102,7 +103,15 @@ class _Checker:
                 f"{name} has batch size {size} but {self.batch_ref[0]} has batch size {self.batch_ref[1]}")
 
     def values(self, name: str, x: Any) -> Optional[np.ndarray]:
-        return None if x is None else self.host(x)
+        """``x`` on the host (read once per check); bfloat16 (ml_dtypes) widened to float32."""
+        if x is None:
+            return None
+        if id(x) not in self.read:
+            values = self.host(x)
+            if values is not None and values.dtype.kind not in "biuf":
+                values = values.astype(np.float32)
+            self.read[id(x)] = values
+        return self.read[id(x)]
 
     def ids(self, name: str, x: Any, limit: Optional[int], limit_name: str, allow_ignore: bool = False) -> Optional[tuple]:
         """Integer [batch, length] ids in ``[0, limit)`` (``-100`` too when ``allow_ignore``)."""
@@ -151,7 +160,19 @@ class _Checker:
             raise InputValidationError(f"{name} must be floating point; got dtype {_dtype_name(x)}")
         if width is not None and shape[2] is not None and shape[2] != width:
             raise InputValidationError(f"{name} has width {shape[2]} but the part's word embeddings have width {width}")
+        self.finite(name, x)
         return shape
+
+    def finite(self, name: str, x: Any) -> None:
+        """NaN or infinity in an input would make every output non-finite, silently."""
+        values = self.values(name, x)
+        if values is None or not values.size or values.dtype.kind != "f":
+            return
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(values.sum(dtype=np.float64)):
+                return
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
+        raise InputValidationError(f"{name} holds {values[where].item()} at {where}; it must be finite")
 
 
 def _embedding_width(config: Any) -> Optional[int]:
@@ -199,13 +220,16 @@ def validate_inputs(
     past_length: Optional[int] = 0,
     host: Host = numpy_host,
     require_decoder: bool = True,
+    loss_mean: bool = True,
     **part_kwargs: Any,
 ) -> None:
     """Check a composite forward's inputs against ``config`` (an ``EncoderDecoderConfig``).
 
     ``encoder_hidden_states``: the encoder output when the caller passed ``encoder_outputs``.
     ``past_length``: cached decoder positions (``None``: unknown, so the decoder's position
-    limit and its mask length are not checked).  ``part_kwargs``: ``token_type_ids``,
+    limit and its mask length are not checked).  ``loss_mean``: the loss is a mean over the
+    labels that are not -100 (labels all -100 would make it NaN; PyTorch's ``num_items_in_batch``
+    sums instead).  ``part_kwargs``: ``token_type_ids``,
     ``position_ids`` and their ``decoder_`` forms.  Raises :class:`InputValidationError`.
     """
     enc, dec = config.encoder, config.decoder
@@ -236,6 +260,8 @@ def validate_inputs(
         tgt, tgt_name = check.embeds("decoder_inputs_embeds", decoder_inputs_embeds, _embedding_width(dec)), "decoder_inputs_embeds"
     lab = check.ids("labels", labels, dec.vocab_size, "config.decoder.vocab_size", allow_ignore=True)
     if lab is not None:
+        _labels_usable(config, check.values("labels", labels), loss_mean,
+                       shifted=decoder_input_ids is None and decoder_inputs_embeds is None)
         if tgt is None:
             tgt, tgt_name = lab, "labels"
         elif None not in lab and None not in tgt[:2] and lab != tuple(tgt[:2]):
@@ -249,6 +275,25 @@ def validate_inputs(
     elif decoder_attention_mask is not None:  # covers cached positions too: the batch must agree
         check.mask("decoder_attention_mask", decoder_attention_mask, None, "")
     _part_ids(check, dec, "decoder", "decoder_", part_kwargs)
+
+
+def _labels_usable(config: Any, values: Optional[np.ndarray], loss_mean: bool, shifted: bool) -> None:
+    """Labels that give a defined loss: not all -100 when the loss is their mean; and, when
+    the decoder inputs are built from them, start and pad ids inside the decoder vocabulary."""
+    if loss_mean and values is not None and values.size and bool((values == IGNORE_INDEX).all()):
+        raise InputValidationError(f"labels are all {IGNORE_INDEX} (ignored): the mean loss over no tokens is "
+                                   "undefined (NaN); leave such a batch out or pass labels with at least one token")
+    if not shifted:
+        return
+    vocab = config.decoder.vocab_size
+    for name in ("decoder_start_token_id", "pad_token_id"):
+        value = getattr(config, name, None)
+        if value is None:
+            continue  # the shift names what is missing
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not 0 <= int(value) < vocab:
+            raise InputValidationError(
+                f"config.{name}={value!r} must be a token id in [0, {vocab}) (config.decoder.vocab_size): "
+                "decoder_input_ids are built from labels with it")
 
 
 def validate_generation_ids(config: Any, plan: Any) -> None:

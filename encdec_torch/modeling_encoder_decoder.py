@@ -254,7 +254,7 @@ class EncoderDecoderModel(AdapterModelMixin, SpecModule):
             decoder_attention_mask=decoder_attention_mask, labels=labels, inputs_embeds=inputs_embeds,
             decoder_inputs_embeds=decoder_inputs_embeds, past_length=past_length(past_key_values), host=host_values,
             encoder_hidden_states=None if encoder_outputs is None else encoder_outputs[0],
-            **{k: kwargs[k] for k in PART_ID_KWARGS if k in kwargs},
+            loss_mean=num_items_in_batch is None, **{k: kwargs[k] for k in PART_ID_KWARGS if k in kwargs},
         )
         kwargs_encoder, kwargs_decoder = split_forward_kwargs(kwargs)
         if encoder_outputs is None:

@@ -42,6 +42,8 @@ def _import_msgpack(path: str):
 
 def _decode_array(msgpack, data: bytes) -> np.ndarray:
     shape, dtype_name, buffer = msgpack.unpackb(data, raw=True)
+    if not all(type(d) is int and d >= 0 for d in shape):
+        raise ValueError(f"array shape {shape!r} is not a list of non-negative integers")
     name = dtype_name.decode()
     if name == "bfloat16":
         return _bf16_to_float32(np.frombuffer(buffer, dtype="<u2")).reshape(shape)
@@ -62,10 +64,10 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, np.ndarray]
     out = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
+        for flat, leaf in (_flatten(value, name + ".") if isinstance(value, dict) else {name: value}).items():
+            if flat in out:  # {"a.b": x, "a": {"b": y}}: two leaves, one name
+                raise CheckpointError(f"two leaves of the parameter tree are both named {flat!r}")
+            out[flat] = leaf
     return out
 
 
@@ -88,17 +90,21 @@ def read_flax_msgpack(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except CheckpointError:
         raise
     except Exception as err:  # msgpack raises several unrelated types for bad bytes
-        raise CheckpointError(f"{path} is not a valid flax msgpack file (truncated or corrupt): {err}") from None
+        raise CheckpointError(f"{path} is not a valid flax msgpack file (truncated or corrupt): "
+                              f"{type(err).__name__}: {err}") from None
     if not isinstance(tree, dict):
         raise CheckpointError(f"{path} does not hold a parameter tree (got {type(tree).__name__})")
     try:
         tree = _unchunk(tree)
+        flat = _flatten(tree["params"] if set(tree) == {"params"} else tree)
+    except RecursionError:
+        raise CheckpointError(f"{path}: the parameter tree is nested too deeply to be a model's") from None
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{path}: malformed chunked array in the parameter tree ({type(err).__name__}: {err})") from None
-    if set(tree) == {"params"}:
-        tree = tree["params"]
     out = {}
-    for name, value in _flatten(tree).items():
+    for name, value in flat.items():
         if not isinstance(value, np.ndarray):
             raise CheckpointError(f"{path}: leaf {name!r} is a {type(value).__name__}, not an array")
         module, _, leaf = name.rpartition(".")

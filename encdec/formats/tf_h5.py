@@ -115,6 +115,10 @@ def _check_local_dataset(h5py: Any, path: str, group: Any, name: str) -> None:
     node = group[name]
     if not isinstance(node, h5py.Dataset) or node.external or node.is_virtual:
         raise CheckpointError(f"{path}: weight {name!r} is not a dataset stored in the file (external or virtual data)")
+    if node.dtype.kind != "O" and node.id.get_storage_size() < node.nbytes:
+        # compressed or never written (fill value): a tiny file could declare terabytes
+        raise CheckpointError(f"{path}: weight {name!r} declares {node.nbytes} bytes {node.shape} but stores "
+                              f"{node.id.get_storage_size()}; compressed or unwritten datasets are refused")
 
 
 def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -140,7 +144,10 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
                         arr = arr.T
                     elif leaf == "bias" and arr.ndim == 2 and arr.shape[0] == 1:
                         arr = arr[0]
-                    out[_torch_name(rel)] = np.ascontiguousarray(arr)
+                    name = _torch_name(rel)
+                    if name in out:
+                        raise CheckpointError(f"{path}: two datasets hold weight {name!r} (the second is {layer}/{weight_name})")
+                    out[name] = np.ascontiguousarray(arr)
     except CheckpointError:
         raise
     except (OSError, KeyError, ValueError, TypeError, AttributeError, IndexError) as err:

@@ -21,11 +21,9 @@ from encdec.formats.flax_msgpack import HF_FLAX_LAYOUT
 
 
 def host_values(x: Any) -> np.ndarray | None:
-    """Values for the core input validator: concrete integer arrays are read (a few ids);
-    traced values (under ``jax.jit``) and floating arrays are not (``None``)."""
+    """Values for the core input validator: concrete arrays are read (ids, masks;
+    embeddings are checked for NaN/inf); traced values (under ``jax.jit``) are not (``None``)."""
     if isinstance(x, jax.core.Tracer):
-        return None
-    if isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jnp.floating):
         return None
     return np.asarray(x)
 

@@ -431,10 +431,11 @@ def dropout(x: tf.Tensor, rate: float, training: bool) -> tf.Tensor:
 
 
 def host_values(x: Any) -> np.ndarray | None:
-    """Values for the core input validator: eager integer tensors and host arrays are read
-    (a few ids); symbolic tensors (inside ``tf.function``) and floating ones are not (``None``)."""
+    """Values for the core input validator: eager tensors and host arrays are read (ids,
+    masks; embeddings are checked for NaN/inf); symbolic tensors (inside ``tf.function``)
+    are not (``None``)."""
     if isinstance(x, (tf.Tensor, tf.Variable)):
-        if x.dtype.is_floating or not tf.executing_eagerly():
+        if not tf.executing_eagerly():
             return None
         try:
             return x.numpy()

@@ -395,10 +395,11 @@ def tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
 
 
 def host_values(x: Any) -> Optional[np.ndarray]:
-    """Values for the core input validator: integer/bool tensors copied to the host (a few
-    ids), floating ones left unread (``None``: only their shape and dtype are checked)."""
+    """Values for the core input validator, copied to the host: ids and masks (a few
+    numbers), embeddings (checked for NaN/inf; bfloat16 widened, numpy has none)."""
     if torch.is_tensor(x):
-        return None if x.is_floating_point() else x.detach().cpu().numpy()
+        x = x.detach()
+        return (x.float() if x.dtype == torch.bfloat16 else x).cpu().numpy()
     return np.asarray(x)
 
 

@@ -57,6 +57,13 @@ def test_invalid_values_refused():
         SeqBnConfig(original_ln_before=False, residual_before_ln="post_add")
     with pytest.raises(NotImplementedError, match="architecture 'prefix_tuning'"):
         config_from_dict({"architecture": "prefix_tuning"})
+    # NaN would reach every output silently; a string alpha raised a bare TypeError
+    with pytest.raises(ValueError, match="alpha must be a finite number, got nan"):
+        LoRAConfig(alpha=float("nan"))
+    with pytest.raises(ValueError, match="scaling must be a finite number"):
+        SeqBnConfig(scaling=float("inf"))
+    with pytest.raises(ValueError, match="reduction_factor must be a finite number > 0, got nan"):
+        SeqBnConfig(reduction_factor=float("nan")).bottleneck_size(32, 0)
 
 
 def test_config_dict_round_trip_and_adapterhub_json():
@@ -150,6 +157,10 @@ def test_files_round_trip_and_mismatch(tmp_path):
         check_adapter_weights(adapter_sites(pair_config(), "x", SeqBnConfig()), loaded, "test")
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         load_adapter_files(tmp_path / "nowhere")
+    for hostile in (b"{x", b"[" * 100_000 + b"]" * 100_000, b"\xff", b'{"config": {}, "name": {"a": 1}}'):
+        (tmp_path / "adapter_config.json").write_bytes(hostile)
+        with pytest.raises(ValueError, match="load_adapter: .*adapter_config.json"):
+            load_adapter_files(tmp_path)
 
 
 @pytest.mark.parametrize("fmt,weights_file", [("adapterhub-safetensors", "adapter.safetensors"),

@@ -12,6 +12,7 @@ import signal
 import stat
 import struct
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -390,6 +391,17 @@ def test_write_protected_folder_refused(tmp_path, v1, v2):
     assert _version_of(*load_pretrained(target)[:2], v1, v2) == 1
 
 
+def test_mount_point_refused_before_copying(tmp_path, v1, monkeypatch):
+    """`encdec convert SRC / --force` used to hard-link a copy of the whole file system into
+    /.tmp--XXXX before trying to swap "/": a root or mount point is refused up front."""
+    target = tmp_path / "volume"
+    target.mkdir()
+    monkeypatch.setattr(os.path, "ismount", lambda p: os.fspath(p) == str(target))
+    with pytest.raises(ValueError, match=r"volume is a file-system root or mount point"):
+        save_pretrained(target, v1[0], v1[1])
+    assert os.listdir(tmp_path) == ["volume"] and not os.listdir(target)
+
+
 def test_adapter_save_atomic_with_plain_permissions(tmp_path, monkeypatch):
     from .test_adapters_core import pair_config
 
@@ -548,3 +560,39 @@ def test_killed_single_file_writes_not_carried_over(tmp_path, v1):
     (tmp_path / "c" / "tokenizer.json").write_text("{}")
     save_pretrained(tmp_path / "c", config, weights)
     assert sorted(os.listdir(tmp_path / "c")) == ["config.json", "model.safetensors", "tokenizer.json"]
+
+
+def test_weight_files_that_inflate_or_mislead_refused(tmp_path):
+    """A tiny file declaring huge tensors (h5 fill-value or gzip dataset, compressed zip
+    entries in pytorch_model.bin), a tree with two leaves of one name or nested a thousand
+    deep (flax msgpack), and sparse/meta tensors fail with the file named, before any
+    large allocation."""
+    h5py, msgpack, torch = (pytest.importorskip(m) for m in ("h5py", "msgpack", "torch"))
+    from encdec.formats.flax_msgpack import read_flax_msgpack
+    from encdec.formats.tf_h5 import read_tf_h5
+
+    with h5py.File(tmp_path / "tf_model.h5", "w") as f:
+        group = f.create_group("l")
+        f.attrs["layer_names"] = [b"l"]
+        group.attrs["weight_names"] = [b"w:0"]
+        group.create_dataset("w:0", shape=(200_000, 100_000), dtype="f4", chunks=(1000, 1000), compression="gzip")
+    with pytest.raises(CheckpointError, match=r"tf_model.h5: weight 'w:0' declares 80000000000 bytes .* stores"):
+        read_tf_h5(tmp_path / "tf_model.h5")
+
+    torch.save({"w": torch.zeros(4)}, tmp_path / "plain.bin")
+    with zipfile.ZipFile(tmp_path / "plain.bin") as src, zipfile.ZipFile(tmp_path / "pytorch_model.bin", "w", zipfile.ZIP_DEFLATED) as dst:
+        for entry in src.infolist():
+            dst.writestr(entry.filename, src.read(entry.filename))
+    with pytest.raises(CheckpointError, match="pytorch_model.bin holds compressed entries"):
+        ck.read_pt_bin(tmp_path / "pytorch_model.bin")
+    torch.save({"w": torch.zeros(4, 4).to_sparse()}, tmp_path / "sparse.bin")
+    with pytest.raises(CheckpointError, match=r"sparse.bin: entry 'w' is a torch.sparse_coo tensor"):
+        ck.read_pt_bin(tmp_path / "sparse.bin")
+
+    leaf = msgpack.ExtType(1, msgpack.packb(([2], "float32", bytes(8))))
+    (tmp_path / "dup.msgpack").write_bytes(msgpack.packb({"a.b": leaf, "a": {"b": leaf}}))
+    with pytest.raises(CheckpointError, match="dup.msgpack: two leaves of the parameter tree are both named 'a.b'"):
+        read_flax_msgpack(tmp_path / "dup.msgpack")
+    (tmp_path / "deep.msgpack").write_bytes(b"\x81\xa1a" * 1000 + msgpack.packb({"x": leaf}))
+    with pytest.raises(CheckpointError, match="deep.msgpack: the parameter tree is nested too deeply"):
+        read_flax_msgpack(tmp_path / "deep.msgpack")

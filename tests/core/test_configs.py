@@ -65,6 +65,20 @@ def test_bad_input(tmp_path):
         BertConfig.from_pretrained(tmp_path / "missing")
 
 
+@pytest.mark.parametrize("key,value,match", [
+    ("num_attention_heads", 0, "num_attention_heads=0 must be at least 1"),  # ZeroDivisionError before
+    ("vocab_size", -5, "vocab_size=-5 must be at least 1"),
+    ("num_hidden_layers", 10**9, "more than 10000 layers"),  # building the spec hung before
+    ("layer_norm_eps", float("nan"), "layer_norm_eps=nan must be a finite number"),  # NaN outputs before
+    ("to_dict", 1, "'to_dict' would replace the config's own method"),  # broke save_pretrained before
+])
+def test_hostile_config_values_refused(tmp_path, key, value, match):
+    """A hostile config.json fails at load with the field named, before any model is built."""
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", key: value}))
+    with pytest.raises(ValueError, match=match):
+        AutoConfig.from_pretrained(tmp_path)
+
+
 HF_PAIRS = [("bert", "bert"), ("bert", "gpt2"), ("roberta", "roberta"), ("electra", "gpt2"), ("bert", "bart")]
 
 

@@ -1,6 +1,7 @@
 """GenerationConfig I/O and validation; resolution into a DecodePlan."""
 import json
 
+import numpy as np
 import pytest
 
 from encdec import BertConfig, EncoderDecoderConfig, GPT2Config
@@ -33,6 +34,7 @@ def test_round_trip_keeps_unknown_keys(tmp_path):
     ({"early_stopping": "sometimes"}, "early_stopping"),
     ({"eos_token_id": [1, "2"]}, "eos_token_id"),
     ({"max_length": 3.5}, "max_length"),
+    ({"length_penalty": float("nan")}, "`length_penalty` must be a finite number"),
 ])
 def test_contradictions_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -101,3 +103,19 @@ def test_default_attention_mask_rule():
     np.testing.assert_array_equal(default_attention_mask(ids, plan, np), [[1, 1, 0], [1, 1, 1]])
     plan, _ = resolve_generation(model_config(decoder_start_token_id=1, pad_token_id=0), None, {"eos_token_id": 0})
     np.testing.assert_array_equal(default_attention_mask(ids, plan, np), np.ones((2, 3)))  # pad is eos: no masking
+
+
+def test_stop_ids_outside_vocabulary_match_no_token():
+    """min_new_tokens bans the eos ids: one outside the vocabulary (GPT-2's 50256 on a small
+    vocabulary) bans nothing, and a negative one must not index from the end."""
+    from encdec.generation_logits import ArrayOps
+
+    assert np.asarray(ArrayOps(np).in_set(5, (50256, -2, 1))).tolist() == [[False, True, False, False, False]]
+
+
+@pytest.mark.parametrize("content", [b"[]", b"[" * 100_000 + b"]" * 100_000, b"\xff\xfe"])
+def test_hostile_generation_config_file_named(tmp_path, content):
+    """Not an object, nested too deeply, not UTF-8: a ValueError naming the file."""
+    (tmp_path / "generation_config.json").write_bytes(content)
+    with pytest.raises(ValueError, match="generation_config.json"):
+        GenerationConfig.from_pretrained(tmp_path)

@@ -27,7 +27,7 @@ def fails(config, match, **inputs):
 
 def test_valid_inputs_pass(config):
     validate_inputs(config, input_ids=ids(), attention_mask=ids(value=1), decoder_input_ids=ids(length=4),
-                       decoder_attention_mask=ids(length=4, value=1), labels=ids(length=4, value=-100))
+                       decoder_attention_mask=ids(length=4, value=1), labels=np.array([[-100] * 4, [1, 2, -100, -100]]))
     validate_inputs(config, input_ids=[[1, 2, 3]], labels=[[4, 5]])  # lists are arrays too
 
 
@@ -48,6 +48,26 @@ def test_labels_allow_ignore_index_only(config):
     fails(config, r"labels holds 99 .*\[0, 99\)", input_ids=ids(), labels=ids(value=99))
     fails(config, r"labels has shape \(2, 3\) but decoder_input_ids has shape \(2, 4\)",
           input_ids=ids(), labels=ids(length=3), decoder_input_ids=ids(length=4))
+
+
+def test_float_values_checked(config):
+    """Float masks hold 0 and 1 only; embeddings are finite (NaN would reach every output)."""
+    fails(config, r"attention_mask holds 0.5 at \(0, 0\)", input_ids=ids(), attention_mask=np.full((2, 5), 0.5),
+          decoder_input_ids=ids())
+    embeds = np.ones((2, 5, 32), np.float32)
+    embeds[1, 2, 3] = np.nan
+    fails(config, r"inputs_embeds holds nan at \(1, 2, 3\); it must be finite", inputs_embeds=embeds, decoder_input_ids=ids())
+
+
+def test_labels_give_a_defined_loss(config):
+    """All -100 makes the mean loss NaN (allowed when the loss is a sum); labels shifted into
+    decoder inputs need start and pad ids inside the decoder vocabulary."""
+    fails(config, "labels are all -100", input_ids=ids(), labels=ids(value=-100))
+    validate_inputs(config, input_ids=ids(), labels=ids(value=-100), loss_mean=False)
+    for name, value in (("decoder_start_token_id", 99), ("pad_token_id", -1)):
+        bad = composite(**{name: value})
+        fails(bad, rf"config.{name}={value} must be a token id in \[0, 99\)", input_ids=ids(), labels=ids())
+        validate_inputs(bad, input_ids=ids(), labels=ids(), decoder_input_ids=ids())  # not shifted: unused
 
 
 def test_rank_and_empty(config):

@@ -22,6 +22,8 @@ def test_call_refuses_hostile_inputs(model):
         model(ids, labels=np.full((2, 4), 120))
     with pytest.raises(InputValidationError, match=r"decoder_input_ids has 65 positions, but the decoder \(gpt2\) embeds at most 64"):
         model(ids, decoder_input_ids=np.full((2, 65), 3))
+    with pytest.raises(InputValidationError, match=r"attention_mask holds nan at \(0, 0\)"):  # NaN logits before
+        model(ids, attention_mask=jax.numpy.full((2, 5), jax.numpy.nan), decoder_input_ids=ids)
     with pytest.raises(InputValidationError, match="decoder_input_ids has batch size 3"):  # shapes are checked under jit
         jax.jit(lambda a, b: model(a, decoder_input_ids=b).logits)(ids, np.full((3, 4), 3))
 

@@ -19,6 +19,8 @@ def test_call_refuses_hostile_inputs(model):
         model(input_ids=ids, decoder_input_ids=np.full((2, 5), 2**32 + 5, np.uint64))
     with pytest.raises(InputValidationError, match="input_ids must hold integer token ids; got dtype float32"):
         model(input_ids=tf.constant(ids, tf.float32), decoder_input_ids=ids)
+    with pytest.raises(InputValidationError, match=r"attention_mask holds 0.5 at \(0, 0\)"):  # a half-masked key before
+        model(input_ids=ids, attention_mask=tf.fill((2, 5), 0.5), decoder_input_ids=ids)
 
 
 def test_generate_refuses_out_of_vocab_forced_bos(model):

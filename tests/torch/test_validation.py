@@ -21,6 +21,8 @@ def test_forward_refuses_hostile_inputs(model):
         model(input_ids=ids, attention_mask=torch.ones(1, 5, dtype=torch.long), decoder_input_ids=ids)
     with pytest.raises(InputValidationError, match=r"labels holds -7"):
         model(input_ids=ids, labels=torch.full((2, 4), -7))
+    with pytest.raises(InputValidationError, match=r"inputs_embeds holds nan at \(0, 0, 0\)"):  # NaN logits before
+        model(inputs_embeds=torch.full((2, 5, 32), float("nan"), requires_grad=True), decoder_input_ids=ids)
 
 
 def test_generate_refuses_out_of_vocab_start_and_long_outputs(model):
