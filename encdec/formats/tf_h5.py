@@ -146,7 +146,10 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
                         arr = arr[0]
                     name = _torch_name(rel)
                     if name in out:
-                        raise CheckpointError(f"{path}: two datasets hold weight {name!r} (the second is {layer}/{weight_name})")
+                        if out[name].shape == arr.shape and np.array_equal(out[name], arr):
+                            continue  # a tied weight Keras saves under each layer that holds it
+                        raise CheckpointError(f"{path}: two datasets hold different values for weight {name!r} "
+                                              f"(the second is {layer}/{weight_name})")
                     out[name] = np.ascontiguousarray(arr)
     except CheckpointError:
         raise

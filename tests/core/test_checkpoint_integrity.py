@@ -513,6 +513,26 @@ def test_h5_external_link_refused(tmp_path, v1):
         load_pretrained(tmp_path / "c")
 
 
+def test_h5_weight_stored_twice(tmp_path):
+    """Keras saves a tied weight under every layer holding it (transformers' TF MLM heads):
+    equal copies read as one weight; copies that differ are refused, naming the weight."""
+    h5py = pytest.importorskip("h5py")
+    from encdec.formats.tf_h5 import read_tf_h5
+
+    def write(second):
+        with h5py.File(tmp_path / "tf_model.h5", "w") as f:
+            f.attrs["layer_names"] = [b"a", b"b"]
+            for layer, value in (("a", np.ones((2, 3), np.float32)), ("b", second)):
+                f.create_dataset(f"{layer}/{layer}/emb/weight:0", data=value)
+                f[layer].attrs["weight_names"] = [f"{layer}/emb/weight:0".encode()]
+
+    write(np.ones((2, 3), np.float32))
+    assert list(read_tf_h5(tmp_path / "tf_model.h5")) == ["emb.weight"]
+    write(np.zeros((2, 3), np.float32))
+    with pytest.raises(CheckpointError, match=r"two datasets hold different values for weight 'emb.weight'"):
+        read_tf_h5(tmp_path / "tf_model.h5")
+
+
 def test_adapter_weights_checked_like_checkpoints(tmp_path):
     from .test_adapters_core import pair_config
 
