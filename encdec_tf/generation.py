@@ -142,7 +142,7 @@ def generate(model: Any, input_ids: Any, attention_mask: Any = None, generation_
         what = plan if not (hooks.key() or encoder_states is not None) else (plan, hooks.key(), encoder_states is not None)
         # the vocabulary sizes too: a resized part holds new variables the old programs do not read
         vocabs = (model.config.encoder.vocab_size, model.config.decoder.vocab_size)
-        fn = fns.get_or_build((what, tuple(input_ids.shape), vocabs), lambda: tf.function(
+        fn = fns.get_or_build(((what, vocabs), tuple(input_ids.shape)), lambda: tf.function(
             lambda ids, mask, s, p, e: decode(model, plan, ids, mask, s, p, e, hooks), jit_compile=True, autograph=False))
         result = fn(input_ids, attention_mask, seed, prompt, encoder_states)
     return finish(plan, result, encoder_outputs, eager)

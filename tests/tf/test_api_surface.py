@@ -137,26 +137,28 @@ def test_tie_encoder_decoder_with_given_parts_keeps_the_decoder_side(hf_bert, tm
     assert np.abs(ours - theirs_logits).max() < 1e-5
 
 
-def test_composite_shares_part_configs_and_takes_a_dict_of_inputs(hf_bert):
+def test_composite_shares_part_configs_and_takes_a_dict_of_inputs(caplog):
     # transformers' TFEncoderDecoderModel(encoder=, decoder=): the decoder's config is switched to
     # is_decoder + add_cross_attention and the parts use the composite's sub-configs (transformers'
     # configs converted); one dict of inputs as the first argument, as Keras / transformers call it
     gpt2 = TFGPT2LMHeadModel(transformers.GPT2Config(vocab_size=99, n_embd=32, n_layer=2, n_head=4,
                                                      add_cross_attention=True), name="decoder")
+    assert type(gpt2.config).__module__.startswith("encdec.")  # transformers' config converted on construction
     model = TFEncoderDecoderModel(encoder=TFBertModel(transformers.BertConfig(**KW), name="encoder"), decoder=gpt2)
     assert model.config.decoder.is_decoder and model.config.decoder.add_cross_attention
     assert model.decoder.config is model.config.decoder and model.encoder.config is model.config.encoder
-    assert type(model.decoder.config).__name__ == "GPT2Config" and not transformers.PretrainedConfig in \
-        type(model.decoder.config).__mro__
     assert TFEncoderDecoderModel.base_model_prefix == "encoder_decoder"
-    with pytest.raises(NotImplementedError, match=r"model.decoder.resize_token_embeddings\(...\)"):
-        model.resize_token_embeddings(120)
     model.build_in_name_scope()  # transformers' explicit build: ours is built on construction
     model.encoder.build_in_name_scope()
     inputs = {"input_ids": IDS, "attention_mask": MASK, "decoder_input_ids": DEC}
     assert np.array_equal(np.asarray(model(inputs).logits), np.asarray(model(**inputs).logits))
     with pytest.raises(TypeError, match="attention_mask both in the input dict and as keywords"):
         model(inputs, attention_mask=MASK)
+    cfg = EncoderDecoderConfig.from_dict(model.config.to_dict())
+    cfg.encoder.output_hidden_states = True
+    with caplog.at_level("WARNING"):  # a given config wins over the parts' own, as in transformers
+        again = TFEncoderDecoderModel(cfg, encoder=model.encoder, decoder=model.decoder)
+    assert "Config of the encoder: TFBertModel is overwritten" in caplog.text and again.encoder.config is cfg.encoder
 
 
 @pytest.mark.parametrize("part", ["bert_decoder", "gpt2_decoder", "bert_encoder"])
@@ -200,3 +202,19 @@ def test_part_resize_token_embeddings_as_the_torch_backend(part, tmp_path):
     assert a.shape == b.shape and np.abs(np.asarray(a) - b).max() < 1e-5
     if part == "gpt2_decoder":  # still tied: one variable for wte and lm_head
         assert ours.lm_head is ours.wte.embeddings and ours.get_input_embeddings() is ours.lm_head
+
+
+def test_composite_follows_a_part_resize_in_generate_and_weights():
+    # the compiled decode loop of the old vocabulary reads the old variables: a resize compiles anew
+    cfg = EncoderDecoderConfig.from_encoder_decoder_configs(BertConfig(**KW), BertConfig(**KW),
+                                                            decoder_start_token_id=2, pad_token_id=0)
+    model = TFEncoderDecoderModel(cfg, seed=0)
+    kw = dict(max_new_tokens=3, eos_token_id=None)
+    assert (model.generate(IDS, attention_mask=MASK, **kw).numpy() < 99).all()
+    with pytest.raises(NotImplementedError, match="model.encoder.resize_token_embeddings"):
+        model.resize_token_embeddings(104)
+    model.decoder.resize_token_embeddings(104)
+    bias = model.decoder.head.bias
+    bias.assign(np.concatenate([bias.numpy()[:99], np.full(5, 100.0, "float32")]))  # the new tokens win
+    assert (model.generate(IDS, attention_mask=MASK, **kw).numpy()[:, 1:] >= 99).all()
+    assert model.config.decoder.vocab_size == 104 and model.canonical_state()["decoder.cls.predictions.bias"].shape == (104,)
