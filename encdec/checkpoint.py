@@ -241,7 +241,7 @@ def _owned_buffer(nbytes: int) -> np.ndarray:
     """``nbytes`` of writable anonymous memory for a file's data: private to the process, not
     backed by any file.  An anonymous mapping rather than ``np.empty``: numpy asks the kernel
     for transparent huge pages on large arrays, and faulting those in (page compaction) made
-    a 1 GB read cost about 40 % more CPU time than base pages on the machines measured
+    a 1 GB read cost about 1.6x the CPU time of base pages where measured
     (docs/performance.md)."""
     return np.frombuffer(mmap.mmap(-1, nbytes), np.uint8) if nbytes else np.empty(0, np.uint8)
 
