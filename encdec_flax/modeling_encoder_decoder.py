@@ -35,7 +35,7 @@ from encdec.specs import encoder_decoder_spec, keep_decoder_side, needs_projecti
 from encdec.validation import validate_inputs
 from encdec_flax.adapters import ActiveAdapter, FlaxAdapterMixin, adapter_scope
 from encdec_flax.models import FLAX_LAYOUT
-from encdec_flax.models.layers import dense, host_values
+from encdec_flax.models.layers import dense, host_values, to_device
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,7 @@ class FlaxEncoderDecoderModel(HubModelMixin, FlaxAdapterMixin):
         exactly (tie targets optional).  Arrays keep their dtype; adapters are kept."""
         weights, _ = match_state(weights, self.spec)
         cast = self.param_dtype
-        flat = {tuple(k.split(".")): jnp.asarray(v, cast if cast is not None and np.issubdtype(v.dtype, np.floating) else None)
+        flat = {tuple(k.split(".")): to_device(v, cast if cast is not None and np.issubdtype(v.dtype, np.floating) else None)
                 for k, v in to_backend(weights, self.spec, FLAX_LAYOUT).items()}
         flat.update(self._adapter_leaves())
         self.params = unflatten_dict(flat)
@@ -239,7 +239,7 @@ class FlaxEncoderDecoderModel(HubModelMixin, FlaxAdapterMixin):
         spec gives every shape); leaves present in ``params`` are kept (transformers fills
         only the missing ones).  ``self.params`` is not changed."""
         seed = int(jax.random.randint(rng, (), 0, 2**31 - 1))
-        fresh = {tuple(k.split(".")): jnp.asarray(v)
+        fresh = {tuple(k.split(".")): to_device(v)
                  for k, v in to_backend(init_model_weights(self.config, seed=seed), self.spec, FLAX_LAYOUT).items()}
         if params is not None:
             fresh.update({k: v for k, v in flatten_dict(params).items() if k in fresh})

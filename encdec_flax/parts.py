@@ -20,7 +20,7 @@ from encdec.layout import from_backend, to_backend
 from encdec.outputs import BaseModelOutputWithPooling, CausalLMOutputWithCrossAttentions
 from encdec.registry import part_class
 from encdec.specs import decoder_spec, encoder_spec
-from encdec_flax.models.layers import FLAX_LAYOUT
+from encdec_flax.models.layers import FLAX_LAYOUT, to_device
 
 
 class FlaxPartModel(HubModelMixin):
@@ -52,7 +52,7 @@ class FlaxPartModel(HubModelMixin):
 
     def load_canonical(self, weights: Mapping[str, np.ndarray]) -> None:
         weights, _ = match_state(weights, self.spec)
-        self.params = unflatten_dict({tuple(k.split(".")): jnp.asarray(v)
+        self.params = unflatten_dict({tuple(k.split(".")): to_device(v)
                                       for k, v in to_backend(weights, self.spec, FLAX_LAYOUT).items()})
 
     def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,

@@ -21,3 +21,20 @@ def test_buckets_keep_ids_and_cache_is_bounded(monkeypatch):
     np.testing.assert_array_equal(bucketed, plain)
     assert len(set(bucketed[:, 1:].ravel().tolist())) > 1  # not one repeated token: the source matters
     assert [dict(key[1])["input_ids"] for key in model._generate_programs] == [(2, 11)]  # the bound of 1 evicted the bucket's program
+
+
+def test_resolved_settings_follow_config_changes():
+    """Settings are cached by value (encdec.plan_cache): changing the generation config or the
+    model config between calls takes effect; the same settings reuse one resolved plan."""
+    _, _, model = build("bert2gpt2", std=0.3)
+    ids = np.random.default_rng(1).integers(3, 99, (2, 7))
+    model.generation_config.max_new_tokens = 3
+    assert model.generate(ids).sequences.shape == (2, 4)
+    assert model.generate(ids).sequences.shape == (2, 4)
+    assert len(model._resolved_plans) == 1
+    model.generation_config.max_new_tokens = 5
+    assert model.generate(ids).sequences.shape == (2, 6)
+    model.generation_config.decoder_start_token_id = None  # falls back to the model config's
+    model.config.decoder_start_token_id = 7
+    assert int(model.generate(ids).sequences[0, 0]) == 7
+    assert len(model._resolved_plans) == 3
