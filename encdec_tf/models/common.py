@@ -339,11 +339,11 @@ class Dense:
         store.add_host(prefix, self)
 
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        shape = tf.shape(x)
-        y = tf.matmul(tf.reshape(x, [-1, shape[-1]]), self.kernel)
+        lead = dims(x)[:-1]
+        y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), self.kernel)
         if self.bias is not None:
             y = y + self.bias
-        y = tf.reshape(y, tf.concat([shape[:-1], [self.kernel.shape[-1]]], 0))
+        y = tf.reshape(y, lead + [self.kernel.shape[-1]])
         return y if self.adapter is None else y + self.adapter(x, training)
 
 
@@ -520,25 +520,34 @@ def project(h: tf.Tensor, weight: Any, transpose: bool, bias: Any = None) -> tf.
     """[batch, len, hidden] -> [batch, len, vocab] through a kernel [hidden, vocab] or a
     tied embedding table [vocab, hidden] (``transpose``); float32 logits whatever the
     weights' dtype (losses and generation's scores are float32)."""
-    shape = tf.shape(h)
     flat = tf.matmul(tf.reshape(h, [-1, h.shape[-1]]), weight, transpose_b=transpose)
     if bias is not None:
         flat = flat + bias
     vocab = weight.shape[0] if transpose else weight.shape[1]
-    return tf.reshape(tf.cast(flat, tf.float32), tf.concat([shape[:-1], [vocab]], 0))
+    return tf.reshape(tf.cast(flat, tf.float32), dims(h)[:-1] + [vocab])
+
+
+def dims(x: tf.Tensor) -> list:
+    """``x``'s dimensions: Python ints where the static shape knows them (always when eager
+    or traced for XLA with concrete inputs), scalar tensors elsewhere.  Reshapes built from
+    them trace to one constant instead of a shape / slice / pack chain: fewer ops to run
+    eagerly, to trace and to compile."""
+    static = x.shape.as_list()
+    if all(d is not None for d in static):
+        return static
+    dynamic = tf.shape(x)
+    return [d if d is not None else dynamic[i] for i, d in enumerate(static)]
 
 
 def split_heads(x: tf.Tensor, heads: int) -> tf.Tensor:
     """[batch, len, heads*dim] -> [batch, heads, len, dim]."""
-    shape = tf.shape(x)
-    x = tf.reshape(x, [shape[0], shape[1], heads, x.shape[-1] // heads])
-    return tf.transpose(x, [0, 2, 1, 3])
+    batch, length, width = dims(x)
+    return tf.transpose(tf.reshape(x, [batch, length, heads, width // heads]), [0, 2, 1, 3])
 
 
 def merge_heads(x: tf.Tensor) -> tf.Tensor:
-    shape = tf.shape(x)
-    x = tf.transpose(x, [0, 2, 1, 3])
-    return tf.reshape(x, [shape[0], shape[2], x.shape[2] * x.shape[3]])
+    batch, heads, length, dim = dims(x)
+    return tf.reshape(tf.transpose(x, [0, 2, 1, 3]), [batch, length, heads * dim])
 
 
 def update_cache(
@@ -555,12 +564,20 @@ def update_cache(
     pk, pv = past
     if cache_index is None:
         return tf.concat([pk, k], axis=2), tf.concat([pv, v], axis=2)
-    select = tf.one_hot(cache_index + tf.range(tf.shape(k)[2]), tf.shape(pk)[2], dtype=k.dtype)  # [new, max_len]
-    keep = 1.0 - tf.reduce_sum(select, axis=0)[:, None]
-    return (
-        pk * keep + tf.einsum("bhtd,tl->bhld", k, select),
-        pv * keep + tf.einsum("bhtd,tl->bhld", v, select),
-    )
+    return write_at(pk, k, cache_index), write_at(pv, v, cache_index)
+
+
+def write_at(buffer: tf.Tensor, new: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """``buffer[:, :, index:index + n] = new`` for a cache [batch, heads, max_len, dim] and
+    ``new`` [batch, heads, n, dim]: one select over the buffer, which XLA fuses and writes in
+    place of the loop-carried buffer (TF has no public dynamic-update-slice outside XLA; the
+    one-hot product this replaces multiplied and added the whole buffer)."""
+    offset = tf.range(tf.shape(buffer)[2]) - tf.cast(index, tf.int32)  # [max_len]
+    count = tf.shape(new)[2]
+    inside = tf.logical_and(offset >= 0, offset < count)[:, None]  # [max_len, 1]
+    if new.shape[2] != 1:  # a prompt: entry i of ``new`` goes to slot index + i
+        new = tf.gather(new, tf.clip_by_value(offset, 0, count - 1), axis=2)
+    return tf.where(inside, new, buffer)
 
 
 def attention_kv(key: Dense, value: Dense, h: tf.Tensor, states: Any, past: Any, cache_index: Any, heads: int, cross: bool,
