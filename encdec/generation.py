@@ -359,6 +359,9 @@ class DecodePlan:
     eos_token_ids: tuple[int, ...]
     pad_token_id: int
     decoder_start_token_id: int
+    #: False when the configs set neither a pad nor an eos id: ``pad_token_id`` is then a
+    #: buffer filler and the default encoder mask is all ones (transformers' rule).
+    mask_pads: bool = True
     #: forced as the first generated token (length 1 -> 2), when set.
     forced_bos_token_id: int | None = None
     #: forced as the last token (at length ``max_length - 1``), when non-empty.
@@ -445,8 +448,9 @@ def resolve_generation(
     pad = cfg.pad_token_id
     if pad is None:
         pad = eos[0] if eos else None
-    if pad is None:
-        raise ValueError("generate needs `pad_token_id` (or `eos_token_id`) on the model or generation config")
+    # no pad and no eos id (transformers generates then too): every row runs to max_length,
+    # so nothing is padded; 0 only fills buffers, and no input id is masked by default
+    mask_pads = pad is not None
     max_length = start_length + cfg.max_new_tokens if cfg.max_new_tokens is not None else cfg.max_length
     min_length = start_length + cfg.min_new_tokens if cfg.min_new_tokens is not None else cfg.min_length
     if max_length <= start_length:
@@ -480,7 +484,8 @@ def resolve_generation(
         early_stopping=cfg.early_stopping,
         num_return_sequences=cfg.num_return_sequences,
         eos_token_ids=eos,
-        pad_token_id=int(pad),
+        pad_token_id=int(pad) if mask_pads else 0,
+        mask_pads=mask_pads,
         decoder_start_token_id=int(start),
         forced_bos_token_id=cfg.forced_bos_token_id,
         forced_eos_token_ids=tuple(cfg.forced_eos_token_ids),
@@ -551,7 +556,7 @@ def default_attention_mask(input_ids: Any, plan: DecodePlan, xp: Any) -> Any:
     all ones, so no data-dependent branch is needed and it traces under jit/XLA.)
     ``xp`` is a NumPy-like namespace; the mask has the ids' dtype."""
     ones = xp.ones_like(input_ids)
-    if plan.pad_token_id in plan.eos_token_ids:
+    if not plan.mask_pads or plan.pad_token_id in plan.eos_token_ids:
         return ones
     return xp.where(input_ids != plan.pad_token_id, ones, xp.zeros_like(input_ids))
 

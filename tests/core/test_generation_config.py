@@ -1,10 +1,11 @@
 """GenerationConfig I/O and validation; resolution into a DecodePlan."""
 import json
 
+import numpy as np
 import pytest
 
 from encdec import BertConfig, EncoderDecoderConfig, GPT2Config
-from encdec.generation import GenerationConfig, beam_fill_token_id, resolve_generation
+from encdec.generation import GenerationConfig, beam_fill_token_id, default_attention_mask, resolve_generation
 
 from .tiny import part_kwargs
 
@@ -66,6 +67,13 @@ def test_pad_defaults_to_eos():
     cfg.decoder.pad_token_id = None
     plan, _ = resolve_generation(cfg, None, {"eos_token_id": [4, 5]})
     assert plan.pad_token_id == 4 and plan.eos_token_ids == (4, 5)
+
+    # neither pad nor eos: transformers generates to max_length and masks no input id by default
+    cfg.decoder.eos_token_id = cfg.decoder.bos_token_id = None
+    plan, _ = resolve_generation(cfg, None, {})
+    assert plan.eos_token_ids == () and not plan.mask_pads
+    ids = np.array([[5, 0, 0]])
+    assert default_attention_mask(ids, plan, np).tolist() == [[1, 1, 1]]
 
 
 def test_beam_fill_token_is_transformers_rule():
