@@ -10,6 +10,7 @@ import difflib
 import json
 import logging
 import os
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -400,6 +401,12 @@ class DecodePlan:
         return "beam" if self.num_beams > 1 else "greedy"
 
 
+#: settings whose None transformers reads as "off" (it leaves the processor or warper out): their neutral value
+_OFF_WHEN_NONE = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+                  "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+                  "encoder_no_repeat_ngram_size": 0, "length_penalty": 1.0}
+
+
 def resolve_generation(
     model_config: Any,
     generation_config: GenerationConfig | None,
@@ -419,6 +426,9 @@ def resolve_generation(
         if getattr(cfg, name) is None:
             setattr(cfg, name, getattr(base, name))
     rest = cfg.update(**kwargs)
+    for name, off in _OFF_WHEN_NONE.items():
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, off)
     cfg.validate()
     # what transformers' trainers pass along: labels (Seq2SeqTrainer's predict_with_generate
     # hands generate the whole batch) are not model inputs of generation; synced_gpus only
@@ -453,6 +463,7 @@ def resolve_generation(
     mask_pads = pad is not None
     max_length = start_length + cfg.max_new_tokens if cfg.max_new_tokens is not None else cfg.max_length
     min_length = start_length + cfg.min_new_tokens if cfg.min_new_tokens is not None else cfg.min_length
+    _warn_as_transformers(cfg, kwargs, min_length, max_length)
     if max_length <= start_length:
         raise ValueError(
             f"max_length ({max_length}) leaves no room to generate after the {start_length}-token decoder "
@@ -513,6 +524,27 @@ def resolve_generation(
         output_hidden_states=cfg.output_hidden_states,
     )
     return plan, rest
+
+
+def _warn_as_transformers(cfg: GenerationConfig, kwargs: dict[str, Any], min_length: int, max_length: int) -> None:
+    """transformers 4.57's warnings on settings that have no effect: sampling flags without
+    sampling and beam flags without beams, ``max_length`` passed with ``max_new_tokens`` (its
+    logger), and a minimum length beyond the maximum (a ``UserWarning``)."""
+    unused = []
+    if not cfg.do_sample:
+        unused += [n for n, off in (("temperature", 1.0), ("top_p", 1.0), ("typical_p", 1.0), ("epsilon_cutoff", 0.0),
+                                    ("eta_cutoff", 0.0)) if getattr(cfg, n) not in (None, off)]
+        unused += [n for n, on in (("min_p", cfg.min_p is not None), ("top_k", cfg.top_k not in (None, 0, 50))) if on]
+    if cfg.num_beams == 1:
+        unused += [n for n, off in (("early_stopping", False), ("length_penalty", 1.0)) if getattr(cfg, n) not in (None, off)]
+    if unused:
+        logger.warning("The following generation flags are not valid and may be ignored: %s.", sorted(unused))
+    if cfg.max_new_tokens is not None and kwargs.get("max_length") is not None:
+        logger.warning("Both `max_new_tokens` (=%s) and `max_length` (=%s) are set; `max_new_tokens` takes precedence.",
+                       cfg.max_new_tokens, kwargs["max_length"])
+    if min_length > max_length:
+        warnings.warn(f"Unfeasible length constraints: the minimum length ({min_length}) is larger than the maximum "
+                      f"length ({max_length}); generation stops at the maximum length", UserWarning, stacklevel=3)
 
 
 def beam_fill_token_id(plan: DecodePlan) -> int:

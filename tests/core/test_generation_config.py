@@ -76,6 +76,21 @@ def test_pad_defaults_to_eos():
     assert default_attention_mask(ids, plan, np).tolist() == [[1, 1, 1]]
 
 
+def test_none_switches_off_and_warnings_as_transformers(caplog):
+    """None turns a processor or warper off (transformers leaves it out); settings without
+    effect warn as transformers 4.57 does (its logger's texts; a UserWarning for lengths)."""
+    cfg = model_config(decoder_start_token_id=1, pad_token_id=0)
+    plan, _ = resolve_generation(cfg, None, {"do_sample": True, "top_k": None, "temperature": None, "length_penalty": None})
+    assert (plan.top_k, plan.temperature, plan.length_penalty) == (0, 1.0, 1.0)
+    with caplog.at_level("WARNING", logger="encdec.generation"):
+        resolve_generation(cfg, None, {"temperature": 0.5, "top_k": 10, "early_stopping": True, "max_length": 9,
+                                       "max_new_tokens": 3})
+    assert "not valid and may be ignored: ['early_stopping', 'temperature', 'top_k']" in caplog.text
+    assert "Both `max_new_tokens` (=3) and `max_length` (=9)" in caplog.text
+    with pytest.warns(UserWarning, match="Unfeasible length constraints"):
+        resolve_generation(cfg, None, {"max_new_tokens": 3, "min_new_tokens": 5})
+
+
 def test_beam_fill_token_is_transformers_rule():
     """pad; the first eos when the pad id is 0 (unset for transformers); -1 without eos."""
     cfg = model_config(decoder_start_token_id=1)
