@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -366,6 +367,9 @@ class DecodePlan:
     eos_token_ids: tuple[int, ...]
     pad_token_id: int
     decoder_start_token_id: int
+    #: False when the configs set neither a pad nor an eos id: ``pad_token_id`` is then a
+    #: buffer filler and the default encoder mask is all ones (transformers' rule).
+    mask_pads: bool = True
     #: forced as the first generated token (length 1 -> 2), when set.
     forced_bos_token_id: int | None = None
     #: forced as the last token (at length ``max_length - 1``), when non-empty.
@@ -404,6 +408,12 @@ class DecodePlan:
         return "beam" if self.num_beams > 1 else "greedy"
 
 
+#: settings whose None transformers reads as "off" (it leaves the processor or warper out): their neutral value
+_OFF_WHEN_NONE = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+                  "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+                  "encoder_no_repeat_ngram_size": 0, "length_penalty": 1.0}
+
+
 def resolve_generation(
     model_config: Any,
     generation_config: GenerationConfig | None,
@@ -423,6 +433,9 @@ def resolve_generation(
         if getattr(cfg, name) is None:
             setattr(cfg, name, getattr(base, name))
     rest = cfg.update(**kwargs)
+    for name, off in _OFF_WHEN_NONE.items():
+        if getattr(cfg, name) is None:
+            setattr(cfg, name, off)
     cfg.validate()
     # what transformers' trainers pass along: labels (Seq2SeqTrainer's predict_with_generate
     # hands generate the whole batch) are not model inputs of generation; synced_gpus only
@@ -452,10 +465,12 @@ def resolve_generation(
     pad = cfg.pad_token_id
     if pad is None:
         pad = eos[0] if eos else None
-    if pad is None:
-        raise ValueError("generate needs `pad_token_id` (or `eos_token_id`) on the model or generation config")
+    # no pad and no eos id (transformers generates then too): every row runs to max_length,
+    # so nothing is padded; 0 only fills buffers, and no input id is masked by default
+    mask_pads = pad is not None
     max_length = start_length + cfg.max_new_tokens if cfg.max_new_tokens is not None else cfg.max_length
     min_length = start_length + cfg.min_new_tokens if cfg.min_new_tokens is not None else cfg.min_length
+    _warn_as_transformers(cfg, kwargs, min_length, max_length)
     if max_length <= start_length:
         raise ValueError(
             f"max_length ({max_length}) leaves no room to generate after the {start_length}-token decoder "
@@ -487,7 +502,8 @@ def resolve_generation(
         early_stopping=cfg.early_stopping,
         num_return_sequences=cfg.num_return_sequences,
         eos_token_ids=eos,
-        pad_token_id=int(pad),
+        pad_token_id=int(pad) if mask_pads else 0,
+        mask_pads=mask_pads,
         decoder_start_token_id=int(start),
         forced_bos_token_id=cfg.forced_bos_token_id,
         forced_eos_token_ids=tuple(cfg.forced_eos_token_ids),
@@ -515,6 +531,27 @@ def resolve_generation(
         output_hidden_states=cfg.output_hidden_states,
     )
     return plan, rest
+
+
+def _warn_as_transformers(cfg: GenerationConfig, kwargs: dict[str, Any], min_length: int, max_length: int) -> None:
+    """transformers 4.57's warnings on settings that have no effect: sampling flags without
+    sampling and beam flags without beams, ``max_length`` passed with ``max_new_tokens`` (its
+    logger), and a minimum length beyond the maximum (a ``UserWarning``)."""
+    unused = []
+    if not cfg.do_sample:
+        unused += [n for n, off in (("temperature", 1.0), ("top_p", 1.0), ("typical_p", 1.0), ("epsilon_cutoff", 0.0),
+                                    ("eta_cutoff", 0.0)) if getattr(cfg, n) not in (None, off)]
+        unused += [n for n, on in (("min_p", cfg.min_p is not None), ("top_k", cfg.top_k not in (None, 0, 50))) if on]
+    if cfg.num_beams == 1:
+        unused += [n for n, off in (("early_stopping", False), ("length_penalty", 1.0)) if getattr(cfg, n) not in (None, off)]
+    if unused:
+        logger.warning("The following generation flags are not valid and may be ignored: %s.", sorted(unused))
+    if cfg.max_new_tokens is not None and kwargs.get("max_length") is not None:
+        logger.warning("Both `max_new_tokens` (=%s) and `max_length` (=%s) are set; `max_new_tokens` takes precedence.",
+                       cfg.max_new_tokens, kwargs["max_length"])
+    if min_length > max_length:
+        warnings.warn(f"Unfeasible length constraints: the minimum length ({min_length}) is larger than the maximum "
+                      f"length ({max_length}); generation stops at the maximum length", UserWarning, stacklevel=3)
 
 
 def beam_fill_token_id(plan: DecodePlan) -> int:
@@ -558,7 +595,7 @@ def default_attention_mask(input_ids: Any, plan: DecodePlan, xp: Any) -> Any:
     all ones, so no data-dependent branch is needed and it traces under jit/XLA.)
     ``xp`` is a NumPy-like namespace; the mask has the ids' dtype."""
     ones = xp.ones_like(input_ids)
-    if plan.pad_token_id in plan.eos_token_ids:
+    if not plan.mask_pads or plan.pad_token_id in plan.eos_token_ids:
         return ones
     return xp.where(input_ids != plan.pad_token_id, ones, xp.zeros_like(input_ids))
 

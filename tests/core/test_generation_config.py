@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from encdec import BertConfig, EncoderDecoderConfig, GPT2Config
-from encdec.generation import GenerationConfig, beam_fill_token_id, resolve_generation
+from encdec.generation import GenerationConfig, beam_fill_token_id, default_attention_mask, resolve_generation
 
 from .tiny import part_kwargs
 
@@ -68,6 +68,28 @@ def test_pad_defaults_to_eos():
     cfg.decoder.pad_token_id = None
     plan, _ = resolve_generation(cfg, None, {"eos_token_id": [4, 5]})
     assert plan.pad_token_id == 4 and plan.eos_token_ids == (4, 5)
+
+    # neither pad nor eos: transformers generates to max_length and masks no input id by default
+    cfg.decoder.eos_token_id = cfg.decoder.bos_token_id = None
+    plan, _ = resolve_generation(cfg, None, {})
+    assert plan.eos_token_ids == () and not plan.mask_pads
+    ids = np.array([[5, 0, 0]])
+    assert default_attention_mask(ids, plan, np).tolist() == [[1, 1, 1]]
+
+
+def test_none_switches_off_and_warnings_as_transformers(caplog):
+    """None turns a processor or warper off (transformers leaves it out); settings without
+    effect warn as transformers 4.57 does (its logger's texts; a UserWarning for lengths)."""
+    cfg = model_config(decoder_start_token_id=1, pad_token_id=0)
+    plan, _ = resolve_generation(cfg, None, {"do_sample": True, "top_k": None, "temperature": None, "length_penalty": None})
+    assert (plan.top_k, plan.temperature, plan.length_penalty) == (0, 1.0, 1.0)
+    with caplog.at_level("WARNING", logger="encdec.generation"):
+        resolve_generation(cfg, None, {"temperature": 0.5, "top_k": 10, "early_stopping": True, "max_length": 9,
+                                       "max_new_tokens": 3})
+    assert "not valid and may be ignored: ['early_stopping', 'temperature', 'top_k']" in caplog.text
+    assert "Both `max_new_tokens` (=3) and `max_length` (=9)" in caplog.text
+    with pytest.warns(UserWarning, match="Unfeasible length constraints"):
+        resolve_generation(cfg, None, {"max_new_tokens": 3, "min_new_tokens": 5})
 
 
 def test_beam_fill_token_is_transformers_rule():
