@@ -50,7 +50,7 @@ WEIGHT_FILES = tuple(f for files in FORMAT_FILES.values() for f in files)
 #: ``format`` argument of :func:`write_weights` -> the file it writes when unsharded.
 FORMATS = {fmt: files[0] for fmt, files in FORMAT_FILES.items()}
 
-#: Files a weight save of each format owns (stale ones of a previous save are removed).
+#: Files of a weight save of each format, in loading priority order (see :func:`format_files`).
 _FORMAT_PATTERNS = {
     "safetensors": re.compile(r"model(-\d{5}-of-\d{5})?\.safetensors(\.index\.json)?$"),
     "pt-bin": re.compile(r"pytorch_model(-\d{5}-of-\d{5})?\.bin(\.index\.json)?$"),
@@ -959,6 +959,10 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 def format_files(fmt: str) -> Callable[[str], bool]:
-    """Predicate: is this file name part of a ``fmt`` weight save (any sharding)?"""
-    pattern = _FORMAT_PATTERNS[fmt]
-    return lambda name: bool(pattern.fullmatch(name))
+    """Predicate: does a ``fmt`` weight save replace this file?  Its own format's files (any
+    sharding), and those of every format a load reads before it: left beside the new
+    config, ``model.safetensors`` would be loaded instead of a new ``tf_model.h5`` (new
+    config, old weights).  Formats read after it stay (a folder may hold several)."""
+    order = list(_FORMAT_PATTERNS)
+    patterns = [_FORMAT_PATTERNS[f] for f in order[:order.index(fmt) + 1]]
+    return lambda name: any(pattern.fullmatch(name) for pattern in patterns)

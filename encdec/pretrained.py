@@ -22,9 +22,9 @@ from encdec.checkpoint import (
     LoadReport,
     atomic_directory,
     check_finite,
-    pinned_folder,
     format_files,
     match_state,
+    pinned_folder,
     read_weight_file,
     write_weights,
 )
@@ -164,7 +164,8 @@ def save_pretrained(
 
     ``format``: ``"safetensors"`` (sharded above ``max_shard_size``), ``"pt-bin"``,
     ``"tf-h5"`` or ``"flax-msgpack"``.  Other files already in ``save_directory`` are kept,
-    stale files of the same weight format are removed.
+    except weight files of this format and of formats a load reads first (they would be
+    loaded with the new config in place of the new weights).
     """
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")

@@ -145,10 +145,9 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
                     elif leaf == "bias" and arr.ndim == 2 and arr.shape[0] == 1:
                         arr = arr[0]
                     name = _torch_name(rel)
-                    if name in out:
-                        if out[name].shape == arr.shape and np.array_equal(out[name], arr):
-                            continue  # a tied weight Keras saves under each layer that holds it
-                        raise CheckpointError(f"{path}: two datasets hold different values for weight {name!r} "
+                    # a tied weight is listed by two layers (an MLM head's embeddings): the same values
+                    if name in out and not np.array_equal(out[name], arr):
+                        raise CheckpointError(f"{path}: two datasets of different values hold weight {name!r} "
                                               f"(the second is {layer}/{weight_name})")
                     out[name] = np.ascontiguousarray(arr)
     except CheckpointError:

@@ -370,6 +370,16 @@ def test_concurrent_saves_both_succeed_last_wins(tmp_path, v1, v2):
 
 
 # --- where a save goes, and what it may not do ------------------------------------------
+def test_save_in_another_format_replaces_the_old_weights(tmp_path, v1, v2):
+    """The old model.safetensors, read before flax_model.msgpack, used to survive a msgpack
+    save: the load then gave the new config with the old weights."""
+    save_pretrained(tmp_path / "c", v1[0], v1[1], max_shard_size="100KB")
+    (tmp_path / "c" / "tokenizer.json").write_text("{}")
+    save_pretrained(tmp_path / "c", v2[0], v2[1], format="flax-msgpack")
+    assert sorted(os.listdir(tmp_path / "c")) == ["config.json", "flax_model.msgpack", "tokenizer.json"]
+    assert _version_of(*load_pretrained(tmp_path / "c")[:2], v1, v2) == 2
+
+
 def test_save_through_symlink_updates_its_target(tmp_path, v1, v2):
     real = tmp_path / "real"
     save_pretrained(real, v1[0], v1[1])
@@ -529,7 +539,7 @@ def test_h5_weight_stored_twice(tmp_path):
     write(np.ones((2, 3), np.float32))
     assert list(read_tf_h5(tmp_path / "tf_model.h5")) == ["emb.weight"]
     write(np.zeros((2, 3), np.float32))
-    with pytest.raises(CheckpointError, match=r"two datasets hold different values for weight 'emb.weight'"):
+    with pytest.raises(CheckpointError, match=r"two datasets of different values hold weight 'emb.weight'"):
         read_tf_h5(tmp_path / "tf_model.h5")
 
 
