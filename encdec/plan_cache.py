@@ -50,11 +50,19 @@ def cached_resolve(model: Any, generation_config: Any, kwargs: dict[str, Any],
     except _NotPlain:
         return resolve_generation(model.config, generation_config, kwargs, start_length=start_length)
     plans = model.__dict__.setdefault("_resolved_plans", OrderedDict())
-    if key in plans:
-        plans.move_to_end(key)
-    else:
-        plans[key] = resolve_generation(model.config, generation_config, kwargs, start_length=start_length)
+    entry = plans.get(key)  # one lookup: another thread may evict between two
+    if entry is None:
+        entry = resolve_generation(model.config, generation_config, kwargs, start_length=start_length)
+        plans[key] = entry
         while len(plans) > MAX_PLANS:
-            plans.popitem(last=False)
-    plan, rest = plans[key]
+            try:
+                plans.popitem(last=False)
+            except KeyError:  # emptied by another thread
+                break
+    else:
+        try:
+            plans.move_to_end(key)
+        except KeyError:  # evicted by another thread meanwhile; the entry is still valid
+            pass
+    plan, rest = entry
     return plan, dict(rest)
