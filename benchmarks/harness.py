@@ -5,8 +5,8 @@ weights, batch 4, source 128, target 64, 32 new tokens (greedy and beam 4), and 
 the ~1 GB checkpoint.  Each backend script supplies two *sides* -- ours and transformers
 4.57's class of the same framework -- and the harness:
 
-* times ``from_pretrained`` + the first forward (one-off, per side) and each workload's
-  first call (its compile time, for the XLA sides: first call minus the steady median);
+* times ``from_pretrained`` + the first forward in fresh processes (imports excluded;
+  interleaved repetitions, median) and each workload's first call (its compile time, for the XLA sides: first call minus the steady median);
 * runs the steady workloads in interleaved repetitions (ours, theirs, ours, theirs, ...),
   so that load from other processes on the machine hits both sides alike, and keeps medians;
 * measures the machine's bounds -- numpy copy bandwidth and one large matmul in the
@@ -254,6 +254,8 @@ def parser(doc: str) -> argparse.ArgumentParser:
                    help="our weights and activations (transformers stays fp32: the rows compare against its fp32)")
     p.add_argument("--json", metavar="PATH", help="also write the figures to PATH")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--load-probe", choices=("ours", "theirs"), help=argparse.SUPPRESS)
+    p.add_argument("--load-path", help=argparse.SUPPRESS)
     return p
 
 
@@ -273,7 +275,7 @@ def run(args: argparse.Namespace, backend: str, ours: Callable[..., Side], their
             print(f"{backend}: checkpoint {size / 1e9:.3f} GB; batch {shape.batch}, source {shape.source}, "
                   f"target {shape.target}, {shape.new_tokens} new tokens, beams {shape.beams}; ours in {args.dtype}", flush=True)
             for who, side in sides.items():  # one-off: load + first forward, then each workload's first call
-                results[who]["load"] = side.op({"op": "load", "path": tmp})["s"]
+                side.op({"op": "load", "path": tmp})  # timed below, in fresh processes
                 for name in names:
                     results[who][f"{name} first"] = side.op({"op": "run", "name": name, "save": os.path.join(tmp, f"{who}-{name}.npy")})["s"]
             if "theirs" in sides:
@@ -288,6 +290,12 @@ def run(args: argparse.Namespace, backend: str, ours: Callable[..., Side], their
                 for name in names:
                     for who, side in sides.items():
                         steady[who, name].append(side.op({"op": "run", "name": name})["s"])
+            loads: dict[str, list[float]] = {who: [] for who in sides}
+            for _ in range(repeats):  # a load is one-off work: each in a process of its own
+                for who in sides:
+                    loads[who].append(fresh_load(args, who, tmp))
+            for who, times in loads.items():
+                results[who]["load"] = statistics.median(times)
             for (who, name), times in steady.items():
                 results[who][name] = statistics.median(times)
                 results[who][f"{name} compile"] = max(results[who][f"{name} first"] - results[who][name], 0.0)
@@ -306,6 +314,23 @@ def run(args: argparse.Namespace, backend: str, ours: Callable[..., Side], their
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
     return report
+
+
+#: marks the line of a load probe's stdout that holds its seconds
+LOAD_MARK = "load seconds:"
+
+
+def fresh_load(args: argparse.Namespace, who: str, path: str) -> float:
+    """Seconds of load + first forward of ``path`` by side ``who`` in a new process running
+    this benchmark's script (``--load-probe``); the imports are not timed.  In a process that
+    has already run a model, the first forward would find the framework's threads, allocator
+    and caches warm, and whichever side loaded first would pay them."""
+    argv = [sys.executable, args.script, "--load-probe", who, "--load-path", path, "--dtype", args.dtype]
+    done = subprocess.run(argv + (["--quick"] if args.quick else []), capture_output=True, text=True)
+    marked = [line for line in done.stdout.splitlines() if line.startswith(LOAD_MARK)]
+    if done.returncode or not marked:
+        raise RuntimeError(f"load probe ({who}) exited with code {done.returncode}: {done.stderr[-3000:]}")
+    return float(marked[-1][len(LOAD_MARK):])
 
 
 def print_table(report: dict[str, Any], names: tuple[str, ...]) -> None:
@@ -334,7 +359,17 @@ def main(doc: str, backend: str, ours: Callable[..., Side], theirs: Optional[Cal
          argv: Optional[list[str]] = None) -> dict[str, Any]:
     """Parse the common options and run; with ``--worker`` serve ``worker`` instead."""
     args = parser(doc).parse_args(argv)
+    args.script = sys.modules[ours.__module__].__file__  # the benchmark script, for load probes
     if args.worker:
         serve(worker(workload_config(args.quick), workload_shape(args.quick), args.dtype))
+        return {}
+    if args.load_probe:
+        make = ours if args.load_probe == "ours" else theirs
+        side = make(workload_config(args.quick), workload_shape(args.quick),
+                    args.dtype if args.load_probe == "ours" else "float32")
+        try:
+            print(f"{LOAD_MARK}{side.op({'op': 'load', 'path': args.load_path})['s']!r}", flush=True)
+        finally:
+            side.close()
         return {}
     return run(args, backend, ours, theirs, extra_workloads)
