@@ -119,6 +119,26 @@ def test_truncated_safetensors_names_file(model, tmp_path):
         load_pretrained(tmp_path)
 
 
+def test_read_split_between_threads(model, tmp_path, monkeypatch):
+    """Large reads are split between reader threads: the same arrays as one read, and a file
+    shorter than the header says is still reported as fewer bytes (then "truncated")."""
+    config, weights, _ = model
+    save_pretrained(tmp_path, config, weights)
+    path = tmp_path / "model.safetensors"
+    whole = ck.read_safetensors(path)
+    monkeypatch.setattr(ck, "READ_BYTES_PER_THREAD", 1000)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    split = ck.read_safetensors(path)
+    assert sorted(split) == sorted(whole)
+    for name in whole:
+        np.testing.assert_array_equal(split[name], whole[name])
+    data = path.read_bytes()
+    view = memoryview(bytearray(len(data) + 5000))
+    with open(path, "rb", buffering=0) as f:
+        assert ck._read_into(f, view, 0) == len(data)
+    assert bytes(view[:len(data)]) == data
+
+
 @pytest.mark.parametrize("fmt,name", [("flax-msgpack", "flax_model.msgpack"), ("tf-h5", "tf_model.h5"), ("pt-bin", "pytorch_model.bin")])
 def test_corrupt_files_name_file(model, tmp_path, fmt, name):
     if fmt == "pt-bin":
