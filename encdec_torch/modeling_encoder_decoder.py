@@ -475,8 +475,8 @@ def _retie_in_loaded_state(module: nn.Module, state_dict: dict, prefix: str, *_:
     for tied, source in module.spec.ties.items():
         entries = state_dict.get(prefix + tied), state_dict.get(prefix + source)
         current = params.get(tied)
-        if current is None or any(e is None or e.shape != current.shape for e in entries):
-            continue
+        if current is None or current.is_meta or any(e is None or e.shape != current.shape for e in entries):
+            continue  # a model built on the meta device has no current value to compare with
         same = [torch.equal(e.to(current.device, current.dtype), current.detach()) for e in entries]
         if same == [True, False]:
             state_dict[prefix + tied] = entries[1]

@@ -152,3 +152,7 @@ def test_load_state_dict_changed_on_one_side_of_a_tie():
         model.load_state_dict(state)
         assert torch.equal(model.decoder.bert.embeddings.word_embeddings.weight, new), changed
         assert model.decoder.cls.predictions.decoder.weight is model.decoder.bert.embeddings.word_embeddings.weight
+    with torch.device("meta"):  # big-model loading: nothing to compare with, the load assigns
+        empty = EncoderDecoderModel(make_config("bert2bert"))
+    empty.load_state_dict(model.state_dict(), assign=True)
+    assert torch.equal(empty.decoder.bert.embeddings.word_embeddings.weight, model.decoder.bert.embeddings.word_embeddings.weight)
