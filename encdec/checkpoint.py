@@ -247,6 +247,17 @@ def _owned_buffer(nbytes: int) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, nbytes), np.uint8) if nbytes else np.empty(0, np.uint8)
 
 
+def aligned_empty(shape: tuple, dtype: Any, alignment: int = 64) -> np.ndarray:
+    """An uninitialised array whose data starts on an ``alignment``-byte boundary: the
+    alignment TF (Eigen) and XLA's CPU client need to take host memory as a tensor without
+    copying it again (``np.empty`` guarantees only 16 bytes)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + alignment, np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 #: the least bytes worth a reader thread of their own (below, one sequential read is as fast)
 READ_BYTES_PER_THREAD = 64 << 20
 

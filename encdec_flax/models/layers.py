@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 import numpy as np
 
+from encdec.checkpoint import aligned_empty
 from encdec.activations import check_activation, check_backend_table
 from encdec.formats.flax_msgpack import HF_FLAX_LAYOUT
 
@@ -40,10 +41,7 @@ def to_device(x: Any, dtype: Any = None) -> jax.Array:
     per shape).  The caller's array is never aliased, so mutating it later is safe."""
     x = np.asarray(x)
     dtype = x.dtype if dtype is None else np.dtype(dtype)
-    nbytes = x.size * dtype.itemsize
-    raw = np.empty(nbytes + _ALIGN, np.uint8)
-    start = -raw.ctypes.data % _ALIGN
-    out = raw[start:start + nbytes].view(dtype).reshape(x.shape)
+    out = aligned_empty(x.shape, dtype, _ALIGN)
     if x.ndim == 2 and not x.flags.c_contiguous and x.T.flags.c_contiguous:
         source = x.T
         for i in range(0, source.shape[0], _TILE):

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from encdec.checkpoint import aligned_empty
 from encdec.activations import check_activation, check_backend_table
 from encdec.hub import HubModelMixin
 from encdec.layout import Layout
@@ -87,9 +88,7 @@ def owned_tensor(value: np.ndarray) -> tf.Tensor:
     then owns (handed over by DLPack, which TF accepts only aligned)."""
     if value.dtype.kind not in "fiu" or value.size == 0:  # DLPack-less dtypes; nothing to copy
         return tf.convert_to_tensor(value)
-    raw = np.empty(value.nbytes + TENSOR_ALIGNMENT, np.uint8)
-    start = -raw.ctypes.data % TENSOR_ALIGNMENT
-    out = raw[start:start + value.nbytes].view(value.dtype).reshape(value.shape)
+    out = aligned_empty(value.shape, value.dtype, TENSOR_ALIGNMENT)
     np.copyto(out, value)
     return tf.experimental.dlpack.from_dlpack(out.__dlpack__())
 
